@@ -1,0 +1,239 @@
+//! The command line: every setting is a flag with an environment-variable twin.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::builder::TypedValueParser as _;
+use clap::{Args, Parser, Subcommand};
+
+use crate::clean::DEFAULT_MAX_EVENT_BYTES;
+use crate::insights::DEFAULT_TOP_CAPACITY;
+use crate::kafka::KafkaProperty;
+use crate::pii::PiiMode;
+use crate::telemetry::LogFormat;
+
+/// Cleans `user-login` events from Kafka and reports insights.
+#[derive(Debug, Parser)]
+#[command(name = "fetch-consumer", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, env = "FETCH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human, global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Consume the input topic, produce cleaned events and dead letters, report at the end.
+    Run(RunArgs),
+    /// Send synthetic login events to a topic or a file (the local data generator).
+    Generate(GenerateArgs),
+    /// Clean JSON lines from a file or stdin, no broker needed.
+    Process(ProcessArgs),
+}
+
+/// How to reach Kafka.
+#[derive(Debug, Args, Clone)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers, comma-separated host:port list.
+    #[arg(
+        long,
+        env = "KAFKA_BOOTSTRAP_SERVERS",
+        default_value = "localhost:9092"
+    )]
+    pub bootstrap_servers: String,
+    /// Any librdkafka property as KEY=VALUE, repeatable (e.g. -X security.protocol=SASL_SSL).
+    /// In the environment: several separated by ';'.
+    #[arg(
+        short = 'X',
+        long = "kafka-property",
+        value_name = "KEY=VALUE",
+        env = "FETCH_KAFKA_PROPERTIES",
+        value_delimiter = ';'
+    )]
+    pub properties: Vec<KafkaProperty>,
+}
+
+/// How events are cleaned and summarized.
+#[derive(Debug, Args, Clone)]
+pub struct CleaningArgs {
+    /// Largest accepted event, in bytes; larger ones are dead-lettered as `too_large`.
+    #[arg(long, env = "FETCH_MAX_EVENT_BYTES", default_value_t = DEFAULT_MAX_EVENT_BYTES,
+          value_parser = clap::value_parser!(u64).range(64..=16 * 1024 * 1024).map(|v| v as usize))]
+    pub max_event_bytes: usize,
+    /// Protection of `ip` and `device_id` in the output. `hash` needs FETCH_PII_HASH_KEY.
+    #[arg(long, env = "FETCH_PII_MODE", value_enum, default_value_t = PiiMode::Keep)]
+    pub pii_mode: PiiMode,
+    /// Counters per top-k list: more means tighter counts for the top 10.
+    #[arg(long, env = "FETCH_TOP_CAPACITY", default_value_t = DEFAULT_TOP_CAPACITY,
+          value_parser = clap::value_parser!(u64).range(10..=1_000_000).map(|v| v as usize))]
+    pub top_capacity: usize,
+    /// Also write the mergeable insights as JSON to this file at the end.
+    #[arg(long, env = "FETCH_INSIGHTS_OUT", value_name = "FILE")]
+    pub insights_out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub cleaning: CleaningArgs,
+    /// Consumer group; replicas sharing it split the input's partitions.
+    #[arg(long, env = "FETCH_GROUP_ID", default_value = "fetch-consumer")]
+    pub group_id: String,
+    /// Topic to consume raw events from.
+    #[arg(long, env = "FETCH_INPUT_TOPIC", default_value = "user-login")]
+    pub input_topic: String,
+    /// Topic for cleaned events (keyed by user_id).
+    #[arg(
+        long,
+        env = "FETCH_OUTPUT_TOPIC",
+        default_value = "processed-user-logins"
+    )]
+    pub output_topic: String,
+    /// Topic for rejected events (original bytes, reason in headers).
+    #[arg(
+        long,
+        env = "FETCH_DEAD_LETTER_TOPIC",
+        default_value = "user-login-dlq"
+    )]
+    pub dead_letter_topic: String,
+    /// Address of the /healthz, /readyz and /metrics endpoints.
+    #[arg(long, env = "FETCH_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+    /// Records per processing batch.
+    #[arg(long, env = "FETCH_BATCH_SIZE", default_value_t = 2048,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000).map(|v| v as usize))]
+    pub batch_size: usize,
+    /// How often acknowledged offsets are committed (e.g. 1s, 500ms).
+    #[arg(long, env = "FETCH_COMMIT_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub commit_interval: Duration,
+    /// Longest wait for the producer to deliver what it holds when stopping.
+    #[arg(long, env = "FETCH_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+    /// Stop by itself after this long (e.g. 60s, 5m); default: run until SIGINT/SIGTERM.
+    #[arg(long, env = "FETCH_DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Print a live progress line on stderr.
+    #[arg(long, env = "FETCH_PROGRESS")]
+    pub progress: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Topic to send events to.
+    #[arg(long, env = "FETCH_GENERATE_TOPIC", default_value = "user-login")]
+    pub topic: String,
+    /// Write JSON lines to this file ('-' for stdout) instead of Kafka.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Events per second; 0 sends as fast as the broker takes them.
+    #[arg(long, env = "FETCH_GENERATE_RATE", default_value_t = 2.0, value_parser = non_negative)]
+    pub rate: f64,
+    /// Stop after this many events; 0 runs until stopped.
+    #[arg(long, env = "FETCH_GENERATE_COUNT", default_value_t = 0)]
+    pub count: u64,
+    /// Random seed, for a reproducible stream; default: from the clock.
+    #[arg(long, env = "FETCH_GENERATE_SEED")]
+    pub seed: Option<u64>,
+    /// More variety: several app versions, string timestamps, odd spellings, missing fields.
+    #[arg(long, env = "FETCH_GENERATE_VARIETY")]
+    pub variety: bool,
+    /// Share of malformed records, from 0 to 1.
+    #[arg(long, env = "FETCH_GENERATE_MALFORMED", default_value_t = 0.0, value_parser = ratio)]
+    pub malformed: f64,
+    /// Share of events without device_type, from 0 to 1 (the take-home's generator: about 0.05).
+    #[arg(long, env = "FETCH_GENERATE_MISSING_DEVICE_TYPE", default_value_t = 0.05, value_parser = ratio)]
+    pub missing_device_type: f64,
+    /// Draw user ids from a pool of this many users (repeat logins); default: a new id each event.
+    #[arg(long, env = "FETCH_GENERATE_USERS")]
+    pub users: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct ProcessArgs {
+    #[command(flatten)]
+    pub cleaning: CleaningArgs,
+    /// JSON lines to clean ('-' for stdin).
+    #[arg(long, default_value = "-", value_name = "FILE")]
+    pub input: PathBuf,
+    /// Where cleaned events go as JSON lines ('-' for stdout).
+    #[arg(long, default_value = "-", value_name = "FILE")]
+    pub output: PathBuf,
+    /// Where rejected lines go as JSON lines, with reason and line number.
+    #[arg(long, value_name = "FILE")]
+    pub dead_letter: PathBuf,
+}
+
+/// `1500ms`, `30s`, `5m`, `2h`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("expected a duration like 30s, 500ms, 5m or 1h; got {text:?}"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!(
+            "unknown unit {unit:?} in {text:?}: use ms, s, m or h"
+        )),
+    }
+}
+
+fn ratio(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "expected a share between 0 and 1, e.g. 0.05; got {text:?}"
+        )),
+    }
+}
+
+fn non_negative(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v >= 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!(
+            "expected a number of events per second (0 = unlimited); got {text:?}"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn bad_values_say_what_to_fix() {
+        let err = Cli::try_parse_from(["fetch-consumer", "generate", "--malformed", "2"])
+            .expect_err("out of range");
+        assert!(err.to_string().contains("between 0 and 1"), "{err}");
+        let err = Cli::try_parse_from(["fetch-consumer", "run", "-X", "oops"])
+            .expect_err("not key=value");
+        assert!(err.to_string().contains("KEY=VALUE"), "{err}");
+    }
+}

@@ -1,0 +1,284 @@
+//! The subcommands, wired from their arguments to the library's parts.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::clean::Cleaner;
+use crate::cli::{CleaningArgs, GenerateArgs, KafkaArgs, ProcessArgs, RunArgs};
+use crate::error::{Error, Result};
+use crate::file_mode;
+use crate::generator::{Generator, GeneratorConfig};
+use crate::health::Health;
+use crate::insights::{Insights, Report, Throughput};
+use crate::kafka::generate::{self, Pace};
+use crate::kafka::pipeline;
+use crate::kafka::{KafkaSettings, PipelineConfig};
+use crate::metrics::Metrics;
+use crate::pii::{HASH_KEY_ENV, PiiPolicy};
+use crate::processor::Processor;
+use crate::{http, progress};
+
+fn processor(args: &CleaningArgs) -> Result<Processor> {
+    let key = std::env::var_os(HASH_KEY_ENV).map(|k| k.into_encoded_bytes());
+    let pii = PiiPolicy::new(args.pii_mode, key.as_deref())?;
+    Ok(Processor::new(
+        Cleaner::new(args.max_event_bytes, pii),
+        Insights::new(args.top_capacity),
+    ))
+}
+
+fn kafka_settings(args: &KafkaArgs) -> KafkaSettings {
+    KafkaSettings {
+        bootstrap_servers: args.bootstrap_servers.clone(),
+        properties: args.properties.clone(),
+    }
+}
+
+fn write_insights(path: Option<&Path>, insights: &Insights) -> Result<()> {
+    let Some(path) = path else { return Ok(()) };
+    let context = format!("writing insights to {}", path.display());
+    let file = File::create(path).map_err(Error::io(&context))?;
+    serde_json::to_writer(BufWriter::new(file), insights).map_err(|e| Error::io(&context)(e.into()))
+}
+
+/// Completes on SIGINT or SIGTERM, or once `limit` has passed. A second signal while
+/// shutting down exits at once.
+pub async fn shutdown_signal(limit: Option<Duration>) {
+    let after = async {
+        match limit {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = signal() => {
+            tokio::spawn(async {
+                signal().await;
+                eprintln!("second signal: exiting without a clean shutdown");
+                std::process::exit(130);
+            });
+        }
+        () = after => tracing::info!("--duration reached"),
+    }
+}
+
+async fn signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// `fetch-consumer run`.
+pub async fn run(args: RunArgs) -> Result<()> {
+    let processor = processor(&args.cleaning)?;
+    let config = PipelineConfig {
+        kafka: kafka_settings(&args.kafka),
+        group_id: args.group_id,
+        input_topic: args.input_topic,
+        output_topic: args.output_topic,
+        dead_letter_topic: args.dead_letter_topic,
+        batch_size: args.batch_size,
+        commit_interval: args.commit_interval,
+        flush_timeout: args.shutdown_timeout,
+    };
+    let metrics = Arc::new(Metrics::default());
+    let health = Arc::new(Health::default());
+    let listener = TcpListener::bind(args.http_addr)
+        .await
+        .map_err(Error::io(format!(
+            "binding the HTTP endpoints to {}",
+            args.http_addr
+        )))?;
+    let addr = listener
+        .local_addr()
+        .map_err(Error::io("reading the bound address"))?;
+    tracing::info!(%addr, "serving /healthz, /readyz and /metrics");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let server = tokio::spawn(http::serve(
+        listener,
+        health.clone(),
+        metrics.clone(),
+        stopped(stop_rx.clone()),
+    ));
+    let progress = args
+        .progress
+        .then(|| tokio::spawn(progress::run(metrics.clone(), stopped(stop_rx.clone()))));
+
+    let (result, processor) = pipeline::run_until(
+        config,
+        processor,
+        metrics,
+        health,
+        shutdown_signal(args.duration),
+    )
+    .await;
+
+    let _ = stop_tx.send(true);
+    if let Some(p) = progress {
+        let _ = p.await;
+    }
+    let throughput = result.as_ref().ok().map(|s| s.throughput);
+    println!(
+        "{}",
+        Report {
+            insights: processor.insights(),
+            throughput
+        }
+    );
+    write_insights(args.cleaning.insights_out.as_deref(), processor.insights())?;
+    match server.await {
+        Ok(Err(e)) => tracing::warn!(error = %e, "HTTP endpoints failed"),
+        Err(e) => tracing::warn!(error = %e, "HTTP task failed"),
+        Ok(Ok(())) => {}
+    }
+    let summary = result?;
+    tracing::info!(
+        consumed = summary.throughput.records,
+        unacknowledged = summary.unacknowledged,
+        "stopped cleanly"
+    );
+    Ok(())
+}
+
+/// `fetch-consumer process`.
+pub fn process(args: ProcessArgs) -> Result<()> {
+    let mut processor = processor(&args.cleaning)?;
+    let mut input: Box<dyn BufRead> = if args.input == Path::new("-") {
+        Box::new(io::stdin().lock())
+    } else {
+        let file = File::open(&args.input)
+            .map_err(Error::io(format!("opening {}", args.input.display())))?;
+        Box::new(BufReader::with_capacity(1 << 16, file))
+    };
+    let mut output = create_output(&args.output)?;
+    let mut dead_letter = create_output(&args.dead_letter)?;
+    let (stats, throughput) =
+        file_mode::process_lines(&mut processor, &mut input, &mut output, &mut dead_letter)?;
+    drop((output, dead_letter));
+    eprintln!(
+        "{}",
+        Report {
+            insights: processor.insights(),
+            throughput: Some(throughput)
+        }
+    );
+    write_insights(args.cleaning.insights_out.as_deref(), processor.insights())?;
+    tracing::debug!(?stats, "processed");
+    Ok(())
+}
+
+fn create_output(path: &Path) -> Result<Box<dyn Write>> {
+    if path == Path::new("-") {
+        return Ok(Box::new(BufWriter::with_capacity(
+            1 << 16,
+            io::stdout().lock(),
+        )));
+    }
+    let file = File::create(path).map_err(Error::io(format!("creating {}", path.display())))?;
+    Ok(Box::new(BufWriter::with_capacity(1 << 16, file)))
+}
+
+/// `fetch-consumer generate`.
+pub async fn generate(args: GenerateArgs) -> Result<()> {
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    });
+    let mut generator = Generator::new(GeneratorConfig {
+        seed,
+        missing_device_type: args.missing_device_type,
+        variety: args.variety,
+        malformed: args.malformed,
+        users: args.users,
+    });
+    let pace = Pace {
+        rate: (args.rate > 0.0).then_some(args.rate),
+        count: (args.count > 0).then_some(args.count),
+    };
+    if let Some(path) = &args.output {
+        return generate_to_file(&mut generator, path, pace);
+    }
+    let settings = kafka_settings(&args.kafka);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    tracing::info!(topic = %args.topic, seed, rate = ?pace.rate, count = ?pace.count, "generating events");
+    let started = Instant::now();
+    let mut task = tokio::task::spawn_blocking({
+        let (stop, sent, topic) = (stop.clone(), sent.clone(), args.topic.clone());
+        move || generate::produce(&settings, &topic, &mut generator, pace, &stop, &sent)
+    });
+    let mut ticker = tokio::time::interval(Duration::from_secs(10));
+    let shutdown = shutdown_signal(None);
+    tokio::pin!(shutdown);
+    let joined = loop {
+        tokio::select! {
+            joined = &mut task => break joined,
+            () = &mut shutdown => stop.store(true, Ordering::Relaxed),
+            _ = ticker.tick() => tracing::info!(sent = sent.load(Ordering::Relaxed), "generating"),
+        }
+    };
+    let acknowledged = match joined {
+        Ok(result) => result?,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    };
+    let t = Throughput {
+        records: acknowledged,
+        elapsed: started.elapsed(),
+    };
+    tracing::info!(
+        acknowledged,
+        events_per_second = t.per_second().round(),
+        "generator done"
+    );
+    Ok(())
+}
+
+fn generate_to_file(generator: &mut Generator, path: &Path, pace: Pace) -> Result<()> {
+    let mut out = create_output(path)?;
+    let (mut key, mut value) = (Vec::new(), Vec::new());
+    let started = Instant::now();
+    let mut n = 0u64;
+    while pace.count.is_none_or(|c| n < c) {
+        if let Some(rate) = pace.rate {
+            let due = started + Duration::from_secs_f64(n as f64 / rate);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                out.flush().map_err(Error::io("writing events"))?;
+                std::thread::sleep(wait);
+            }
+        }
+        generator.next_record(generate::epoch_seconds(), &mut key, &mut value);
+        out.write_all(&value).map_err(Error::io("writing events"))?;
+        out.write_all(b"\n").map_err(Error::io("writing events"))?;
+        n += 1;
+    }
+    out.flush().map_err(Error::io("writing events"))
+}

@@ -1,0 +1,41 @@
+//! The crate's one error type.
+
+/// Everything that can stop a `fetch-consumer` command. Rejected events are not errors: they
+/// are data, routed to the dead-letter output.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A flag, environment variable or setting is invalid; the message says what to fix.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("Kafka: {context}: {source}")]
+    Kafka {
+        context: String,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    /// The broker refused an output or dead-letter record for good (after retries).
+    #[error("delivery failed for good: {0}")]
+    Delivery(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("telemetry: {0}")]
+    Telemetry(String),
+}
+
+impl Error {
+    pub fn kafka(context: impl Into<String>) -> impl FnOnce(rdkafka::error::KafkaError) -> Error {
+        let context = context.into();
+        move |source| Error::Kafka { context, source }
+    }
+
+    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+        let context = context.into();
+        move |source| Error::Io { context, source }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

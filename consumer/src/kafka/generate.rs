@@ -1,0 +1,127 @@
+//! `fetch-consumer generate` into Kafka: paced production of synthetic events.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::ClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+
+use super::config::KafkaSettings;
+use crate::error::{Error, Result};
+use crate::generator::Generator;
+
+/// How much to send and how fast.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    /// Events per second; `None` sends as fast as the broker takes them.
+    pub rate: Option<f64>,
+    /// Stop after this many events; `None` runs until stopped.
+    pub count: Option<u64>,
+}
+
+#[derive(Default)]
+struct Reports {
+    acknowledged: AtomicU64,
+    failure: Mutex<Option<String>>,
+}
+
+impl ClientContext for Reports {}
+
+impl ProducerContext for Reports {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => {
+                self.acknowledged.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((e, _)) => {
+                let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+                failure.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+}
+
+/// Sends generated events to `topic` until the count is reached or `stop` is set; returns the
+/// number of events the broker acknowledged. `sent` is updated as events are handed over.
+pub fn produce(
+    settings: &KafkaSettings,
+    topic: &str,
+    generator: &mut Generator,
+    pace: Pace,
+    stop: &AtomicBool,
+    sent: &AtomicU64,
+) -> Result<u64> {
+    let producer: BaseProducer<Reports> = settings
+        .producer()
+        .create_with_context(Reports::default())
+        .map_err(|e| Error::Config(format!("producer settings: {e}")))?;
+    let started = Instant::now();
+    let (mut key, mut value) = (Vec::new(), Vec::new());
+    let mut n = 0u64;
+    while pace.count.is_none_or(|c| n < c) && !stop.load(Ordering::Relaxed) {
+        if let Some(rate) = pace.rate {
+            let due = started + Duration::from_secs_f64(n as f64 / rate);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep((due - now).min(Duration::from_millis(100)));
+                producer.poll(Duration::ZERO);
+                continue;
+            }
+        }
+        generator.next_record(epoch_seconds(), &mut key, &mut value);
+        let mut record = BaseRecord::to(topic).key(&key[..]).payload(&value[..]);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(5));
+                }
+                Err((e, _)) => return Err(Error::kafka(format!("producing to {topic}"))(e)),
+            }
+        }
+        n += 1;
+        sent.store(n, Ordering::Relaxed);
+        if n.is_multiple_of(1024) {
+            producer.poll(Duration::ZERO);
+        }
+        if let Some(failure) = producer
+            .context()
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            return Err(Error::Delivery(format!(
+                "generating into {topic}: {failure}"
+            )));
+        }
+    }
+    producer
+        .flush(Duration::from_secs(30))
+        .map_err(Error::kafka(format!(
+            "flushing generated events to {topic}"
+        )))?;
+    if let Some(failure) = producer
+        .context()
+        .failure
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+    {
+        return Err(Error::Delivery(format!(
+            "generating into {topic}: {failure}"
+        )));
+    }
+    Ok(producer.context().acknowledged.load(Ordering::Relaxed))
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn epoch_seconds() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}

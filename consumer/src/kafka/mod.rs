@@ -1,0 +1,10 @@
+//! Everything that talks to Kafka: client settings, offset bookkeeping, the pipeline loop and
+//! the generator's producer.
+
+pub mod config;
+pub mod generate;
+pub mod offsets;
+pub mod pipeline;
+
+pub use config::{KafkaProperty, KafkaSettings};
+pub use pipeline::{PipelineConfig, RunSummary};

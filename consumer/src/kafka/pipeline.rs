@@ -1,0 +1,558 @@
+//! The Kafka loop: consume a batch, clean it, produce every record, commit what is acknowledged.
+//!
+//! At least once: an input offset is committed only after the broker acknowledged the output
+//! or dead-letter record made from it ([`OffsetTracker`]); offsets are committed on an interval,
+//! on partition revocation (after flushing the producer) and at shutdown. The producer is
+//! idempotent, so its own retries add no duplicates.
+//!
+//! The loop runs on one dedicated thread with rdkafka's polled clients: consuming, cleaning and
+//! producing never wait on each other per record, the producer batches on its own, and delivery
+//! reports are served by `poll` on the same thread, so the bookkeeping mutex is uncontended.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::statistics::Statistics;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::config::KafkaSettings;
+use super::offsets::{DeliveryToken, OffsetTracker};
+use crate::dead_letter::{self, Source};
+use crate::error::{Error, Result};
+use crate::health::Health;
+use crate::insights::Throughput;
+use crate::metrics::{Metrics, OutcomeLabel, PartitionLabel};
+use crate::processor::{Processor, Routed};
+
+/// What the pipeline reads, writes and how.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub kafka: KafkaSettings,
+    pub group_id: String,
+    pub input_topic: String,
+    pub output_topic: String,
+    pub dead_letter_topic: String,
+    /// Records taken from the consumer per batch.
+    pub batch_size: usize,
+    /// How often acknowledged offsets are committed.
+    pub commit_interval: Duration,
+    /// Upper bound for flushing the producer at shutdown or revocation.
+    pub flush_timeout: Duration,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Copy)]
+pub struct RunSummary {
+    pub throughput: Throughput,
+    /// Records still unacknowledged at exit; their offsets were not committed.
+    pub unacknowledged: usize,
+}
+
+/// State shared by the loop and the client callbacks.
+struct Shared {
+    tracker: Mutex<OffsetTracker>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    /// The first permanent delivery failure; stops the loop.
+    failure: Mutex<Option<String>>,
+    /// Delivery reports served so far, to tell when the producer's queue of reports is drained.
+    reports: AtomicU64,
+}
+
+impl Shared {
+    fn tracker(&self) -> MutexGuard<'_, OffsetTracker> {
+        // A poisoned lock means a callback panicked; the data is still consistent enough to
+        // keep committing conservatively, so recover rather than abort.
+        self.tracker.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn log_to_tracing(level: RDKafkaLogLevel, facility: &str, message: &str) {
+    match level {
+        RDKafkaLogLevel::Emerg
+        | RDKafkaLogLevel::Alert
+        | RDKafkaLogLevel::Critical
+        | RDKafkaLogLevel::Error => {
+            tracing::error!(target: "librdkafka", facility, "{message}")
+        }
+        RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", facility, "{message}"),
+        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+            tracing::info!(target: "librdkafka", facility, "{message}")
+        }
+        RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", facility, "{message}"),
+    }
+}
+
+/// The producer's context: turns delivery reports into acknowledgements.
+struct DeliveryContext {
+    shared: Arc<Shared>,
+}
+
+impl ClientContext for DeliveryContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        log_to_tracing(level, fac, log_message);
+    }
+}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
+        let token = DeliveryToken::decode(opaque);
+        self.shared.reports.fetch_add(1, Ordering::Relaxed);
+        match result {
+            Ok(_) => {
+                if token.dead_letter {
+                    self.shared.metrics.dead_letter_produced.inc();
+                } else {
+                    self.shared.metrics.produced.inc();
+                }
+                self.shared.tracker().ack(token.partition, token.offset);
+            }
+            Err((error, message)) => {
+                self.shared.metrics.delivery_failures.inc();
+                let text = format!(
+                    "the broker refused the record for input partition {} offset {} on topic {}: {error}",
+                    token.partition,
+                    token.offset,
+                    message.topic()
+                );
+                tracing::error!("{text}");
+                let mut failure = self
+                    .shared
+                    .failure
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                failure.get_or_insert(text);
+            }
+        }
+    }
+}
+
+type Producer_ = BaseProducer<DeliveryContext>;
+
+/// The consumer's context: commits on revocation, readiness, lag from statistics.
+struct GroupContext {
+    shared: Arc<Shared>,
+    producer: Arc<Producer_>,
+    input_topic: String,
+    flush_timeout: Duration,
+}
+
+impl ClientContext for GroupContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        log_to_tracing(level, fac, log_message);
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        let Some(topic) = statistics.topics.get(&self.input_topic) else {
+            return;
+        };
+        let mut total = 0;
+        for (partition, p) in &topic.partitions {
+            // librdkafka reports -1 for partitions it does not consume and for unknown lag.
+            if *partition < 0 || p.consumer_lag < 0 {
+                continue;
+            }
+            total += p.consumer_lag;
+            self.shared
+                .metrics
+                .consumer_lag
+                .get_or_create(&PartitionLabel {
+                    topic: self.input_topic.clone(),
+                    partition: *partition,
+                })
+                .set(p.consumer_lag);
+        }
+        self.shared.metrics.total_lag.set(total);
+    }
+}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(revoked) = rebalance else {
+            return;
+        };
+        let partitions: Vec<i32> = revoked
+            .elements_for_topic(&self.input_topic)
+            .iter()
+            .map(|e| e.partition())
+            .collect();
+        tracing::info!(?partitions, "partitions revoked: flushing and committing");
+        // Everything produced so far must be acknowledged before its offsets can be committed
+        // for the next owner of these partitions.
+        if let Err(e) = self.producer.flush(self.flush_timeout) {
+            tracing::warn!(error = %e, "flush on revocation timed out; unacknowledged records will be reprocessed by the next owner");
+        }
+        commit(
+            consumer,
+            &self.shared,
+            &self.input_topic,
+            Some(&partitions),
+            CommitMode::Sync,
+        );
+        self.shared.tracker().forget(&partitions);
+        self.shared.health.set_ready(false);
+        self.shared.metrics.assigned_partitions.set(0);
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(assigned) => {
+                let n = assigned.count();
+                tracing::info!(partitions = n, "partitions assigned");
+                self.shared.metrics.assigned_partitions.set(n as i64);
+                self.shared.health.set_ready(n > 0);
+            }
+            Rebalance::Error(e) => tracing::error!(error = %e, "rebalance failed"),
+            Rebalance::Revoke(_) => {}
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        self.shared
+            .metrics
+            .commits
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+        if let Err(e) = result {
+            tracing::warn!(error = %e, offsets = ?offsets.to_topic_map(), "offset commit failed; a later commit will cover it");
+        }
+    }
+}
+
+/// Commits the acknowledged offsets (of `only` these partitions, or all).
+fn commit<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    shared: &Shared,
+    topic: &str,
+    only: Option<&[i32]>,
+    mode: CommitMode,
+) {
+    let offsets = {
+        let mut tracker = shared.tracker();
+        match only {
+            Some(partitions) => tracker.take_commits_for(partitions),
+            None => tracker.take_commits(),
+        }
+    };
+    if offsets.is_empty() {
+        return;
+    }
+    let mut list = TopicPartitionList::with_capacity(offsets.len());
+    for (partition, next) in &offsets {
+        if let Err(e) = list.add_partition_offset(topic, *partition, Offset::Offset(*next)) {
+            tracing::warn!(error = %e, partition, "cannot build commit");
+        }
+    }
+    if let Err(e) = consumer.commit(&list, mode) {
+        // Not fatal: the offsets stay uncommitted and those records are reprocessed later.
+        tracing::warn!(error = %e, "offset commit failed");
+    }
+}
+
+/// Runs the pipeline on the current thread until `stop` is set or delivery fails for good.
+pub fn run(
+    config: &PipelineConfig,
+    processor: &mut Processor,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    stop: &AtomicBool,
+) -> Result<RunSummary> {
+    let shared = Arc::new(Shared {
+        tracker: Mutex::new(OffsetTracker::default()),
+        metrics: metrics.clone(),
+        health: health.clone(),
+        failure: Mutex::new(None),
+        reports: AtomicU64::new(0),
+    });
+    let producer: Arc<Producer_> = Arc::new(
+        config
+            .kafka
+            .producer()
+            .create_with_context(DeliveryContext {
+                shared: shared.clone(),
+            })
+            .map_err(|e| Error::Config(format!("producer settings: {e}")))?,
+    );
+    let consumer: BaseConsumer<GroupContext> = config
+        .kafka
+        .consumer(&config.group_id)
+        .create_with_context(GroupContext {
+            shared: shared.clone(),
+            producer: producer.clone(),
+            input_topic: config.input_topic.clone(),
+            flush_timeout: config.flush_timeout,
+        })
+        .map_err(|e| Error::Config(format!("consumer settings: {e}")))?;
+    require_topics(&producer, config)?;
+    consumer
+        .subscribe(&[&config.input_topic])
+        .map_err(Error::kafka(format!(
+            "subscribing to {}",
+            config.input_topic
+        )))?;
+    tracing::info!(
+        input = %config.input_topic, output = %config.output_topic, dead_letter = %config.dead_letter_topic,
+        group = %config.group_id, "pipeline started"
+    );
+
+    let started = Instant::now();
+    let mut consumed = 0u64;
+    let mut last_commit = Instant::now();
+    let outcome: Result<()> = loop {
+        health.beat();
+        if stop.load(Ordering::Relaxed) {
+            break Ok(());
+        }
+        let batch_started = Instant::now();
+        let batch = match run_batch(&consumer, config, processor, &producer, &shared) {
+            Ok(n) => n,
+            Err(e) => break Err(e),
+        };
+        serve_delivery_reports(&producer, &shared);
+        if batch > 0 {
+            consumed += batch as u64;
+            metrics.consumed.inc_by(batch as u64);
+            metrics
+                .batch_duration
+                .observe(batch_started.elapsed().as_secs_f64());
+            metrics.batch_size.observe(batch as f64);
+        }
+        metrics.in_flight.set(shared.tracker().in_flight() as i64);
+        if let Some(failure) = take_failure(&shared) {
+            break Err(Error::Delivery(failure));
+        }
+        if last_commit.elapsed() >= config.commit_interval {
+            commit(
+                &consumer,
+                &shared,
+                &config.input_topic,
+                None,
+                CommitMode::Async,
+            );
+            last_commit = Instant::now();
+        }
+    };
+
+    // Shutdown (or a fatal error): stop taking input, let the producer deliver what it holds,
+    // commit exactly what was acknowledged, then leave the group.
+    health.set_ready(false);
+    tracing::info!(
+        in_flight = shared.tracker().in_flight(),
+        "stopping: flushing producer"
+    );
+    if let Err(e) = producer.flush(config.flush_timeout) {
+        tracing::warn!(error = %e, "flush timed out; unacknowledged records will be reprocessed");
+    }
+    commit(
+        &consumer,
+        &shared,
+        &config.input_topic,
+        None,
+        CommitMode::Sync,
+    );
+    let unacknowledged = shared.tracker().in_flight();
+    metrics.in_flight.set(unacknowledged as i64);
+    drop(consumer);
+    let outcome = outcome.and_then(|()| match take_failure(&shared) {
+        Some(failure) => Err(Error::Delivery(failure)),
+        None => Ok(()),
+    });
+    outcome.map(|()| RunSummary {
+        throughput: Throughput {
+            records: consumed,
+            elapsed: started.elapsed(),
+        },
+        unacknowledged,
+    })
+}
+
+/// Serves every delivery report that is ready, without waiting: acknowledgements advance the
+/// committable offsets. (`poll` with a zero timeout serves one event, a batch of reports, per
+/// call, so call it until a call serves nothing.)
+fn serve_delivery_reports(producer: &Producer_, shared: &Shared) {
+    for _ in 0..10_000 {
+        let before = shared.reports.load(Ordering::Relaxed);
+        producer.poll(Duration::ZERO);
+        if shared.reports.load(Ordering::Relaxed) == before {
+            break;
+        }
+    }
+}
+
+fn take_failure(shared: &Shared) -> Option<String> {
+    shared
+        .failure
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+}
+
+/// Takes up to `batch_size` records: waits briefly for the first, then drains what librdkafka
+/// has already fetched. Returns how many were handled.
+fn run_batch(
+    consumer: &BaseConsumer<GroupContext>,
+    config: &PipelineConfig,
+    processor: &mut Processor,
+    producer: &Producer_,
+    shared: &Shared,
+) -> Result<usize> {
+    let mut handled = 0;
+    let mut wait = Duration::from_millis(100);
+    while handled < config.batch_size {
+        match consumer.poll(wait) {
+            None => break,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "consumer error");
+                break;
+            }
+            Some(Ok(message)) => {
+                handle(&message, config, processor, producer, shared)?;
+                handled += 1;
+            }
+        }
+        wait = Duration::ZERO;
+    }
+    Ok(handled)
+}
+
+/// Cleans one record and hands the result to the producer.
+fn handle(
+    message: &impl Message,
+    config: &PipelineConfig,
+    processor: &mut Processor,
+    producer: &Producer_,
+    shared: &Shared,
+) -> Result<()> {
+    let (partition, offset) = (message.partition(), message.offset());
+    let routed = processor.process(message.payload().unwrap_or_default());
+    let dead_letter = matches!(routed, Routed::DeadLetter(_));
+    let token = DeliveryToken {
+        partition,
+        offset,
+        dead_letter,
+    }
+    .encode()
+    .ok_or_else(|| {
+        Error::Config(format!(
+            "input partition {partition} offset {offset} is beyond what the offset tracker supports (partitions < 65536, offsets < 2^47)"
+        ))
+    })?;
+    shared.tracker().track(partition, offset);
+    match routed {
+        Routed::Output { key, value } => send(
+            producer,
+            BaseRecord::with_opaque_to(&config.output_topic, token)
+                .key(key.as_bytes())
+                .payload(value),
+        ),
+        Routed::DeadLetter(rejection) => {
+            shared.metrics.count_rejection(rejection.reason);
+            let source = Source {
+                topic: message.topic(),
+                partition,
+                offset,
+            };
+            let mut headers = OwnedHeaders::new_with_capacity(5);
+            for (key, value) in dead_letter::headers(&rejection, source) {
+                headers = headers.insert(Header {
+                    key,
+                    value: Some(value.as_bytes()),
+                });
+            }
+            // The original key and value, byte for byte (absent stays absent).
+            let mut record =
+                BaseRecord::<[u8], [u8], usize>::with_opaque_to(&config.dead_letter_topic, token)
+                    .headers(headers);
+            if let Some(payload) = message.payload() {
+                record = record.payload(payload);
+            }
+            if let Some(key) = message.key() {
+                record = record.key(key);
+            }
+            send(producer, record)
+        }
+    }
+}
+
+/// Hands a record to the producer, waiting for room when its queue is full (backpressure).
+fn send(producer: &Producer_, mut record: BaseRecord<'_, [u8], [u8], usize>) -> Result<()> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                producer.poll(Duration::from_millis(5));
+            }
+            Err((e, _)) => return Err(Error::kafka("producing a record")(e)),
+        }
+    }
+}
+
+/// Fails early, with the fix, when a topic the pipeline needs does not exist.
+fn require_topics(producer: &Producer_, config: &PipelineConfig) -> Result<()> {
+    for (role, topic) in [
+        ("input", &config.input_topic),
+        ("output", &config.output_topic),
+        ("dead-letter", &config.dead_letter_topic),
+    ] {
+        let metadata = producer
+            .client()
+            .fetch_metadata(Some(topic), Duration::from_secs(15))
+            .map_err(Error::kafka(format!(
+                "reading metadata of {role} topic {topic:?} from {}",
+                config.kafka.bootstrap_servers
+            )))?;
+        let missing = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic.as_str())
+            .is_none_or(|t| t.error().is_some() || t.partitions().is_empty());
+        if missing {
+            return Err(Error::Config(format!(
+                "the {role} topic {topic:?} does not exist on {}: create it, or name another with the {role} topic flag",
+                config.kafka.bootstrap_servers
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Runs [`run`] on a blocking thread until `shutdown` completes, then stops it gracefully.
+/// Returns the summary and the processor (with its insights).
+pub async fn run_until(
+    config: PipelineConfig,
+    mut processor: Processor,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    shutdown: impl Future<Output = ()>,
+) -> (Result<RunSummary>, Processor) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let loop_stop = stop.clone();
+    let mut task = tokio::task::spawn_blocking(move || {
+        let result = run(&config, &mut processor, metrics, health, &loop_stop);
+        (result, processor)
+    });
+    let joined = tokio::select! {
+        joined = &mut task => joined,
+        () = shutdown => {
+            tracing::info!("shutdown requested");
+            stop.store(true, Ordering::Relaxed);
+            task.await
+        }
+    };
+    match joined {
+        Ok(pair) => pair,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}

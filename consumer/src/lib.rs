@@ -1,0 +1,42 @@
+//! fetch-consumer: consumes `user-login` events from Kafka, cleans them, produces them to an
+//! output topic (rejects to a dead-letter topic), and reports insights.
+//!
+//! A map of the crate, from pure logic to I/O:
+//!
+//! - [`event`]: zero-copy parsing of one raw record into its fields.
+//! - [`clean`]: the processing rules; one record in, a [`clean::CleanEvent`] or a rejection out.
+//! - [`reason`]: the stable reason codes of rejections.
+//! - [`time`]: the accepted timestamp range and RFC 3339 rendering.
+//! - [`pii`]: optional masking or keyed hashing of `ip` and `device_id`.
+//! - [`insights`]: bounded-memory, mergeable insights (HyperLogLog, Space-Saving) and the report.
+//! - [`processor`]: cleaning + serialization + insights, shared by every mode.
+//! - [`dead_letter`]: how rejected records are written (Kafka headers, JSON lines).
+//! - [`generator`]: synthetic events shaped like the take-home's data generator.
+//! - [`file_mode`]: the `process` subcommand over JSON lines, no broker.
+//! - [`kafka`]: client settings, at-least-once offset tracking, the pipeline loop, generation.
+//! - [`metrics`], [`health`], [`http`]: Prometheus metrics and the probe/metrics endpoints.
+//! - [`telemetry`]: tracing setup, OpenTelemetry export.
+//! - [`progress`]: the live progress line.
+//! - [`cli`], [`commands`]: the command line and the subcommands wired from it.
+
+pub mod clean;
+pub mod cli;
+pub mod commands;
+pub mod dead_letter;
+pub mod error;
+pub mod event;
+pub mod file_mode;
+pub mod generator;
+pub mod health;
+pub mod http;
+pub mod insights;
+pub mod kafka;
+pub mod metrics;
+pub mod pii;
+pub mod processor;
+pub mod progress;
+pub mod reason;
+pub mod telemetry;
+pub mod time;
+
+pub use error::{Error, Result};

@@ -1,0 +1,161 @@
+//! The consumer's Prometheus metrics, served at `/metrics`.
+//!
+//! Counters are atomics: the consume loop bumps them without locks, once per batch where it
+//! can. Names follow Prometheus conventions (`_total` for counters, base units).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::reason::RejectReason;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabel {
+    pub topic: String,
+    pub partition: i32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
+/// Every metric of the consumer, registered once in [`Metrics::registry`].
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Records read from the input topic.
+    pub consumed: Counter,
+    /// Cleaned records acknowledged by the broker on the output topic.
+    pub produced: Counter,
+    /// Records routed to the dead-letter output, by reason.
+    pub dead_lettered: Family<ReasonLabel, Counter>,
+    /// Dead-letter records acknowledged by the broker.
+    pub dead_letter_produced: Counter,
+    /// Records the broker refused for good.
+    pub delivery_failures: Counter,
+    /// Time to poll, clean and hand one batch to the producer.
+    pub batch_duration: Histogram,
+    /// Records per batch.
+    pub batch_size: Histogram,
+    /// Offset commits, by outcome (`ok` or `error`).
+    pub commits: Family<OutcomeLabel, Counter>,
+    /// Consumer lag per assigned partition, from librdkafka statistics.
+    pub consumer_lag: Family<PartitionLabel, Gauge>,
+    /// Records handed to the producer and not yet acknowledged.
+    pub in_flight: Gauge,
+    /// Partitions currently assigned to this consumer.
+    pub assigned_partitions: Gauge,
+    /// Consumer lag summed over the assigned partitions (for the progress line and alerts).
+    pub total_lag: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("fetch_consumer");
+        let m = Metrics {
+            consumed: Counter::default(),
+            produced: Counter::default(),
+            dead_lettered: Family::default(),
+            dead_letter_produced: Counter::default(),
+            delivery_failures: Counter::default(),
+            batch_duration: Histogram::new(exponential_buckets(0.000_05, 2.0, 18)),
+            batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
+            commits: Family::default(),
+            consumer_lag: Family::default(),
+            in_flight: Gauge::default(),
+            assigned_partitions: Gauge::default(),
+            total_lag: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "events_consumed",
+            "Records read from the input topic",
+            m.consumed.clone(),
+        );
+        registry.register(
+            "events_produced",
+            "Cleaned records acknowledged on the output topic",
+            m.produced.clone(),
+        );
+        registry.register(
+            "events_dead_lettered",
+            "Records routed to the dead-letter output, by reason",
+            m.dead_lettered.clone(),
+        );
+        registry.register(
+            "dead_letters_produced",
+            "Dead-letter records acknowledged by the broker",
+            m.dead_letter_produced.clone(),
+        );
+        registry.register(
+            "delivery_failures",
+            "Records the broker refused for good",
+            m.delivery_failures.clone(),
+        );
+        registry.register(
+            "batch_duration_seconds",
+            "Time to poll, clean and hand one batch to the producer",
+            m.batch_duration.clone(),
+        );
+        registry.register("batch_records", "Records per batch", m.batch_size.clone());
+        registry.register(
+            "offset_commits",
+            "Offset commits by outcome",
+            m.commits.clone(),
+        );
+        registry.register(
+            "consumer_lag_records",
+            "Consumer lag per assigned partition (librdkafka statistics)",
+            m.consumer_lag.clone(),
+        );
+        registry.register(
+            "records_in_flight",
+            "Records handed to the producer, not yet acknowledged",
+            m.in_flight.clone(),
+        );
+        registry.register(
+            "consumer_lag_total_records",
+            "Consumer lag summed over assigned partitions",
+            m.total_lag.clone(),
+        );
+        registry.register(
+            "assigned_partitions",
+            "Partitions assigned to this consumer",
+            m.assigned_partitions.clone(),
+        );
+        // Pre-create every reason so dashboards see zeros rather than gaps.
+        for reason in RejectReason::ALL {
+            let _ = m.dead_lettered.get_or_create(&ReasonLabel {
+                reason: reason.code(),
+            });
+        }
+        Metrics { registry, ..m }
+    }
+}
+
+impl Metrics {
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn count_rejection(&self, reason: RejectReason) {
+        self.dead_lettered
+            .get_or_create(&ReasonLabel {
+                reason: reason.code(),
+            })
+            .inc();
+    }
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the build and the tests need, if any are missing.
+# librdkafka is compiled from source by rdkafka-sys (cmake-build), linking OpenSSL (TLS, SASL SCRAM),
+# zlib and libcurl (OAUTHBEARER/OIDC); the broker runs on Java 17 fetched via Maven.
+source "$(dirname "$0")/lib.sh"
+
+packages=(build-essential cmake pkg-config libssl-dev zlib1g-dev libcurl4-openssl-dev python3 openjdk-17-jdk-headless maven)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# Java and Maven may come from elsewhere than Debian (e.g. a Temurin JDK); the commands are what matter.
+if command -v java >/dev/null && command -v mvn >/dev/null; then
+  missing=("${missing[@]/openjdk-17-jdk-headless/}")
+  missing=("${missing[@]/maven/}")
+fi
+read -r -a missing <<<"${missing[*]}"
+[ "${#missing[@]}" -eq 0 ] && exit 0
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+log "installing: ${missing[*]}"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,40 @@
+# Shared helpers for the hack/ scripts. Source it; do not run it.
+#
+# Everything the scripts download or build lives under $FETCH_CACHE_DIR, keyed by version,
+# so a warm run skips it. Running state (broker data, logs, pid files) lives elsewhere,
+# in a directory the caller names.
+
+set -euo pipefail
+
+HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "$HACK_DIR/.." && pwd)"
+# shellcheck source=versions.env
+source "$HACK_DIR/versions.env"
+
+FETCH_CACHE_DIR="${FETCH_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/fetch-pipeline}"
+mkdir -p "$FETCH_CACHE_DIR"
+
+log() { printf '\033[1m[%s]\033[0m %s\n' "$(basename "$0")" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+need() {
+  local cmd
+  for cmd in "$@"; do
+    command -v "$cmd" >/dev/null 2>&1 || die "'$cmd' is not installed; run .ci/setup-machine or install it"
+  done
+}
+
+# Prints a TCP port on 127.0.0.1 that is free right now (the kernel picks it).
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# Waits until "$1" (a command string) succeeds, up to "$2" seconds.
+wait_for() {
+  local check="$1" timeout="$2" waited=0
+  until eval "$check" >/dev/null 2>&1; do
+    sleep 0.5
+    waited=$((waited + 1))
+    [ "$waited" -lt $((timeout * 2)) ] || return 1
+  done
+}
