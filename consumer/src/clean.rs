@@ -326,7 +326,10 @@ fn canonical_device_type(s: Cow<'_, str>) -> Cow<'_, str> {
 
 fn upper_trimmed(s: Cow<'_, str>) -> Cow<'_, str> {
     let t = s.trim();
-    if t.bytes().any(|b| b.is_ascii_lowercase()) || t.len() != s.len() {
+    // The sentinel keeps its spelling, so cleaning a cleaned event changes nothing.
+    if t.eq_ignore_ascii_case(UNKNOWN) {
+        Cow::Borrowed(UNKNOWN)
+    } else if t.bytes().any(|b| b.is_ascii_lowercase()) || t.len() != s.len() {
         Cow::Owned(t.to_ascii_uppercase())
     } else {
         s

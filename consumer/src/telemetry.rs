@@ -1,6 +1,8 @@
 //! Logs and traces: `tracing` to stderr (human or JSON), plus OpenTelemetry spans over OTLP/HTTP
 //! when the standard `OTEL_EXPORTER_OTLP_ENDPOINT` variable is set.
 
+use std::io::IsTerminal;
+
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::layer::SubscriberExt;
@@ -40,6 +42,8 @@ pub fn init(format: LogFormat) -> Result<TelemetryGuard> {
     let fmt = match format {
         LogFormat::Human => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
+            // Colours only on a terminal: log files and CI output stay plain text.
+            .with_ansi(std::io::stderr().is_terminal())
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()

@@ -1,0 +1,246 @@
+//! The pipeline against the real Apache Kafka broker: routing, dead letters with their source,
+//! committed offsets, graceful and ungraceful stops.
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+
+use fetch_consumer::clean::Cleaner;
+use fetch_consumer::dead_letter;
+use fetch_consumer::generator::{Generator, GeneratorConfig};
+use rdkafka::Message;
+use rdkafka::message::Headers;
+use support::*;
+
+type Record = (Vec<u8>, Option<Vec<u8>>);
+
+/// Generated events (with malformed ones) plus hand-made edge cases.
+fn records(n: usize, seed: u64) -> Vec<Record> {
+    let mut generator = Generator::new(GeneratorConfig {
+        seed,
+        variety: true,
+        malformed: 0.05,
+        ..Default::default()
+    });
+    let (mut key, mut value) = (Vec::new(), Vec::new());
+    let mut out: Vec<Record> = (0..n)
+        .map(|_| {
+            generator.next_record(1_730_326_892, &mut key, &mut value);
+            (key.clone(), Some(value.clone()))
+        })
+        .collect();
+    out.push((b"no-payload".to_vec(), None));
+    out.push((
+        b"bad-utf8".to_vec(),
+        Some(b"{\"user_id\":\"\xc3\x28\"}".to_vec()),
+    ));
+    out.push((b"big".to_vec(), Some(vec![b' '; 70_000])));
+    out
+}
+
+fn header(m: &rdkafka::message::OwnedMessage, name: &str) -> String {
+    let headers = m.headers().expect("dead letters carry headers");
+    headers
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_else(|| panic!("no header {name}"))
+}
+
+#[test]
+fn every_event_is_routed_dead_letters_keep_their_source_and_sigterm_commits() {
+    let (input, output, dlq) = (unique("in"), unique("out"), unique("dlq"));
+    create_topic(&input, 3);
+    create_topic(&output, 3);
+    create_topic(&dlq, 1);
+    let records = records(3_000, 11);
+    let cleaner = Cleaner::default();
+    let valid: Vec<&Record> = records
+        .iter()
+        .filter(|(_, v)| cleaner.clean(v.as_deref().unwrap_or_default()).is_ok())
+        .collect();
+    let rejected = records.len() - valid.len();
+    assert!(
+        rejected > 100,
+        "the fixture has malformed records: {rejected}"
+    );
+    produce(&input, &records);
+
+    let group = unique("group");
+    let consumer = ConsumerProcess::start(&group, &input, &output, &dlq, &[]);
+    let expected = records.len() as i64;
+    wait_until("every record routed", || {
+        total(&end_offsets(&output)) + total(&end_offsets(&dlq)) >= expected
+    });
+    assert_eq!(consumer.get("/readyz").0, 200, "ready once assigned");
+    assert_eq!(consumer.get("/healthz").0, 200);
+    let (status, metrics) = consumer.get("/metrics");
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains(&format!("fetch_consumer_events_consumed_total {expected}")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("fetch_consumer_events_dead_lettered_total{reason=\"malformed_json\"}")
+    );
+    assert!(metrics.contains("fetch_consumer_batch_duration_seconds_bucket"));
+    wait_until("offsets committed", || {
+        committed(&group, &input) == end_offsets(&input)
+    });
+
+    let log = consumer.log();
+    let (code, report) = consumer.terminate();
+    assert_eq!(code, Some(0), "SIGTERM exits 0; log:\n{log}");
+    assert!(
+        report.contains(&format!("{} read", support_group(expected as u64))),
+        "{report}"
+    );
+    assert!(report.contains("most active users"), "{report}");
+
+    // Output: exactly the valid events, keyed by user_id.
+    let out = read_all(&output, valid.len());
+    assert_eq!(
+        total(&end_offsets(&output)),
+        valid.len() as i64,
+        "no duplicates in a clean run"
+    );
+    for m in &out {
+        let v: serde_json::Value =
+            serde_json::from_slice(m.payload().expect("payload")).expect("json");
+        assert_eq!(
+            m.key(),
+            v["user_id"].as_str().map(str::as_bytes),
+            "keyed by user_id"
+        );
+        assert!(v["login_time"].as_str().is_some_and(|t| t.ends_with('Z')));
+    }
+
+    // Dead letters: original bytes untouched, reason and source position in headers.
+    let originals: HashMap<(i32, i64), Vec<u8>> = read_all(&input, records.len())
+        .into_iter()
+        .map(|m| {
+            (
+                (m.partition(), m.offset()),
+                m.payload().unwrap_or_default().to_vec(),
+            )
+        })
+        .collect();
+    let dead = read_all(&dlq, rejected);
+    assert_eq!(total(&end_offsets(&dlq)), rejected as i64);
+    let mut reasons = HashSet::new();
+    for m in &dead {
+        assert_eq!(header(m, dead_letter::HEADER_SOURCE_TOPIC), input);
+        let partition: i32 = header(m, dead_letter::HEADER_SOURCE_PARTITION)
+            .parse()
+            .expect("int");
+        let offset: i64 = header(m, dead_letter::HEADER_SOURCE_OFFSET)
+            .parse()
+            .expect("int");
+        let original = &originals[&(partition, offset)];
+        assert_eq!(
+            m.payload().unwrap_or_default(),
+            &original[..],
+            "original bytes kept"
+        );
+        let reason = header(m, dead_letter::HEADER_REASON);
+        let expected = cleaner.clean(original).expect_err("was rejected").reason;
+        assert_eq!(reason, expected.code());
+        reasons.insert(reason);
+    }
+    for r in [
+        "empty",
+        "invalid_utf8",
+        "too_large",
+        "malformed_json",
+        "not_an_object",
+    ] {
+        assert!(reasons.contains(r), "reason {r} seen: {reasons:?}");
+    }
+}
+
+fn support_group(n: u64) -> String {
+    fetch_consumer::insights::report::group(n)
+}
+
+#[test]
+fn a_consumer_killed_mid_stream_and_restarted_loses_nothing() {
+    let (input, output, dlq) = (unique("in"), unique("out"), unique("dlq"));
+    create_topic(&input, 4);
+    create_topic(&output, 4);
+    create_topic(&dlq, 1);
+    let records = records(150_000, 12);
+    produce(&input, &records);
+    let expected_users: HashSet<String> = records
+        .iter()
+        .filter_map(|(_, v)| {
+            Cleaner::default()
+                .clean(v.as_deref()?)
+                .ok()
+                .map(|e| e.user_id.into_owned())
+        })
+        .collect();
+    let group = unique("group");
+
+    let first = ConsumerProcess::start(&group, &input, &output, &dlq, &["--batch-size", "256"]);
+    wait_until("some output", || total(&end_offsets(&output)) > 5_000);
+    first.kill();
+    let routed = total(&end_offsets(&output)) + total(&end_offsets(&dlq));
+    assert!(
+        routed < records.len() as i64,
+        "the kill came after everything was done ({routed}); raise the record count"
+    );
+
+    let second = ConsumerProcess::start(&group, &input, &output, &dlq, &[]);
+    wait_until("the restarted consumer to commit everything", || {
+        committed(&group, &input) == end_offsets(&input)
+    });
+    let (code, _) = second.terminate();
+    assert_eq!(code, Some(0));
+
+    // At least once: every valid event reached the output (duplicates allowed after a kill).
+    let produced = total(&end_offsets(&output)) as usize;
+    assert!(produced >= expected_users.len());
+    let seen: HashSet<String> = read_all(&output, produced)
+        .iter()
+        .filter_map(|m| m.key().map(|k| String::from_utf8_lossy(k).into_owned()))
+        .collect();
+    let missing = expected_users.difference(&seen).count();
+    assert_eq!(missing, 0, "{missing} valid events lost");
+}
+
+#[test]
+fn misconfiguration_is_rejected_with_the_fix() {
+    let bin = env!("CARGO_BIN_EXE_fetch-consumer");
+    let out = std::process::Command::new(bin)
+        .args([
+            "run",
+            "--bootstrap-servers",
+            &bootstrap(),
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .args(["--input-topic", &unique("missing")])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("does not exist") && stderr.contains("create it"),
+        "{stderr}"
+    );
+
+    let out = std::process::Command::new(bin)
+        .args([
+            "run",
+            "--bootstrap-servers",
+            &bootstrap(),
+            "-X",
+            "no.such.property=1",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no.such.property"), "{stderr}");
+}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs every test, as CI does: formatting, lints, unit and property tests, and the integration
+# tests against a real Apache Kafka broker that this script starts on loopback and stops after.
+#
+#   hack/test.sh                 everything
+#   hack/test.sh -- ARGS         extra arguments for `cargo test` (e.g. a test name filter)
+source "$(dirname "$0")/lib.sh"
+
+"$HACK_DIR/install-system-deps.sh"
+need cargo
+cd "$REPO_ROOT"
+
+log "formatting and lints"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+log "building tests"
+cargo test --workspace --locked --no-run
+
+state="$(mktemp -d "${TMPDIR:-/tmp}/fetch-test-kafka.XXXXXX")"
+cleanup() { "$HACK_DIR/kafka.sh" stop "$state"; rm -rf "$state"; }
+trap cleanup EXIT
+"$HACK_DIR/kafka.sh" start "$state" >/dev/null
+FETCH_TEST_KAFKA_BOOTSTRAP="$(sed -n 's/^KAFKA_BOOTSTRAP=//p' "$state/env")"
+export FETCH_TEST_KAFKA_BOOTSTRAP
+
+[ "${1:-}" = "--" ] && shift
+log "running tests (broker $FETCH_TEST_KAFKA_BOOTSTRAP)"
+cargo test --workspace --locked "$@"
