@@ -239,10 +239,14 @@ pub async fn generate(args: GenerateArgs) -> Result<()> {
     let mut ticker = tokio::time::interval(Duration::from_secs(10));
     let shutdown = shutdown_signal(None);
     tokio::pin!(shutdown);
+    let mut stopping = false;
     let joined = loop {
         tokio::select! {
             joined = &mut task => break joined,
-            () = &mut shutdown => stop.store(true, Ordering::Relaxed),
+            () = &mut shutdown, if !stopping => {
+                stopping = true;
+                stop.store(true, Ordering::Relaxed);
+            }
             _ = ticker.tick() => tracing::info!(sent = sent.load(Ordering::Relaxed), "generating"),
         }
     };

@@ -28,6 +28,7 @@ pub fn process_lines(
     output: &mut impl Write,
     dead_letter: &mut impl Write,
 ) -> Result<(FileStats, Throughput)> {
+    let _span = tracing::info_span!("process_lines").entered();
     let started = Instant::now();
     let keep = processor.cleaner().max_event_bytes().saturating_add(1);
     let mut stats = FileStats::default();

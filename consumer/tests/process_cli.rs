@@ -236,3 +236,61 @@ fn tempdir() -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).expect("mkdir");
     dir
 }
+
+/// With `OTEL_EXPORTER_OTLP_ENDPOINT` set, spans are exported over OTLP/HTTP: a local
+/// listener stands in for the collector and must receive a POST to /v1/traces.
+#[test]
+fn exports_traces_over_otlp_when_configured() {
+    use std::io::{BufRead, BufReader, Read};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+    let collector = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().expect("accept");
+        let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+        let mut request_line = String::new();
+        reader.read_line(&mut request_line).expect("read");
+        let mut length = 0usize;
+        loop {
+            let mut header = String::new();
+            reader.read_line(&mut header).expect("header");
+            if header.trim().is_empty() {
+                break;
+            }
+            if let Some(v) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).expect("body");
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+            .expect("respond");
+        (request_line, body)
+    });
+    let out = bin()
+        .args([
+            "process",
+            "--input",
+            FIXTURE,
+            "--output",
+            "/dev/null",
+            "--dead-letter",
+            "/dev/null",
+        ])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .env("OTEL_SERVICE_NAME", "fetch-consumer-test")
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (request_line, body) = collector.join().expect("collector");
+    assert!(
+        request_line.starts_with("POST /v1/traces "),
+        "{request_line}"
+    );
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.contains("process_lines"), "the span is in the export");
+}

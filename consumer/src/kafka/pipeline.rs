@@ -186,6 +186,7 @@ impl ConsumerContext for GroupContext {
             .iter()
             .map(|e| e.partition())
             .collect();
+        let _span = tracing::info_span!("revoke", ?partitions).entered();
         tracing::info!(?partitions, "partitions revoked: flushing and committing");
         // Everything produced so far must be acknowledged before its offsets can be committed
         // for the next owner of these partitions.
@@ -248,6 +249,12 @@ fn commit<C: ConsumerContext>(
     if offsets.is_empty() {
         return;
     }
+    let _span = tracing::info_span!(
+        "commit",
+        partitions = offsets.len(),
+        sync = matches!(mode, CommitMode::Sync)
+    )
+    .entered();
     let mut list = TopicPartitionList::with_capacity(offsets.len());
     for (partition, next) in &offsets {
         if let Err(e) = list.add_partition_offset(topic, *partition, Offset::Offset(*next)) {
@@ -268,6 +275,9 @@ pub fn run(
     health: Arc<Health>,
     stop: &AtomicBool,
 ) -> Result<RunSummary> {
+    let _span =
+        tracing::info_span!("pipeline", group = %config.group_id, input = %config.input_topic)
+            .entered();
     let shared = Arc::new(Shared {
         tracker: Mutex::new(OffsetTracker::default()),
         metrics: metrics.clone(),
@@ -407,6 +417,8 @@ fn run_batch(
     producer: &Producer_,
     shared: &Shared,
 ) -> Result<usize> {
+    // Debug level: disabled (and nearly free) unless RUST_LOG asks for it.
+    let _span = tracing::debug_span!("batch").entered();
     let mut handled = 0;
     let mut wait = Duration::from_millis(100);
     while handled < config.batch_size {
