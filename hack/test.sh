@@ -26,4 +26,11 @@ export FETCH_TEST_KAFKA_BOOTSTRAP
 
 [ "${1:-}" = "--" ] && shift
 log "running tests (broker $FETCH_TEST_KAFKA_BOOTSTRAP)"
-cargo test --workspace --locked "$@"
+set +e
+cargo test --workspace --locked "$@" 2>&1 | tee "$state/test.log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole run, summed over every test binary.
+awk '/^test result:/ { for (i = 2; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$state/test.log"
+exit "$status"
