@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the build and the tests need, if any are missing.
 # librdkafka is compiled from source by rdkafka-sys (cmake-build), linking OpenSSL (TLS, SASL SCRAM),
-# zlib and libcurl (OAUTHBEARER/OIDC); the broker runs on Java 17 fetched via Maven.
+# zlib and libcurl (OAUTHBEARER/OIDC); the broker runs on Java 17 fetched via Maven; the
+# envtest crate builds Go code through rust2go, which needs clang (bindgen).
 source "$(dirname "$0")/lib.sh"
 
-packages=(build-essential cmake pkg-config libssl-dev zlib1g-dev libcurl4-openssl-dev python3 openjdk-17-jdk-headless maven)
+packages=(build-essential cmake pkg-config libssl-dev zlib1g-dev libcurl4-openssl-dev clang libclang-dev python3 openjdk-17-jdk-headless maven)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
