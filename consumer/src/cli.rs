@@ -54,6 +54,12 @@ pub struct KafkaArgs {
         value_delimiter = ';'
     )]
     pub properties: Vec<KafkaProperty>,
+    /// SASL username (sets `sasl.username`); in Kubernetes it comes from a Secret.
+    #[arg(long, env = "KAFKA_SASL_USERNAME", hide_env_values = true)]
+    pub sasl_username: Option<String>,
+    /// SASL password (sets `sasl.password`); prefer the environment variable to the flag.
+    #[arg(long, env = "KAFKA_SASL_PASSWORD", hide_env_values = true)]
+    pub sasl_password: Option<String>,
 }
 
 /// How events are cleaned and summarized.

@@ -19,7 +19,7 @@ use crate::health::Health;
 use crate::insights::{Insights, Report, Throughput};
 use crate::kafka::generate::{self, Pace};
 use crate::kafka::pipeline;
-use crate::kafka::{KafkaSettings, PipelineConfig};
+use crate::kafka::{KafkaProperty, KafkaSettings, PipelineConfig};
 use crate::metrics::Metrics;
 use crate::pii::{HASH_KEY_ENV, PiiPolicy};
 use crate::processor::Processor;
@@ -35,9 +35,22 @@ fn processor(args: &CleaningArgs) -> Result<Processor> {
 }
 
 fn kafka_settings(args: &KafkaArgs) -> KafkaSettings {
+    let mut properties = args.properties.clone();
+    let credentials = [
+        ("sasl.username", &args.sasl_username),
+        ("sasl.password", &args.sasl_password),
+    ];
+    for (key, value) in credentials {
+        if let Some(value) = value {
+            properties.push(KafkaProperty {
+                key: key.to_owned(),
+                value: value.clone(),
+            });
+        }
+    }
     KafkaSettings {
         bootstrap_servers: args.bootstrap_servers.clone(),
-        properties: args.properties.clone(),
+        properties,
     }
 }
 

@@ -22,8 +22,6 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("telemetry: {0}")]
-    Telemetry(String),
 }
 
 impl Error {

@@ -15,7 +15,6 @@
 //! - [`file_mode`]: the `process` subcommand over JSON lines, no broker.
 //! - [`kafka`]: client settings, at-least-once offset tracking, the pipeline loop, generation.
 //! - [`metrics`], [`health`], [`http`]: Prometheus metrics and the probe/metrics endpoints.
-//! - [`telemetry`]: tracing setup, OpenTelemetry export.
 //! - [`progress`]: the live progress line.
 //! - [`cli`], [`commands`]: the command line and the subcommands wired from it.
 
@@ -36,7 +35,8 @@ pub mod pii;
 pub mod processor;
 pub mod progress;
 pub mod reason;
-pub mod telemetry;
 pub mod time;
 
 pub use error::{Error, Result};
+/// Logging and tracing setup, shared with the operator.
+pub use fetch_telemetry as telemetry;

@@ -8,7 +8,7 @@ use fetch_consumer::{Error, commands, telemetry};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let _telemetry = match telemetry::init(cli.log_format) {
+    let _telemetry = match telemetry::init("fetch-consumer", cli.log_format) {
         Ok(guard) => guard,
         Err(e) => {
             eprintln!("error: {e}");

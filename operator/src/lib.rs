@@ -1,0 +1,4 @@
+pub mod conditions;
+pub mod crd;
+pub mod resources;
+pub mod scaling;

@@ -1,5 +1,6 @@
-//! Logs and traces: `tracing` to stderr (human or JSON), plus OpenTelemetry spans over OTLP/HTTP
-//! when the standard `OTEL_EXPORTER_OTLP_ENDPOINT` variable is set.
+//! Logs and traces for the project's binaries: `tracing` to stderr (human or JSON), plus
+//! OpenTelemetry spans over OTLP/HTTP when the standard `OTEL_EXPORTER_OTLP_ENDPOINT` variable
+//! is set (the other `OTEL_*` variables apply as usual).
 
 use std::io::IsTerminal;
 
@@ -9,7 +10,6 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::error::{Error, Result};
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -20,6 +20,11 @@ pub enum LogFormat {
     /// One JSON object per line, for log collectors.
     Json,
 }
+
+/// Why telemetry could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("telemetry: {0}")]
+pub struct Error(String);
 
 /// Keeps the trace exporter alive; flushes pending spans when dropped.
 pub struct TelemetryGuard {
@@ -37,7 +42,7 @@ impl Drop for TelemetryGuard {
 }
 
 /// Installs the global subscriber. The level comes from `RUST_LOG` (default `info`).
-pub fn init(format: LogFormat) -> Result<TelemetryGuard> {
+pub fn init(service: &'static str, format: LogFormat) -> Result<TelemetryGuard, Error> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt = match format {
         LogFormat::Human => tracing_subscriber::fmt::layer()
@@ -51,29 +56,35 @@ pub fn init(format: LogFormat) -> Result<TelemetryGuard> {
             .boxed(),
     };
     let provider = match std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT") {
-        Ok(endpoint) if !endpoint.is_empty() => Some(otlp_provider()?),
+        Ok(endpoint) if !endpoint.is_empty() => Some(otlp_provider(service)?),
         _ => None,
     };
     let otel = provider
         .as_ref()
-        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("fetch-consumer")));
+        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service)));
     tracing_subscriber::registry()
         .with(filter)
         .with(fmt)
         .with(otel)
         .try_init()
-        .map_err(|e| Error::Telemetry(e.to_string()))?;
+        .map_err(|e| Error(e.to_string()))?;
     Ok(TelemetryGuard { provider })
 }
 
 /// An OTLP/HTTP exporter configured by the standard `OTEL_*` variables (endpoint, headers,
 /// `OTEL_SERVICE_NAME`, ...), batching spans off the hot path.
-fn otlp_provider() -> Result<SdkTracerProvider> {
+fn otlp_provider(service: &'static str) -> Result<SdkTracerProvider, Error> {
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .build()
-        .map_err(|e| Error::Telemetry(format!("OTLP exporter: {e}")))?;
+        .map_err(|e| Error(format!("OTLP exporter: {e}")))?;
+    // OTEL_SERVICE_NAME, when set, wins over the binary's name.
+    let name = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| service.to_owned());
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(name)
+        .build();
     Ok(SdkTracerProvider::builder()
+        .with_resource(resource)
         .with_batch_exporter(exporter)
         .build())
 }

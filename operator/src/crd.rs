@@ -1,0 +1,325 @@
+//! The `FetchPipeline` custom resource: what users write, and the status the operator reports.
+//!
+//! Doc comments on the spec types become the CRD schema's descriptions, which `kubectl explain`
+//! shows: they are user documentation. Cross-field rules are CEL (`x-kubernetes-validations`),
+//! so the API server itself rejects an invalid resource with a message that says what to fix.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A Kafka pipeline that cleans `user-login` events: the operator runs `fetch-consumer`
+/// replicas for it, one per input partition within `replicas.min`..`replicas.max`.
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "fetch-pipeline.dev",
+    version = "v1alpha1",
+    kind = "FetchPipeline",
+    plural = "fetchpipelines",
+    shortname = "fp",
+    namespaced,
+    status = "FetchPipelineStatus",
+    derive = "PartialEq",
+    printcolumn = r#"{"name":"Input","type":"string","jsonPath":".spec.input.topic"}"#,
+    printcolumn = r#"{"name":"Partitions","type":"integer","jsonPath":".status.partitions"}"#,
+    printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".status.desiredReplicas"}"#,
+    printcolumn = r#"{"name":"Ready","type":"integer","jsonPath":".status.readyReplicas"}"#,
+    printcolumn = r#"{"name":"Healthy","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[x_kube(
+    validation = Rule::new("self.replicas.min <= self.replicas.max").message("spec.replicas.min must not be greater than spec.replicas.max"),
+    validation = Rule::new("self.input.topic != self.output.topic").message("spec.output.topic must differ from spec.input.topic: the pipeline would consume its own output"),
+    validation = Rule::new("self.input.topic != self.deadLetter.topic").message("spec.deadLetter.topic must differ from spec.input.topic: rejected events would be consumed again"),
+    validation = Rule::new("self.output.topic != self.deadLetter.topic").message("spec.deadLetter.topic must differ from spec.output.topic: rejects would mix with cleaned events"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct FetchPipelineSpec {
+    /// How to reach the Kafka cluster.
+    pub kafka: KafkaSpec,
+
+    /// The topic of raw login events to consume. Its partition count sets the number of
+    /// consumer replicas.
+    #[serde(default = "TopicSpec::default_input")]
+    pub input: TopicSpec,
+
+    /// The topic cleaned events are produced to (keyed by `user_id`).
+    #[serde(default = "TopicSpec::default_output")]
+    pub output: TopicSpec,
+
+    /// The topic rejected events are produced to, unchanged, with the reason in headers.
+    #[serde(default = "TopicSpec::default_dead_letter")]
+    pub dead_letter: TopicSpec,
+
+    /// Bounds for the replica count. Within them the operator runs one replica per input
+    /// partition (more would sit idle); it re-reads the partition count periodically.
+    #[serde(default)]
+    pub replicas: ReplicasSpec,
+
+    /// Scale the consumers to zero without deleting anything; offsets stay committed, and
+    /// setting it back to false resumes where the pipeline stopped.
+    #[serde(default)]
+    pub paused: bool,
+
+    /// Kafka consumer group of the replicas. Defaults to `fetch-pipeline-<namespace>-<name>`.
+    /// Changing it makes the pipeline start over from the new group's offsets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("size(self) > 0").message("spec.consumerGroup must not be empty; omit it for the default"))]
+    pub consumer_group: Option<String>,
+
+    /// Container image of the consumer. Defaults to the image the operator is configured with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+
+    /// Protection of personal data (`ip`, `device_id`) in the cleaned events.
+    #[serde(default)]
+    pub pii: PiiSpec,
+
+    /// Largest accepted event in bytes; larger ones are dead-lettered as `too_large`.
+    /// Defaults to the consumer's 65536.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 64, max = 16777216))]
+    pub max_event_bytes: Option<i32>,
+
+    /// CPU and memory for each consumer container. Defaults to requests of 100m CPU and
+    /// 128Mi memory, and a 512Mi memory limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+/// Connection to Kafka.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("!has(self.sasl) || self.securityProtocol in ['SASL_PLAINTEXT', 'SASL_SSL']").message("spec.kafka.sasl needs spec.kafka.securityProtocol SASL_PLAINTEXT or SASL_SSL"))]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaSpec {
+    /// Comma-separated `host:port` list of brokers, e.g. `kafka.data:9092`.
+    #[schemars(length(min = 1))]
+    pub bootstrap_servers: String,
+
+    /// How to talk to the brokers. Defaults to PLAINTEXT.
+    #[serde(default)]
+    pub security_protocol: SecurityProtocol,
+
+    /// SASL authentication, with the credentials read from a Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sasl: Option<SaslSpec>,
+
+    /// Further librdkafka properties for the consumers (e.g. `ssl.ca.location`,
+    /// `fetch.max.bytes`). Not for secrets: use `sasl` for credentials.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub properties: BTreeMap<String, String>,
+}
+
+/// librdkafka's `security.protocol`.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum SecurityProtocol {
+    #[default]
+    #[serde(rename = "PLAINTEXT")]
+    Plaintext,
+    #[serde(rename = "SSL")]
+    Ssl,
+    #[serde(rename = "SASL_PLAINTEXT")]
+    SaslPlaintext,
+    #[serde(rename = "SASL_SSL")]
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "PLAINTEXT",
+            SecurityProtocol::Ssl => "SSL",
+            SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
+            SecurityProtocol::SaslSsl => "SASL_SSL",
+        }
+    }
+}
+
+/// SASL settings.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SaslSpec {
+    /// The SASL mechanism.
+    pub mechanism: SaslMechanism,
+    /// Secret (in the pipeline's namespace) holding the username and password.
+    pub credentials_secret: CredentialsSecret,
+}
+
+/// librdkafka's `sasl.mechanisms`.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SaslMechanism {
+    #[serde(rename = "PLAIN")]
+    Plain,
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    #[serde(rename = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
+/// A Secret with SASL credentials.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialsSecret {
+    /// Name of the Secret.
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// Key of the username in the Secret.
+    #[serde(default = "default_username_key")]
+    pub username_key: String,
+    /// Key of the password in the Secret.
+    #[serde(default = "default_password_key")]
+    pub password_key: String,
+}
+
+fn default_username_key() -> String {
+    "username".into()
+}
+
+fn default_password_key() -> String {
+    "password".into()
+}
+
+/// A Kafka topic.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+pub struct TopicSpec {
+    /// Topic name: 1 to 249 letters, digits, `.`, `_` or `-`.
+    #[schemars(length(min = 1, max = 249), regex(pattern = r"^[a-zA-Z0-9._-]+$"))]
+    pub topic: String,
+}
+
+impl TopicSpec {
+    fn named(topic: &str) -> Self {
+        TopicSpec { topic: topic.into() }
+    }
+    pub fn default_input() -> Self {
+        Self::named("user-login")
+    }
+    pub fn default_output() -> Self {
+        Self::named("processed-user-logins")
+    }
+    pub fn default_dead_letter() -> Self {
+        Self::named("user-login-dlq")
+    }
+}
+
+/// Bounds for the replica count.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplicasSpec {
+    /// Fewest replicas while not paused, even with fewer partitions (spares take over
+    /// partitions at once when a replica fails).
+    #[serde(default = "default_min")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub min: i32,
+    /// Most replicas, whatever the partition count.
+    #[serde(default = "default_max")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max: i32,
+}
+
+fn default_min() -> i32 {
+    1
+}
+
+fn default_max() -> i32 {
+    12
+}
+
+impl Default for ReplicasSpec {
+    fn default() -> Self {
+        ReplicasSpec {
+            min: default_min(),
+            max: default_max(),
+        }
+    }
+}
+
+/// Protection of personal data in the output.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("self.mode != 'Hash' || has(self.hashKeySecret)").message("spec.pii.mode Hash needs spec.pii.hashKeySecret (a Secret key holding the HMAC key)"))]
+#[serde(rename_all = "camelCase")]
+pub struct PiiSpec {
+    /// `Keep` passes `ip` and `device_id` through; `Mask` coarsens them (IPv4 /24, IPv6 /48,
+    /// device id prefix); `Hash` replaces them with a keyed hash, so joins still work.
+    #[serde(default)]
+    pub mode: PiiMode,
+    /// The Secret key holding the HMAC key for `Hash`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_key_secret: Option<SecretKeyRef>,
+}
+
+/// How personal data is written.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum PiiMode {
+    #[default]
+    Keep,
+    Mask,
+    Hash,
+}
+
+impl PiiMode {
+    /// The consumer's `--pii-mode` value.
+    pub fn flag(self) -> &'static str {
+        match self {
+            PiiMode::Keep => "keep",
+            PiiMode::Mask => "mask",
+            PiiMode::Hash => "hash",
+        }
+    }
+}
+
+/// One key of a Secret in the pipeline's namespace.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// Key within the Secret.
+    #[schemars(length(min = 1))]
+    pub key: String,
+}
+
+/// What the operator last saw and did. Follows the Kubernetes API conventions.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct FetchPipelineStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Partitions of the input topic at the last check (absent while unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<i32>,
+    /// Replicas the operator asks for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_replicas: Option<i32>,
+    /// Replicas of the consumer Deployment that are ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<i32>,
+    /// Why the replica count is what it is, e.g. "6 partitions, capped at replicas.max 4".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling_reason: Option<String>,
+    /// Records not yet processed: per partition, log end offset minus the group's committed
+    /// offset (or minus the log start where nothing is committed yet), summed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer_lag: Option<i64>,
+    /// Hash of the consumer configuration; a change rolls the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_hash: Option<String>,
+    /// `Ready`: the consumers run at the desired scale. `KafkaReachable`: the operator could
+    /// read the input topic's metadata.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
