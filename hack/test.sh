@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test, as CI does: formatting, lints, unit and property tests, and the integration
-# tests against a real Apache Kafka broker that this script starts on loopback and stops after.
+# tests against the real parts: an Apache Kafka broker this script starts on loopback (and
+# stops after), and kube-apiserver + etcd that the operator's tests start through envtest from
+# binaries built by hack/k8s-binaries.sh.
 #
 #   hack/test.sh                 everything
 #   hack/test.sh -- ARGS         extra arguments for `cargo test` (e.g. a test name filter)
@@ -13,6 +15,10 @@ cd "$REPO_ROOT"
 log "formatting and lints"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+log "control-plane binaries for the operator's tests"
+KUBEBUILDER_ASSETS="$("$HACK_DIR/k8s-binaries.sh")"
+export KUBEBUILDER_ASSETS
 
 log "building tests"
 cargo test --workspace --locked --no-run

@@ -38,7 +38,9 @@ pub fn set(
 
 /// Whether condition `type_` is present and `True`.
 pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
-    conditions.iter().any(|c| c.type_ == type_ && c.status == "True")
+    conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == "True")
 }
 
 #[cfg(test)]
@@ -53,16 +55,48 @@ mod tests {
     #[test]
     fn transition_time_moves_only_on_status_change() {
         let mut c = Vec::new();
-        set(&mut c, READY, false, "Starting", "waiting".into(), Some(1), &at(100));
-        set(&mut c, READY, false, "Starting", "still waiting".into(), Some(1), &at(200));
+        set(
+            &mut c,
+            READY,
+            false,
+            "Starting",
+            "waiting".into(),
+            Some(1),
+            &at(100),
+        );
+        set(
+            &mut c,
+            READY,
+            false,
+            "Starting",
+            "still waiting".into(),
+            Some(1),
+            &at(200),
+        );
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].last_transition_time, at(100));
         assert_eq!(c[0].message, "still waiting");
-        set(&mut c, READY, true, "Running", "ok".into(), Some(2), &at(300));
+        set(
+            &mut c,
+            READY,
+            true,
+            "Running",
+            "ok".into(),
+            Some(2),
+            &at(300),
+        );
         assert_eq!(c[0].last_transition_time, at(300));
         assert_eq!(c[0].observed_generation, Some(2));
         assert!(is_true(&c, READY));
-        set(&mut c, KAFKA_REACHABLE, true, "MetadataRead", "ok".into(), Some(2), &at(300));
+        set(
+            &mut c,
+            KAFKA_REACHABLE,
+            true,
+            "MetadataRead",
+            "ok".into(),
+            Some(2),
+            &at(300),
+        );
         assert_eq!(c.len(), 2);
         assert!(!is_true(&c, "Other"));
     }

@@ -203,7 +203,9 @@ pub struct TopicSpec {
 
 impl TopicSpec {
     fn named(topic: &str) -> Self {
-        TopicSpec { topic: topic.into() }
+        TopicSpec {
+            topic: topic.into(),
+        }
     }
     pub fn default_input() -> Self {
         Self::named("user-login")

@@ -42,6 +42,10 @@ pub enum ProbeError {
     Unreachable { servers: String, detail: String },
     #[error("topic {topic:?} does not exist on {servers}")]
     TopicMissing { topic: String, servers: String },
+    #[error("Kafka credentials unavailable: {0}")]
+    Credentials(String),
+    #[error("no answer from {servers} within {seconds} s")]
+    Timeout { servers: String, seconds: u64 },
 }
 
 impl ProbeError {
@@ -50,12 +54,19 @@ impl ProbeError {
         match self {
             ProbeError::Unreachable { .. } => "Unreachable",
             ProbeError::TopicMissing { .. } => "TopicMissing",
+            ProbeError::Credentials(_) => "CredentialsUnavailable",
+            ProbeError::Timeout { .. } => "Unreachable",
         }
     }
 }
 
 /// Reads the partition count of `topic` and the lag of `group` on it. Blocking.
-pub fn probe(target: &KafkaTarget, topic: &str, group: &str, timeout: Duration) -> Result<TopicState, ProbeError> {
+pub fn probe(
+    target: &KafkaTarget,
+    topic: &str,
+    group: &str,
+    timeout: Duration,
+) -> Result<TopicState, ProbeError> {
     let unreachable = |detail: String| ProbeError::Unreachable {
         servers: target.bootstrap_servers.clone(),
         detail,
@@ -81,7 +92,9 @@ pub fn probe(target: &KafkaTarget, topic: &str, group: &str, timeout: Duration) 
         return Err(missing());
     };
     match t.error() {
-        Some(e) if RDKafkaErrorCode::from(e) == RDKafkaErrorCode::UnknownTopicOrPartition => return Err(missing()),
+        Some(e) if RDKafkaErrorCode::from(e) == RDKafkaErrorCode::UnknownTopicOrPartition => {
+            return Err(missing());
+        }
         Some(e) => return Err(unreachable(format!("{:?}", RDKafkaErrorCode::from(e)))),
         None => {}
     }
@@ -111,7 +124,11 @@ fn group_lag(consumer: &BaseConsumer, topic: &str, ids: &[i32], timeout: Duratio
                 Offset::Offset(o) => Some(o),
                 _ => None,
             });
-        offsets.push(PartitionOffsets { low, high, committed: done });
+        offsets.push(PartitionOffsets {
+            low,
+            high,
+            committed: done,
+        });
     }
     Some(lag(&offsets))
 }
@@ -143,10 +160,22 @@ mod tests {
 
     #[test]
     fn lag_from_committed_or_log_start() {
-        let p = |low, high, committed| PartitionOffsets { low, high, committed };
+        let p = |low, high, committed| PartitionOffsets {
+            low,
+            high,
+            committed,
+        };
         assert_eq!(lag(&[p(0, 100, Some(40)), p(0, 50, None)]), 60 + 50);
-        assert_eq!(lag(&[p(30, 100, None)]), 70, "nothing committed: from the log start");
-        assert_eq!(lag(&[p(30, 100, Some(10))]), 70, "commit before retention: from the log start");
+        assert_eq!(
+            lag(&[p(30, 100, None)]),
+            70,
+            "nothing committed: from the log start"
+        );
+        assert_eq!(
+            lag(&[p(30, 100, Some(10))]),
+            70,
+            "commit before retention: from the log start"
+        );
         assert_eq!(lag(&[p(0, 100, Some(100))]), 0);
         assert_eq!(lag(&[]), 0);
     }
@@ -157,7 +186,8 @@ mod tests {
             bootstrap_servers: "127.0.0.1:1".into(),
             properties: BTreeMap::new(),
         };
-        let err = probe(&target, "t", "g", Duration::from_millis(500)).expect_err("nothing listens there");
+        let err = probe(&target, "t", "g", Duration::from_millis(500))
+            .expect_err("nothing listens there");
         assert_eq!(err.reason(), "Unreachable");
     }
 }

@@ -1,4 +1,29 @@
+//! fetch-operator: reconciles `FetchPipeline` resources into `fetch-consumer` Deployments
+//! scaled by the input topic's partition count.
+//!
+//! A map of the crate, from pure logic to I/O:
+//!
+//! - [`crd`]: the `FetchPipeline` resource (spec, status, schema, CEL validation rules).
+//! - [`scaling`]: partition count and bounds to a replica count, with the reason.
+//! - [`resources`]: the ServiceAccount, metrics Service and Deployment built from a pipeline.
+//! - [`conditions`]: status conditions per the API conventions.
+//! - [`kafka`]: reading partition counts and consumer lag from Kafka.
+//! - [`controller`]: the reconciler and the controller loop.
+//! - [`leader`]: leader election on a Lease.
+//! - [`metrics`], [`http`]: Prometheus metrics and the `/healthz`, `/metrics` endpoints.
+//! - [`cli`], [`app`]: the command line and the `run` command wired from it.
+
+pub mod app;
+pub mod cli;
 pub mod conditions;
+pub mod controller;
 pub mod crd;
+pub mod error;
+pub mod http;
+pub mod kafka;
+pub mod leader;
+pub mod metrics;
 pub mod resources;
 pub mod scaling;
+
+pub use error::{Error, Result};

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, Service,
-    ServiceAccount, ServicePort, ServiceSpec,
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    SecretKeySelector, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -33,14 +33,21 @@ pub fn child_name(fp: &FetchPipeline) -> String {
 /// The consumer group: the spec's, or one derived from namespace and name.
 pub fn consumer_group(fp: &FetchPipeline) -> String {
     fp.spec.consumer_group.clone().unwrap_or_else(|| {
-        format!("fetch-pipeline-{}-{}", fp.namespace().unwrap_or_default(), fp.name_any())
+        format!(
+            "fetch-pipeline-{}-{}",
+            fp.namespace().unwrap_or_default(),
+            fp.name_any()
+        )
     })
 }
 
 /// Labels that select the pipeline's pods.
 pub fn selector_labels(fp: &FetchPipeline) -> BTreeMap<String, String> {
     BTreeMap::from([
-        ("app.kubernetes.io/name".to_owned(), "fetch-consumer".to_owned()),
+        (
+            "app.kubernetes.io/name".to_owned(),
+            "fetch-consumer".to_owned(),
+        ),
         ("app.kubernetes.io/instance".to_owned(), fp.name_any()),
     ])
 }
@@ -49,9 +56,18 @@ pub fn selector_labels(fp: &FetchPipeline) -> BTreeMap<String, String> {
 pub fn labels(fp: &FetchPipeline) -> BTreeMap<String, String> {
     let mut labels = selector_labels(fp);
     labels.extend([
-        ("app.kubernetes.io/component".to_owned(), "consumer".to_owned()),
-        ("app.kubernetes.io/part-of".to_owned(), "fetch-pipeline".to_owned()),
-        ("app.kubernetes.io/managed-by".to_owned(), "fetch-operator".to_owned()),
+        (
+            "app.kubernetes.io/component".to_owned(),
+            "consumer".to_owned(),
+        ),
+        (
+            "app.kubernetes.io/part-of".to_owned(),
+            "fetch-pipeline".to_owned(),
+        ),
+        (
+            "app.kubernetes.io/managed-by".to_owned(),
+            "fetch-operator".to_owned(),
+        ),
     ]);
     labels
 }
@@ -120,7 +136,10 @@ fn env_from_secret(name: &str, secret: &str, key: &str) -> EnvVar {
 pub fn kafka_properties(fp: &FetchPipeline) -> BTreeMap<String, String> {
     let kafka = &fp.spec.kafka;
     let mut props = kafka.properties.clone();
-    props.insert("security.protocol".into(), kafka.security_protocol.as_str().into());
+    props.insert(
+        "security.protocol".into(),
+        kafka.security_protocol.as_str().into(),
+    );
     if let Some(sasl) = &kafka.sasl {
         props.insert("sasl.mechanisms".into(), sasl.mechanism.as_str().into());
     }
@@ -130,7 +149,10 @@ pub fn kafka_properties(fp: &FetchPipeline) -> BTreeMap<String, String> {
 /// The consumer's settings as environment variables (the names `fetch-consumer` reads).
 pub fn consumer_env(fp: &FetchPipeline) -> Vec<EnvVar> {
     let spec = &fp.spec;
-    let properties: Vec<String> = kafka_properties(fp).iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let properties: Vec<String> = kafka_properties(fp)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     let mut vars = vec![
         env("KAFKA_BOOTSTRAP_SERVERS", &spec.kafka.bootstrap_servers),
         env("FETCH_KAFKA_PROPERTIES", properties.join(";")),
@@ -146,12 +168,24 @@ pub fn consumer_env(fp: &FetchPipeline) -> Vec<EnvVar> {
         vars.push(env("FETCH_MAX_EVENT_BYTES", bytes.to_string()));
     }
     if let (PiiMode::Hash, Some(secret)) = (spec.pii.mode, &spec.pii.hash_key_secret) {
-        vars.push(env_from_secret("FETCH_PII_HASH_KEY", &secret.name, &secret.key));
+        vars.push(env_from_secret(
+            "FETCH_PII_HASH_KEY",
+            &secret.name,
+            &secret.key,
+        ));
     }
     if let Some(sasl) = &spec.kafka.sasl {
         let secret = &sasl.credentials_secret;
-        vars.push(env_from_secret("KAFKA_SASL_USERNAME", &secret.name, &secret.username_key));
-        vars.push(env_from_secret("KAFKA_SASL_PASSWORD", &secret.name, &secret.password_key));
+        vars.push(env_from_secret(
+            "KAFKA_SASL_USERNAME",
+            &secret.name,
+            &secret.username_key,
+        ));
+        vars.push(env_from_secret(
+            "KAFKA_SASL_PASSWORD",
+            &secret.name,
+            &secret.password_key,
+        ));
     }
     vars
 }
@@ -162,7 +196,10 @@ fn default_resources() -> ResourceRequirements {
             ("cpu".to_owned(), Quantity("100m".into())),
             ("memory".to_owned(), Quantity("128Mi".into())),
         ])),
-        limits: Some(BTreeMap::from([("memory".to_owned(), Quantity("512Mi".into()))])),
+        limits: Some(BTreeMap::from([(
+            "memory".to_owned(),
+            Quantity("512Mi".into()),
+        )])),
         ..ResourceRequirements::default()
     }
 }
@@ -251,7 +288,10 @@ pub fn deployment(fp: &FetchPipeline, default_image: &str, replicas: i32) -> (De
     let mut template = pod_template(fp, image);
     let hash = config_hash(&template);
     if let Some(meta) = template.metadata.as_mut() {
-        meta.annotations = Some(BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_owned(), hash.clone())]));
+        meta.annotations = Some(BTreeMap::from([(
+            CONFIG_HASH_ANNOTATION.to_owned(),
+            hash.clone(),
+        )]));
     }
     let deployment = Deployment {
         metadata: metadata(fp),
@@ -283,7 +323,11 @@ mod tests {
     }
 
     fn env_map(d: &Deployment) -> BTreeMap<String, EnvVar> {
-        let pod = d.spec.as_ref().and_then(|s| s.template.spec.as_ref()).expect("pod");
+        let pod = d
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .expect("pod");
         pod.containers[0]
             .env
             .clone()
@@ -295,23 +339,45 @@ mod tests {
 
     #[test]
     fn deployment_carries_settings_owner_labels_and_hash() {
-        let fp = pipeline("kafka: {bootstrapServers: 'kafka.data:9092', properties: {fetch.max.bytes: '1048576'}}");
+        let fp = pipeline(
+            "kafka: {bootstrapServers: 'kafka.data:9092', properties: {fetch.max.bytes: '1048576'}}",
+        );
         let (d, hash) = deployment(&fp, "img:1", 4);
         let spec = d.spec.as_ref().expect("spec");
         assert_eq!(spec.replicas, Some(4));
         assert_eq!(d.metadata.name.as_deref(), Some("logins-consumer"));
         let owner = &d.metadata.owner_references.as_ref().expect("owner")[0];
-        assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.controller), ("FetchPipeline", "logins", Some(true)));
-        assert_eq!(d.metadata.labels.as_ref().expect("labels")["app.kubernetes.io/managed-by"], "fetch-operator");
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str(), owner.controller),
+            ("FetchPipeline", "logins", Some(true))
+        );
+        assert_eq!(
+            d.metadata.labels.as_ref().expect("labels")["app.kubernetes.io/managed-by"],
+            "fetch-operator"
+        );
         let env = env_map(&d);
-        assert_eq!(env["KAFKA_BOOTSTRAP_SERVERS"].value.as_deref(), Some("kafka.data:9092"));
-        assert_eq!(env["FETCH_GROUP_ID"].value.as_deref(), Some("fetch-pipeline-data-logins"));
-        assert_eq!(env["FETCH_INPUT_TOPIC"].value.as_deref(), Some("user-login"));
+        assert_eq!(
+            env["KAFKA_BOOTSTRAP_SERVERS"].value.as_deref(),
+            Some("kafka.data:9092")
+        );
+        assert_eq!(
+            env["FETCH_GROUP_ID"].value.as_deref(),
+            Some("fetch-pipeline-data-logins")
+        );
+        assert_eq!(
+            env["FETCH_INPUT_TOPIC"].value.as_deref(),
+            Some("user-login")
+        );
         assert_eq!(
             env["FETCH_KAFKA_PROPERTIES"].value.as_deref(),
             Some("fetch.max.bytes=1048576;security.protocol=PLAINTEXT")
         );
-        let annotations = spec.template.metadata.as_ref().and_then(|m| m.annotations.as_ref()).expect("annotations");
+        let annotations = spec
+            .template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.annotations.as_ref())
+            .expect("annotations");
         assert_eq!(annotations[CONFIG_HASH_ANNOTATION], hash);
     }
 
@@ -332,11 +398,20 @@ mod tests {
         let pod = d.spec.and_then(|s| s.template.spec).expect("pod");
         let psc = pod.security_context.expect("pod security context");
         assert_eq!(psc.run_as_non_root, Some(true));
-        assert_eq!(psc.seccomp_profile.map(|s| s.type_).as_deref(), Some("RuntimeDefault"));
-        let sc = pod.containers[0].security_context.clone().expect("container security context");
+        assert_eq!(
+            psc.seccomp_profile.map(|s| s.type_).as_deref(),
+            Some("RuntimeDefault")
+        );
+        let sc = pod.containers[0]
+            .security_context
+            .clone()
+            .expect("container security context");
         assert_eq!(sc.allow_privilege_escalation, Some(false));
         assert_eq!(sc.read_only_root_filesystem, Some(true));
-        assert_eq!(sc.capabilities.and_then(|c| c.drop), Some(vec!["ALL".to_owned()]));
+        assert_eq!(
+            sc.capabilities.and_then(|c| c.drop),
+            Some(vec!["ALL".to_owned()])
+        );
     }
 
     #[test]
@@ -346,11 +421,23 @@ mod tests {
         );
         let (d, _) = deployment(&fp, "img", 1);
         let env = env_map(&d);
-        let user = env["KAFKA_SASL_USERNAME"].value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()).expect("ref");
-        assert_eq!((user.name.as_str(), user.key.as_str()), ("kafka-creds", "username"));
+        let user = env["KAFKA_SASL_USERNAME"]
+            .value_from
+            .as_ref()
+            .and_then(|v| v.secret_key_ref.as_ref())
+            .expect("ref");
+        assert_eq!(
+            (user.name.as_str(), user.key.as_str()),
+            ("kafka-creds", "username")
+        );
         assert!(env["KAFKA_SASL_PASSWORD"].value.is_none());
         assert_eq!(env["FETCH_PII_MODE"].value.as_deref(), Some("hash"));
         assert!(env["FETCH_PII_HASH_KEY"].value_from.is_some());
-        assert!(env["FETCH_KAFKA_PROPERTIES"].value.as_deref().is_some_and(|p| p.contains("sasl.mechanisms=SCRAM-SHA-512")));
+        assert!(
+            env["FETCH_KAFKA_PROPERTIES"]
+                .value
+                .as_deref()
+                .is_some_and(|p| p.contains("sasl.mechanisms=SCRAM-SHA-512"))
+        );
     }
 }

@@ -69,13 +69,23 @@ mod tests {
 
     #[test]
     fn paused_scales_to_zero() {
-        assert_eq!(decide(Some(6), Some(4), B, true), ScaleDecision { replicas: 0, reason: "paused".into() });
+        assert_eq!(
+            decide(Some(6), Some(4), B, true),
+            ScaleDecision {
+                replicas: 0,
+                reason: "paused".into()
+            }
+        );
     }
 
     #[test]
     fn unknown_partitions_keep_the_current_scale() {
         assert_eq!(decide(None, Some(3), B, false).replicas, 3);
-        assert_eq!(decide(None, None, B, false).replicas, 2, "first deployment starts at min");
+        assert_eq!(
+            decide(None, None, B, false).replicas,
+            2,
+            "first deployment starts at min"
+        );
         let zero_min = ReplicasSpec { min: 0, max: 4 };
         assert_eq!(decide(None, None, zero_min, false).replicas, 1);
     }

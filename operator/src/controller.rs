@@ -1,0 +1,413 @@
+//! The reconciler: from a `FetchPipeline` to its consumer Deployment, and back to its status.
+//!
+//! Each reconciliation reads the input topic's partition count from Kafka, decides the replica
+//! count ([`crate::scaling`]), server-side-applies the ServiceAccount, metrics Service and
+//! Deployment ([`crate::resources`]), and writes the status with its conditions. It runs again
+//! on spec changes, on changes to the Deployment, and every `check_interval`, so new
+//! partitions scale the pipeline without any user action. When Kafka cannot be read, the
+//! Deployment keeps its replicas, `KafkaReachable` says why, and the check is retried with
+//! backoff.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
+use kube::{Client, Resource, ResourceExt};
+
+use crate::conditions::{self, KAFKA_REACHABLE, READY};
+use crate::crd::{FetchPipeline, FetchPipelineStatus};
+use crate::error::{Error, Result};
+use crate::kafka::{self, KafkaTarget, ProbeError, TopicState};
+use crate::metrics::{Metrics, ReasonLabel};
+use crate::resources;
+use crate::scaling;
+
+/// Field manager of everything the operator applies.
+pub const MANAGER: &str = "fetch-operator";
+
+/// How the controller behaves.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Consumer image for pipelines that do not set `spec.image`.
+    pub consumer_image: String,
+    /// How often each pipeline's partition count is re-read.
+    pub check_interval: Duration,
+    /// Longest wait for one Kafka request.
+    pub kafka_timeout: Duration,
+    /// Watch one namespace only (namespaced RBAC); all namespaces when `None`.
+    pub watch_namespace: Option<String>,
+}
+
+/// Shared by every reconciliation.
+pub struct Context {
+    client: Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    recorder: Recorder,
+    /// Consecutive failed Kafka checks per pipeline, for the retry backoff.
+    kafka_failures: Mutex<HashMap<String, u32>>,
+}
+
+/// Runs the controller until `shutdown` completes.
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> Result<()> {
+    let (pipelines, deployments): (Api<FetchPipeline>, Api<Deployment>) =
+        match &settings.watch_namespace {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+            None => (Api::all(client.clone()), Api::all(client.clone())),
+        };
+    pipelines.list(&ListParams::default().limit(1)).await.map_err(|e| {
+        Error::Config(format!(
+            "cannot list FetchPipelines ({e}); is the CRD installed? `fetch-operator crd | kubectl apply -f -`"
+        ))
+    })?;
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), Reporter::from(MANAGER)),
+        client,
+        settings,
+        metrics,
+        kafka_failures: Mutex::new(HashMap::new()),
+    });
+    let (reader, writer) = reflector::store();
+    // Only spec changes (new generations) trigger from the pipeline itself: the operator's own
+    // status writes must not start another reconciliation.
+    let pipelines = watcher(pipelines, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default());
+    tracing::info!("controller started");
+    Controller::for_stream(pipelines, reader)
+        .owns(
+            deployments,
+            watcher::Config::default().labels("app.kubernetes.io/managed-by=fetch-operator"),
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(%object, "reconciled"),
+                Err(e) => tracing::warn!(error = %e, "reconciliation failed"),
+            }
+        })
+        .await;
+    tracing::info!("controller stopped");
+    Ok(())
+}
+
+async fn reconcile(fp: Arc<FetchPipeline>, ctx: Arc<Context>) -> Result<Action> {
+    let started = Instant::now();
+    ctx.metrics.reconciliations.inc();
+    let result = reconcile_pipeline(&fp, &ctx).await;
+    ctx.metrics
+        .duration
+        .observe(started.elapsed().as_secs_f64());
+    result
+}
+
+fn error_policy(_fp: Arc<FetchPipeline>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics
+        .failures
+        .get_or_create(&ReasonLabel {
+            reason: error.metric_label(),
+        })
+        .inc();
+    Action::requeue(Duration::from_secs(5))
+}
+
+#[tracing::instrument(skip_all, fields(namespace, name = %fp.name_any()))]
+async fn reconcile_pipeline(fp: &FetchPipeline, ctx: &Context) -> Result<Action> {
+    let name = fp.name_any();
+    let ns = fp
+        .namespace()
+        .ok_or_else(|| Error::MissingNamespace(name.clone()))?;
+    tracing::Span::current().record("namespace", ns.as_str());
+    let client = ctx.client.clone();
+    let child = resources::child_name(fp);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let current = deployments.get_opt(&child).await?;
+    let current_replicas = current
+        .as_ref()
+        .and_then(|d| d.spec.as_ref())
+        .and_then(|s| s.replicas);
+    let ready = current
+        .as_ref()
+        .and_then(|d| d.status.as_ref())
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
+
+    let probe = check_kafka(fp, ctx, &ns).await;
+    if let Err(e) = &probe {
+        ctx.metrics
+            .kafka_failures
+            .get_or_create(&ReasonLabel { reason: e.reason() })
+            .inc();
+    }
+    let decision = scaling::decide(
+        probe.as_ref().ok().map(|s| s.partitions),
+        current_replicas,
+        fp.spec.replicas,
+        fp.spec.paused,
+    );
+
+    let apply = PatchParams::apply(MANAGER).force();
+    Api::<ServiceAccount>::namespaced(client.clone(), &ns)
+        .patch(
+            &child,
+            &apply,
+            &Patch::Apply(resources::service_account(fp)),
+        )
+        .await?;
+    Api::<Service>::namespaced(client.clone(), &ns)
+        .patch(
+            &child,
+            &apply,
+            &Patch::Apply(resources::metrics_service(fp)),
+        )
+        .await?;
+    let (deployment, hash) =
+        resources::deployment(fp, &ctx.settings.consumer_image, decision.replicas);
+    deployments
+        .patch(&child, &apply, &Patch::Apply(&deployment))
+        .await?;
+
+    if current_replicas != Some(decision.replicas) {
+        let from = current_replicas.map_or_else(|| "none".to_owned(), |r| r.to_string());
+        let note = format!(
+            "Scaled consumers from {from} to {} replicas: {}",
+            decision.replicas, decision.reason
+        );
+        tracing::info!("{note}");
+        publish(ctx, fp, EventType::Normal, "Scaled", "Scale", note).await;
+    }
+
+    let failures = {
+        let mut map = ctx.kafka_failures.lock().unwrap_or_else(|e| e.into_inner());
+        let key = format!("{ns}/{name}");
+        match &probe {
+            Ok(_) => {
+                map.remove(&key);
+                0
+            }
+            Err(_) => {
+                let n = map.entry(key).or_insert(0);
+                *n += 1;
+                *n
+            }
+        }
+    };
+    if let (Err(e), 1) = (&probe, failures) {
+        publish(
+            ctx,
+            fp,
+            EventType::Warning,
+            e.reason(),
+            "CheckKafka",
+            e.to_string(),
+        )
+        .await;
+    }
+
+    let status = status(fp, &probe, &decision, ready, hash);
+    if fp.status.as_ref() != Some(&status) {
+        let api: Api<FetchPipeline> = Api::namespaced(client, &ns);
+        let patch = serde_json::json!({
+            "apiVersion": "fetch-pipeline.dev/v1alpha1",
+            "kind": "FetchPipeline",
+            "status": status,
+        });
+        api.patch_status(&name, &apply, &Patch::Apply(patch))
+            .await?;
+    }
+
+    Ok(Action::requeue(if failures == 0 {
+        ctx.settings.check_interval
+    } else {
+        // 1 s, 2 s, 4 s, ... up to the regular interval.
+        (Duration::from_secs(1) * 2u32.pow((failures - 1).min(10))).min(ctx.settings.check_interval)
+    }))
+}
+
+/// The status after this reconciliation; the previous conditions keep their transition times.
+fn status(
+    fp: &FetchPipeline,
+    probe: &Result<TopicState, ProbeError>,
+    decision: &scaling::ScaleDecision,
+    ready: i32,
+    config_hash: String,
+) -> FetchPipelineStatus {
+    let now = Time(Timestamp::now());
+    let generation = fp.metadata.generation;
+    let previous = fp.status.clone().unwrap_or_default();
+    let mut conditions = previous.conditions;
+    match probe {
+        Ok(state) => conditions::set(
+            &mut conditions,
+            KAFKA_REACHABLE,
+            true,
+            "TopicFound",
+            format!(
+                "input topic {} has {} partitions",
+                fp.spec.input.topic, state.partitions
+            ),
+            generation,
+            &now,
+        ),
+        Err(e) => conditions::set(
+            &mut conditions,
+            KAFKA_REACHABLE,
+            false,
+            e.reason(),
+            e.to_string(),
+            generation,
+            &now,
+        ),
+    }
+    let desired = decision.replicas;
+    let (ok, reason, message) = if fp.spec.paused {
+        (
+            true,
+            "Paused",
+            "scaled to zero while spec.paused is true".to_owned(),
+        )
+    } else if probe.is_err() {
+        (
+            false,
+            "KafkaUnavailable",
+            format!(
+                "{ready}/{desired} replicas ready; the input topic cannot be read (see KafkaReachable)"
+            ),
+        )
+    } else if ready >= desired {
+        (true, "Running", format!("{ready}/{desired} replicas ready"))
+    } else {
+        (
+            false,
+            "Progressing",
+            format!("{ready}/{desired} replicas ready"),
+        )
+    };
+    conditions::set(
+        &mut conditions,
+        READY,
+        ok,
+        reason,
+        message,
+        generation,
+        &now,
+    );
+    FetchPipelineStatus {
+        observed_generation: generation,
+        partitions: probe.as_ref().ok().map(|s| s.partitions),
+        desired_replicas: Some(desired),
+        ready_replicas: Some(ready),
+        scaling_reason: Some(decision.reason.clone()),
+        consumer_lag: probe.as_ref().ok().and_then(|s| s.lag),
+        config_hash: Some(config_hash),
+        conditions,
+    }
+}
+
+async fn check_kafka(
+    fp: &FetchPipeline,
+    ctx: &Context,
+    ns: &str,
+) -> Result<TopicState, ProbeError> {
+    let target = kafka_target(fp, &ctx.client, ns).await?;
+    let (topic, group) = (fp.spec.input.topic.clone(), resources::consumer_group(fp));
+    let timeout = ctx.settings.kafka_timeout;
+    let servers = target.bootstrap_servers.clone();
+    let task = tokio::task::spawn_blocking(move || kafka::probe(&target, &topic, &group, timeout));
+    // Metadata, committed offsets and watermarks: a few requests, each bounded by `timeout`.
+    match tokio::time::timeout(timeout * 4, task).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(join)) => Err(ProbeError::Unreachable {
+            servers,
+            detail: join.to_string(),
+        }),
+        Err(_) => Err(ProbeError::Timeout {
+            servers,
+            seconds: (timeout * 4).as_secs(),
+        }),
+    }
+}
+
+/// Connection settings for the operator's own Kafka checks, with SASL credentials from the
+/// Secret the spec names.
+async fn kafka_target(
+    fp: &FetchPipeline,
+    client: &Client,
+    ns: &str,
+) -> Result<KafkaTarget, ProbeError> {
+    let mut properties = resources::kafka_properties(fp);
+    if let Some(sasl) = &fp.spec.kafka.sasl {
+        let secret_ref = &sasl.credentials_secret;
+        let secret = Api::<Secret>::namespaced(client.clone(), ns)
+            .get_opt(&secret_ref.name)
+            .await
+            .map_err(|e| {
+                ProbeError::Credentials(format!("reading Secret {}: {e}", secret_ref.name))
+            })?
+            .ok_or_else(|| {
+                ProbeError::Credentials(format!("Secret {} not found in {ns}", secret_ref.name))
+            })?;
+        for (property, key) in [
+            ("sasl.username", &secret_ref.username_key),
+            ("sasl.password", &secret_ref.password_key),
+        ] {
+            let value = secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .and_then(|v| String::from_utf8(v.0.clone()).ok())
+                .ok_or_else(|| {
+                    ProbeError::Credentials(format!(
+                        "Secret {} has no key {key:?}",
+                        secret_ref.name
+                    ))
+                })?;
+            properties.insert(property.to_owned(), value);
+        }
+    }
+    Ok(KafkaTarget {
+        bootstrap_servers: fp.spec.kafka.bootstrap_servers.clone(),
+        properties,
+    })
+}
+
+async fn publish(
+    ctx: &Context,
+    fp: &FetchPipeline,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: action.to_owned(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &fp.object_ref(&())).await {
+        tracing::warn!(error = %e, "publishing an event failed");
+    }
+}

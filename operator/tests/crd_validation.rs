@@ -1,0 +1,101 @@
+//! The API server itself rejects invalid FetchPipelines, with messages that say what to fix.
+
+mod support;
+
+use fetch_operator::crd::FetchPipeline;
+use kube::api::{Api, ApiResource, DynamicObject, PostParams};
+use support::*;
+
+/// An untyped object, so specs that the Rust types could not even hold can be sent.
+fn pipeline(name: &str, spec: serde_json::Value) -> DynamicObject {
+    let resource = ApiResource::erase::<FetchPipeline>(&());
+    DynamicObject::new(name, &resource).data(serde_json::json!({ "spec": spec }))
+}
+
+#[tokio::test]
+async fn invalid_pipelines_are_rejected_by_the_api_server_and_defaults_apply() {
+    let (_server, client) = control_plane().await;
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        "default",
+        &ApiResource::erase::<FetchPipeline>(&()),
+    );
+    let typed: Api<FetchPipeline> = Api::namespaced(client, "default");
+    let kafka = serde_json::json!({"bootstrapServers": "kafka:9092"});
+
+    api.create(
+        &PostParams::default(),
+        &pipeline("ok", serde_json::json!({"kafka": kafka})),
+    )
+    .await
+    .expect("a minimal pipeline is valid");
+    let created = typed.get("ok").await.expect("read back");
+    assert_eq!(
+        created.spec.input.topic, "user-login",
+        "defaults applied by the API server"
+    );
+    assert_eq!(created.spec.dead_letter.topic, "user-login-dlq");
+    assert_eq!(
+        (created.spec.replicas.min, created.spec.replicas.max),
+        (1, 12)
+    );
+
+    let cases = [
+        (
+            serde_json::json!({"kafka": kafka, "replicas": {"min": 5, "max": 2}}),
+            "spec.replicas.min must not be greater than spec.replicas.max",
+        ),
+        (
+            serde_json::json!({"kafka": kafka, "output": {"topic": "user-login"}}),
+            "spec.output.topic must differ from spec.input.topic",
+        ),
+        (
+            serde_json::json!({"kafka": kafka, "deadLetter": {"topic": "user-login"}}),
+            "spec.deadLetter.topic must differ from spec.input.topic",
+        ),
+        (
+            serde_json::json!({"kafka": kafka, "pii": {"mode": "Hash"}}),
+            "spec.pii.mode Hash needs spec.pii.hashKeySecret",
+        ),
+        (
+            serde_json::json!({"kafka": {"bootstrapServers": "k:9092", "sasl": {"mechanism": "PLAIN", "credentialsSecret": {"name": "s"}}}}),
+            "spec.kafka.sasl needs spec.kafka.securityProtocol SASL_PLAINTEXT or SASL_SSL",
+        ),
+        (
+            serde_json::json!({"kafka": kafka, "input": {"topic": "no spaces"}}),
+            "spec.input.topic",
+        ),
+        (
+            serde_json::json!({"kafka": kafka, "replicas": {"max": 0}}),
+            "spec.replicas.max",
+        ),
+        (
+            serde_json::json!({"kafka": {"bootstrapServers": ""}}),
+            "spec.kafka.bootstrapServers",
+        ),
+        (
+            serde_json::json!({"kafka": kafka, "pii": {"mode": "Scramble"}}),
+            "spec.pii.mode",
+        ),
+    ];
+    for (i, (spec, message)) in cases.into_iter().enumerate() {
+        let err = api
+            .create(
+                &PostParams::default(),
+                &pipeline(&format!("bad-{i}"), spec.clone()),
+            )
+            .await
+            .expect_err(&format!("{spec} must be rejected"));
+        match err {
+            kube::Error::Api(status) => {
+                assert_eq!(status.code, 422, "{status:?}");
+                assert!(
+                    status.message.contains(message),
+                    "expected {message:?} in {:?}",
+                    status.message
+                );
+            }
+            other => panic!("expected a validation error, got {other}"),
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! Helpers for the operator's integration tests: a real control plane (kube-apiserver + etcd
+//! started by the `envtest` crate) and the workspace's Kafka helpers.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use fetch_operator::crd::FetchPipeline;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, PostParams};
+use kube::{Client, CustomResourceExt};
+
+pub use fetch_testing::*;
+
+/// A kube-apiserver and etcd with the FetchPipeline CRD installed. Panics with the fix when the
+/// control-plane binaries are not available.
+pub async fn control_plane() -> (envtest::Server, Client) {
+    let assets = std::env::var("KUBEBUILDER_ASSETS").unwrap_or_else(|_| {
+        panic!(
+            "KUBEBUILDER_ASSETS is not set: these tests need kube-apiserver and etcd. Run them \
+             with hack/test.sh, or export KUBEBUILDER_ASSETS=$(hack/k8s-binaries.sh)"
+        )
+    });
+    let environment = envtest::Environment {
+        binary_assets_settings: envtest::BinaryAssetsSettings {
+            download_binary_assets: false,
+            binary_assets_directory: Some(assets),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .with_crds(FetchPipeline::crd())
+    .expect("CRD serializes");
+    let server = environment
+        .create()
+        .await
+        .expect("start kube-apiserver and etcd");
+    let client = server.client().expect("client for the control plane");
+    (server, client)
+}
+
+/// Writes the control plane's kubeconfig to a file, for processes started by the test.
+pub fn kubeconfig_file(server: &envtest::Server) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("{}.kubeconfig", unique("envtest")));
+    std::fs::write(&path, server.as_ref()).expect("write kubeconfig");
+    path
+}
+
+pub async fn namespace(client: &Client, name: &str) {
+    let ns: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).expect("namespace");
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("create namespace");
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after two minutes.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

@@ -1,0 +1,186 @@
+//! Helpers shared by the integration tests of the workspace.
+//!
+//! The real Kafka broker started by `hack/test.sh` (Apache Kafka in KRaft mode on loopback),
+//! named by `FETCH_TEST_KAFKA_BOOTSTRAP`: topics, records, offsets. A test that needs the broker
+//! fails loudly, with the fix, when it is absent.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::OwnedMessage;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+pub const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The test broker's address. Panics with the fix when no broker was started.
+pub fn bootstrap() -> String {
+    std::env::var("FETCH_TEST_KAFKA_BOOTSTRAP").unwrap_or_else(|_| {
+        panic!(
+            "FETCH_TEST_KAFKA_BOOTSTRAP is not set: these tests need the real Kafka broker. \
+             Run them with hack/test.sh, which starts one, or start one with \
+             `hack/kafka.sh start DIR` and export FETCH_TEST_KAFKA_BOOTSTRAP"
+        )
+    })
+}
+
+/// A name no other test (or earlier run) uses.
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
+
+fn admin() -> AdminClient<DefaultClientContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .expect("admin client")
+}
+
+pub fn create_topic(name: &str, partitions: i32) {
+    let results = block_on(admin().create_topics(
+        &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+    ))
+    .expect("create topics");
+    for r in results {
+        r.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
+    }
+}
+
+pub fn add_partitions(name: &str, total: usize) {
+    let results = block_on(
+        admin().create_partitions(&[NewPartitions::new(name, total)], &AdminOptions::new()),
+    )
+    .expect("create partitions");
+    for r in results {
+        r.unwrap_or_else(|(t, e)| panic!("adding partitions to {t}: {e}"));
+    }
+}
+
+/// Produces `records` (key, value; `None` value = no payload) and waits for every ack.
+pub fn produce(topic: &str, records: &[(Vec<u8>, Option<Vec<u8>>)]) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("linger.ms", "20")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .expect("producer");
+    for (key, value) in records {
+        let mut record = BaseRecord::<[u8], [u8]>::to(topic).key(&key[..]);
+        if let Some(v) = value {
+            record = record.payload(&v[..]);
+        }
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(60)).expect("flush");
+}
+
+/// The end offset (high watermark) of every partition of `topic`.
+pub fn end_offsets(topic: &str) -> HashMap<i32, i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .expect("consumer");
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let partitions: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
+    partitions
+        .into_iter()
+        .map(|p| {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .expect("watermarks");
+            (p, high)
+        })
+        .collect()
+}
+
+pub fn total(offsets: &HashMap<i32, i64>) -> i64 {
+    offsets.values().sum()
+}
+
+/// The group's committed offsets on `topic`, by partition (absent: nothing committed).
+pub fn committed(group: &str, topic: &str) -> HashMap<i32, i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", group)
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in end_offsets(topic).keys() {
+        tpl.add_partition(topic, *p);
+    }
+    let list = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("committed offsets");
+    list.elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Reads every record of `topic` from the beginning until `expected` have arrived.
+pub fn read_all(topic: &str, expected: usize) -> Vec<OwnedMessage> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in end_offsets(topic).keys() {
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)
+            .expect("tpl");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let deadline = Instant::now() + TIMEOUT;
+    let mut out = Vec::with_capacity(expected);
+    while out.len() < expected {
+        assert!(
+            Instant::now() < deadline,
+            "read {} of {expected} records from {topic}",
+            out.len()
+        );
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            out.push(m.expect("consume").detach());
+        }
+    }
+    out
+}
+
+/// Waits until `check` holds, polling; panics with `what` on timeout.
+pub fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
