@@ -20,7 +20,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the controller (uses the in-cluster config, or KUBECONFIG / ~/.kube/config).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the FetchPipeline CustomResourceDefinition as YAML.
     Crd,
 }

@@ -37,23 +37,27 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{nanos}", std::process::id())
 }
 
+/// Admin requests are futures served by librdkafka's own threads, so a plain executor drives
+/// them, from sync tests and from inside a tokio runtime alike.
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(f)
+    futures::executor::block_on(f)
 }
 
-fn admin() -> AdminClient<DefaultClientContext> {
+fn admin(bootstrap: &str) -> AdminClient<DefaultClientContext> {
     ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
+        .set("bootstrap.servers", bootstrap)
         .create()
         .expect("admin client")
 }
 
+/// Creates `name` with `partitions` partitions on the shared test broker.
 pub fn create_topic(name: &str, partitions: i32) {
-    let results = block_on(admin().create_topics(
+    create_topic_on(&bootstrap(), name, partitions);
+}
+
+/// Creates `name` with `partitions` partitions on the broker at `bootstrap`.
+pub fn create_topic_on(bootstrap: &str, name: &str, partitions: i32) {
+    let results = block_on(admin(bootstrap).create_topics(
         &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
         &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
     ))
@@ -65,7 +69,8 @@ pub fn create_topic(name: &str, partitions: i32) {
 
 pub fn add_partitions(name: &str, total: usize) {
     let results = block_on(
-        admin().create_partitions(&[NewPartitions::new(name, total)], &AdminOptions::new()),
+        admin(&bootstrap())
+            .create_partitions(&[NewPartitions::new(name, total)], &AdminOptions::new()),
     )
     .expect("create partitions");
     for r in results {
@@ -182,5 +187,48 @@ pub fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
     while !check() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A broker of a test's own, for tests that stop it; stopped when dropped.
+pub struct Broker {
+    pub bootstrap: String,
+    dir: std::path::PathBuf,
+}
+
+const KAFKA_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../hack/kafka.sh");
+
+impl Broker {
+    /// Starts a single-node KRaft broker with `hack/kafka.sh` in a fresh directory.
+    pub fn start() -> Self {
+        let dir = std::env::temp_dir().join(unique("broker"));
+        let status = std::process::Command::new("bash")
+            .args([KAFKA_SCRIPT, "start"])
+            .arg(&dir)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("run hack/kafka.sh");
+        assert!(
+            status.success(),
+            "hack/kafka.sh start failed (see {})",
+            dir.display()
+        );
+        let env = std::fs::read_to_string(dir.join("env")).expect("broker env file");
+        let bootstrap = env
+            .lines()
+            .find_map(|l| l.strip_prefix("KAFKA_BOOTSTRAP="))
+            .expect("KAFKA_BOOTSTRAP in env file")
+            .to_owned();
+        Broker { bootstrap, dir }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("bash")
+            .args([KAFKA_SCRIPT, "stop"])
+            .arg(&self.dir)
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
