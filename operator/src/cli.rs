@@ -28,7 +28,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Consumer image for pipelines that do not set spec.image.
-    #[arg(long, env = "FETCH_OPERATOR_CONSUMER_IMAGE", default_value = concat!("ghcr.io/fetch-pipeline/fetch-consumer:", env!("CARGO_PKG_VERSION")))]
+    #[arg(long, env = "FETCH_OPERATOR_CONSUMER_IMAGE", default_value = concat!("ghcr.io/fetch-pipeline/fetch-pipeline:", env!("CARGO_PKG_VERSION")))]
     pub consumer_image: String,
     /// How often each pipeline's input partition count is re-read (e.g. 30s).
     #[arg(long, env = "FETCH_OPERATOR_CHECK_INTERVAL", default_value = "30s", value_parser = duration)]

@@ -242,6 +242,8 @@ fn pod_template(fp: &FetchPipeline, image: &str) -> PodTemplateSpec {
             containers: vec![Container {
                 name: "consumer".into(),
                 image: Some(image.into()),
+                // One image carries both binaries; the consumer's is named explicitly.
+                command: Some(vec!["fetch-consumer".into()]),
                 args: Some(vec!["run".into()]),
                 env: Some(consumer_env(fp)),
                 ports: Some(vec![ContainerPort {
