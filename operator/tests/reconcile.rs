@@ -282,3 +282,52 @@ async fn kafka_stopped_leaves_the_deployment_untouched() {
         "the Deployment is untouched"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_kube_controller_manager_status_is_real_and_deletion_collects_everything() {
+    let (server, client) = control_plane().await;
+    let _manager = ControllerManager::start(&server);
+    let _stop = start_controller(client.clone());
+    let topic = unique("gc");
+    create_topic(&topic, 2);
+    let pipelines: Api<FetchPipeline> = Api::namespaced(client.clone(), "default");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let spec =
+        serde_json::json!({"kafka": {"bootstrapServers": bootstrap()}, "input": {"topic": topic}});
+    pipelines
+        .create(&PostParams::default(), &pipeline("gc", spec))
+        .await
+        .expect("create");
+
+    // The Deployment controller works on it: a ReplicaSet, pods (pending: there is no kubelet).
+    let observed = eventually("Deployment status from kube-controller-manager", || async {
+        let status = deployments.get_opt("gc-consumer").await.ok()??.status?;
+        status.replicas.filter(|r| *r == 2).map(|_| status)
+    })
+    .await;
+    assert_eq!(observed.ready_replicas.unwrap_or(0), 0);
+    let fp = eventually("readyReplicas reported", || async {
+        let fp = pipelines.get("gc").await.ok()?;
+        (fp.status.as_ref()?.desired_replicas == Some(2)).then_some(fp)
+    })
+    .await;
+    assert_eq!(
+        condition(&fp, "Ready").map(|c| c.1).as_deref(),
+        Some("Progressing")
+    );
+
+    // Deleting the pipeline deletes what it owns.
+    pipelines
+        .delete("gc", &Default::default())
+        .await
+        .expect("delete");
+    eventually("the Deployment garbage-collected", || async {
+        deployments
+            .get_opt("gc-consumer")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+}

@@ -73,3 +73,36 @@ where
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// kube-controller-manager (garbage collector, Deployment and ReplicaSet controllers) against
+/// the test control plane, so owner-reference deletion and Deployment status are real.
+/// Stopped when dropped.
+pub struct ControllerManager {
+    child: std::process::Child,
+    kubeconfig: std::path::PathBuf,
+}
+
+impl ControllerManager {
+    pub fn start(server: &envtest::Server) -> Self {
+        let assets =
+            std::env::var("KUBEBUILDER_ASSETS").expect("KUBEBUILDER_ASSETS (see control_plane)");
+        let kubeconfig = kubeconfig_file(server);
+        let child = std::process::Command::new(format!("{assets}/kube-controller-manager"))
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .arg("--controllers=garbage-collector-controller,deployment-controller,replicaset-controller")
+            .args(["--leader-elect=false", "--secure-port=0", "--authentication-skip-lookup"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start kube-controller-manager from KUBEBUILDER_ASSETS");
+        ControllerManager { child, kubeconfig }
+    }
+}
+
+impl Drop for ControllerManager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.kubeconfig);
+    }
+}
