@@ -20,6 +20,9 @@ log "control-plane binaries for the operator's tests"
 KUBEBUILDER_ASSETS="$("$HACK_DIR/k8s-binaries.sh")"
 export KUBEBUILDER_ASSETS
 
+log "tools for the deployment checks (helm, kubectl, hadolint, check-jsonschema, compose schema)"
+eval "$("$HACK_DIR/tools.sh")"
+
 log "building tests"
 cargo test --workspace --locked --no-run
 

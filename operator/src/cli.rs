@@ -22,7 +22,11 @@ pub enum Command {
     /// Run the controller (uses the in-cluster config, or KUBECONFIG / ~/.kube/config).
     Run(Box<RunArgs>),
     /// Print the FetchPipeline CustomResourceDefinition as YAML.
-    Crd,
+    Crd {
+        /// Print it as the Helm chart's template instead (what hack/generate.sh writes).
+        #[arg(long)]
+        helm_template: bool,
+    },
 }
 
 #[derive(Debug, Args)]

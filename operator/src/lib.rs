@@ -10,6 +10,7 @@
 //! - [`kafka`]: reading partition counts and consumer lag from Kafka.
 //! - [`controller`]: the reconciler and the controller loop.
 //! - [`leader`]: leader election on a Lease.
+//! - [`manifests`]: the generated CRD manifests (plain and as the chart's template).
 //! - [`metrics`], [`http`]: Prometheus metrics and the `/healthz`, `/metrics` endpoints.
 //! - [`cli`], [`app`]: the command line and the `run` command wired from it.
 
@@ -22,6 +23,7 @@ pub mod error;
 pub mod http;
 pub mod kafka;
 pub mod leader;
+pub mod manifests;
 pub mod metrics;
 pub mod resources;
 pub mod scaling;

@@ -4,13 +4,16 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use fetch_operator::cli::{Cli, Command};
-use fetch_operator::crd::FetchPipeline;
-use kube::CustomResourceExt;
+use fetch_operator::manifests;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Crd => match serde_yaml_ng::to_string(&FetchPipeline::crd()) {
+        Command::Crd { helm_template } => match if helm_template {
+            manifests::crd_helm_template()
+        } else {
+            manifests::crd_yaml()
+        } {
             Ok(yaml) => {
                 print!("{yaml}");
                 ExitCode::SUCCESS

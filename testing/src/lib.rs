@@ -2,7 +2,11 @@
 //!
 //! The real Kafka broker started by `hack/test.sh` (Apache Kafka in KRaft mode on loopback),
 //! named by `FETCH_TEST_KAFKA_BOOTSTRAP`: topics, records, offsets. A test that needs the broker
-//! fails loudly, with the fix, when it is absent.
+//! fails loudly, with the fix, when it is absent. With the `kube` feature, [`cluster`] gives the
+//! Kubernetes control plane.
+
+#[cfg(feature = "kube")]
+pub mod cluster;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -1,0 +1,39 @@
+//! Helpers for the deployment checks in `tests/`: the tools `hack/tools.sh` provisions, named
+//! by environment variables that `hack/test.sh` exports. A missing tool fails the test with
+//! the fix, never skips it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The path of tool `var` (e.g. `HELM`), from the environment.
+pub fn tool(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} is not set: run these tests with hack/test.sh, or `eval \"$(hack/tools.sh)\"` first")
+    })
+}
+
+/// Runs `program` with `args` in the repository root and returns its output.
+pub fn run(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .unwrap_or_else(|e| panic!("running {program}: {e}"))
+}
+
+/// Like [`run`], panicking with stdout and stderr unless it succeeds.
+pub fn run_ok(program: &str, args: &[&str]) -> String {
+    let out = run(program, args);
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
