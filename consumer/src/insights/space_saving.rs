@@ -6,13 +6,15 @@
 //! whose true count exceeds `total / capacity` is guaranteed to be tracked, and every reported
 //! count overestimates the true one by at most its `error` (itself at most `total / capacity`).
 //!
-//! Counters sit in an indexed binary min-heap, so an update costs one hash lookup and
-//! O(log capacity) swaps at worst, and evicting reuses the evicted key's allocation.
+//! Counters sit in an indexed binary min-heap whose entries carry the counts (no pointer
+//! chasing while sifting), and the index maps a 64-bit keyed hash of each key to its slot, so
+//! an update hashes the key once and evicting allocates nothing. Two keys whose hashes collide
+//! (odds about 1 in 10^15 per pair of keys tracked together) would share a counter.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use serde::{Deserialize, Serialize};
-use xxhash_rust::xxh3::Xxh3Builder;
 
 /// One tracked key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,18 +28,60 @@ pub struct Counter {
     pub last_seen: i64,
 }
 
+/// A tracked key without its count (the count lives in the heap entry).
+#[derive(Debug, Clone)]
+struct Slot {
+    key: String,
+    /// The keyed hash of `key`, kept to unindex it on eviction without rehashing.
+    hash: u64,
+    error: u64,
+    last_seen: i64,
+}
+
+/// The index is keyed by hashes already computed, so its hasher passes them through.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 /// A top-k sketch.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(from = "Snapshot", into = "Snapshot")]
 pub struct SpaceSaving {
     capacity: usize,
     total: u64,
-    counters: Vec<Counter>,
-    /// Counter indices ordered as a min-heap on `count`.
-    heap: Vec<usize>,
-    /// `position[i]` is where counter `i` sits in `heap`.
-    position: Vec<usize>,
-    index: HashMap<String, usize, Xxh3Builder>,
+    slots: Vec<Slot>,
+    /// (count, slot) pairs ordered as a min-heap on count.
+    heap: Vec<(u64, u32)>,
+    /// `position[slot]` is where that slot's entry sits in `heap`.
+    position: Vec<u32>,
+    /// Keyed hash of a key -> its slot.
+    index: HashMap<u64, u32, BuildHasherDefault<PassThrough>>,
+    /// Per-process hash key: keys come from the input, and a fixed one would let crafted keys
+    /// collide on purpose.
+    seed: u64,
+}
+
+impl std::fmt::Debug for SpaceSaving {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpaceSaving")
+            .field("capacity", &self.capacity)
+            .field("total", &self.total)
+            .field("tracked", &self.slots.len())
+            .finish()
+    }
 }
 
 /// The serialized form: counters and totals; the heap and index are rebuilt on load.
@@ -53,7 +97,7 @@ impl From<SpaceSaving> for Snapshot {
         Snapshot {
             capacity: s.capacity,
             total: s.total,
-            counters: s.counters,
+            counters: s.counters(),
         }
     }
 }
@@ -63,7 +107,8 @@ impl From<Snapshot> for SpaceSaving {
         let mut out = SpaceSaving::new(s.capacity.max(s.counters.len()).max(1));
         out.total = s.total;
         for c in s.counters {
-            out.push(c);
+            let hash = out.hash(&c.key);
+            out.push(hash, c);
         }
         out
     }
@@ -72,9 +117,7 @@ impl From<Snapshot> for SpaceSaving {
 impl SpaceSaving {
     /// A sketch tracking at most `capacity` keys (at least 1).
     pub fn new(capacity: usize) -> Self {
-        let capacity = capacity.max(1);
-        // A per-process random seed: keys come from the input, and a fixed seed would let
-        // crafted keys collide into one bucket.
+        let capacity = capacity.clamp(1, u32::MAX as usize);
         let seed = {
             use std::hash::{BuildHasher, RandomState};
             RandomState::new().hash_one(0u8)
@@ -82,10 +125,11 @@ impl SpaceSaving {
         SpaceSaving {
             capacity,
             total: 0,
-            counters: Vec::new(),
+            slots: Vec::new(),
             heap: Vec::new(),
             position: Vec::new(),
-            index: HashMap::with_hasher(Xxh3Builder::new().with_seed(seed)),
+            index: HashMap::default(),
+            seed,
         }
     }
 
@@ -103,99 +147,132 @@ impl SpaceSaving {
         self.total / self.capacity as u64
     }
 
-    /// Records one occurrence of `key`, seen at `at`.
-    pub fn insert(&mut self, key: &str, at: i64) {
-        self.add(key, 1, 0, at);
+    fn hash(&self, key: &str) -> u64 {
+        xxhash_rust::xxh3::xxh3_64_with_seed(key.as_bytes(), self.seed)
     }
 
-    fn add(&mut self, key: &str, count: u64, error: u64, at: i64) {
-        self.total += count;
-        if let Some(&i) = self.index.get(key) {
-            let c = &mut self.counters[i];
-            c.count += count;
-            c.error += error;
-            c.last_seen = c.last_seen.max(at);
-            self.sift_down(self.position[i]);
-        } else if self.counters.len() < self.capacity {
-            self.push(Counter {
-                key: key.to_owned(),
-                count,
-                error,
-                last_seen: at,
-            });
+    /// Records one occurrence of `key`, seen at `at`.
+    #[inline]
+    pub fn insert(&mut self, key: &str, at: i64) {
+        let hash = self.hash(key);
+        self.total += 1;
+        if let Some(&slot) = self.index.get(&hash) {
+            let s = &mut self.slots[slot as usize];
+            s.last_seen = s.last_seen.max(at);
+            let at_heap = self.position[slot as usize] as usize;
+            self.heap[at_heap].0 += 1;
+            self.sift_down(at_heap);
+        } else if self.slots.len() < self.capacity {
+            self.push(
+                hash,
+                Counter {
+                    key: key.to_owned(),
+                    count: 1,
+                    error: 0,
+                    last_seen: at,
+                },
+            );
         } else {
-            // Evict the minimum; reuse its String so steady-state eviction does not allocate.
-            let i = self.heap[0];
-            let floor = self.counters[i].count;
-            let (mut owned, _) = self
-                .index
-                .remove_entry(self.counters[i].key.as_str())
-                .unwrap_or_default();
-            owned.clear();
-            owned.push_str(key);
-            let c = &mut self.counters[i];
-            c.key.clear();
-            c.key.push_str(key);
-            c.count = floor + count;
-            c.error = floor + error;
-            c.last_seen = at;
-            self.index.insert(owned, i);
+            // Evict the minimum; its String is reused, so steady-state eviction allocates nothing.
+            let (floor, slot) = self.heap[0];
+            let s = &mut self.slots[slot as usize];
+            let old = s.hash;
+            s.hash = hash;
+            s.key.clear();
+            s.key.push_str(key);
+            s.error = floor;
+            s.last_seen = at;
+            self.index.remove(&old);
+            self.index.insert(hash, slot);
+            self.heap[0].0 = floor + 1;
             self.sift_down(0);
         }
     }
 
-    fn push(&mut self, counter: Counter) {
-        let i = self.counters.len();
-        self.index.insert(counter.key.clone(), i);
-        self.counters.push(counter);
-        self.heap.push(i);
-        self.position.push(i);
-        self.sift_up(i);
+    fn push(&mut self, hash: u64, counter: Counter) {
+        let slot = self.slots.len() as u32;
+        self.index.insert(hash, slot);
+        self.slots.push(Slot {
+            key: counter.key,
+            hash,
+            error: counter.error,
+            last_seen: counter.last_seen,
+        });
+        self.heap.push((counter.count, slot));
+        self.position.push(slot);
+        self.sift_up(self.heap.len() - 1);
+    }
+
+    /// Every tracked counter, in no particular order.
+    fn counters(&self) -> Vec<Counter> {
+        self.heap
+            .iter()
+            .map(|&(count, slot)| {
+                let s = &self.slots[slot as usize];
+                Counter {
+                    key: s.key.clone(),
+                    count,
+                    error: s.error,
+                    last_seen: s.last_seen,
+                }
+            })
+            .collect()
     }
 
     /// The `n` keys with the highest counts, highest first (ties by key).
     pub fn top(&self, n: usize) -> Vec<Counter> {
-        let mut all: Vec<&Counter> = self.counters.iter().collect();
+        let mut all = self.counters();
         all.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.key.cmp(&b.key)));
-        all.into_iter().take(n).cloned().collect()
+        all.truncate(n);
+        all
+    }
+
+    /// The smallest tracked count when every counter is taken (0 while there is room).
+    fn floor(&self) -> u64 {
+        if self.slots.len() < self.capacity {
+            0
+        } else {
+            self.heap.first().map_or(0, |e| e.0)
+        }
     }
 
     /// Folds `other` in (Agarwal et al., "Mergeable Summaries"): a key missing from one side is
     /// credited with that side's minimum count as possible error, then the largest `capacity`
     /// counters are kept. The result keeps the guarantees for the union of both streams.
     pub fn merge(&mut self, other: &SpaceSaving) {
-        let floor = |s: &SpaceSaving| {
-            if s.counters.len() < s.capacity {
-                0
-            } else {
-                s.heap.first().map_or(0, |&i| s.counters[i].count)
+        let (my_floor, their_floor) = (self.floor(), other.floor());
+        let theirs = other.counters();
+        let mut merged: HashMap<String, Counter> = self
+            .counters()
+            .into_iter()
+            .map(|c| (c.key.clone(), c))
+            .collect();
+        let their_keys: std::collections::HashSet<&str> =
+            theirs.iter().map(|c| c.key.as_str()).collect();
+        for c in merged.values_mut() {
+            if !their_keys.contains(c.key.as_str()) {
+                c.count += their_floor;
+                c.error += their_floor;
             }
-        };
-        let (my_floor, their_floor) = (floor(self), floor(other));
-        let mut merged: HashMap<&str, Counter> = HashMap::new();
-        for c in &self.counters {
-            merged.insert(c.key.as_str(), c.clone());
         }
-        for c in &other.counters {
-            merged
-                .entry(c.key.as_str())
-                .and_modify(|m| {
+        for c in theirs {
+            match merged.get_mut(&c.key) {
+                Some(m) => {
                     m.count += c.count;
                     m.error += c.error;
                     m.last_seen = m.last_seen.max(c.last_seen);
-                })
-                .or_insert_with(|| Counter {
-                    count: c.count + my_floor,
-                    error: c.error + my_floor,
-                    ..c.clone()
-                });
-        }
-        for c in &self.counters {
-            if !other.index.contains_key(c.key.as_str())
-                && let Some(m) = merged.get_mut(c.key.as_str())
-            {
-                m.count += their_floor;
-                m.error += their_floor;
+                }
+                None => {
+                    let key = c.key.clone();
+                    merged.insert(
+                        key,
+                        Counter {
+                            count: c.count + my_floor,
+                            error: c.error + my_floor,
+                            ..c
+                        },
+                    );
+                }
             }
         }
         let mut counters: Vec<Counter> = merged.into_values().collect();
@@ -209,20 +286,16 @@ impl SpaceSaving {
         });
     }
 
-    fn less(&self, a: usize, b: usize) -> bool {
-        self.counters[self.heap[a]].count < self.counters[self.heap[b]].count
-    }
-
     fn swap(&mut self, a: usize, b: usize) {
         self.heap.swap(a, b);
-        self.position[self.heap[a]] = a;
-        self.position[self.heap[b]] = b;
+        self.position[self.heap[a].1 as usize] = a as u32;
+        self.position[self.heap[b].1 as usize] = b as u32;
     }
 
     fn sift_up(&mut self, mut at: usize) {
         while at > 0 {
             let parent = (at - 1) / 2;
-            if !self.less(at, parent) {
+            if self.heap[at].0 >= self.heap[parent].0 {
                 break;
             }
             self.swap(at, parent);
@@ -231,13 +304,14 @@ impl SpaceSaving {
     }
 
     fn sift_down(&mut self, mut at: usize) {
+        let len = self.heap.len();
         loop {
             let (left, right) = (2 * at + 1, 2 * at + 2);
             let mut smallest = at;
-            if left < self.heap.len() && self.less(left, smallest) {
+            if left < len && self.heap[left].0 < self.heap[smallest].0 {
                 smallest = left;
             }
-            if right < self.heap.len() && self.less(right, smallest) {
+            if right < len && self.heap[right].0 < self.heap[smallest].0 {
                 smallest = right;
             }
             if smallest == at {
@@ -286,7 +360,7 @@ mod tests {
         assert!(top[0].count >= 10_000);
         assert!(top[0].count - top[0].error <= 10_000);
         assert!(top[0].error <= s.max_error());
-        assert_eq!(s.counters.len(), 50, "memory stays bounded");
+        assert_eq!(s.slots.len(), 50, "memory stays bounded");
     }
 
     #[test]
@@ -306,7 +380,7 @@ mod tests {
         assert!(top[0].count >= 7_500 + 2_000);
         assert_eq!(top[0].last_seen, 3);
         assert_eq!(a.total(), 10_000 + 10_000 + 2_000);
-        assert!(a.counters.len() <= 20);
+        assert!(a.slots.len() <= 20);
     }
 
     #[test]
