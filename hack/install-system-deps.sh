@@ -5,7 +5,7 @@
 # envtest crate builds Go code through rust2go, which needs clang (bindgen).
 source "$(dirname "$0")/lib.sh"
 
-packages=(build-essential cmake pkg-config libssl-dev zlib1g-dev libcurl4-openssl-dev clang libclang-dev python3 openjdk-17-jdk-headless maven)
+packages=(build-essential cmake pkg-config libssl-dev zlib1g-dev libcurl4-openssl-dev clang libclang-dev python3 python3-venv time openjdk-17-jdk-headless maven)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

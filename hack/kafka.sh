@@ -7,7 +7,8 @@
 #   hack/kafka.sh start DIR             format storage in DIR, start a broker, wait until it serves;
 #                                       prints KAFKA_BOOTSTRAP=host:port (also written to DIR/env)
 #   hack/kafka.sh stop DIR              stop the broker started in DIR (SIGTERM, then SIGKILL)
-#   hack/kafka.sh topic DIR NAME PARTS  create topic NAME with PARTS partitions if it is missing
+#   hack/kafka.sh topic DIR NAME PARTS [--config K=V ...]
+#                                       create topic NAME with PARTS partitions if it is missing
 #   hack/kafka.sh tool DIR CLASS ARGS   run a Kafka tool class (e.g. org.apache.kafka.tools.ProducerPerformance)
 source "$(dirname "$0")/lib.sh"
 
@@ -132,8 +133,9 @@ bootstrap_of() {
 
 topic() {
   local dir="${1:?usage: kafka.sh topic DIR NAME PARTITIONS}" name="${2:?topic name}" parts="${3:?partitions}"
+  shift 3
   tool "$dir" org.apache.kafka.tools.TopicCommand --bootstrap-server "$(bootstrap_of "$dir")" \
-    --create --if-not-exists --topic "$name" --partitions "$parts" --replication-factor 1
+    --create --if-not-exists --topic "$name" --partitions "$parts" --replication-factor 1 "$@"
 }
 
 tool() {
@@ -152,5 +154,5 @@ case "$cmd" in
   topic) topic "$@" ;;
   tool) tool "$@" ;;
   home) echo "$KAFKA_HOME" ;;
-  *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

@@ -126,6 +126,14 @@ pub struct RunArgs {
     /// Print a live progress line on stderr.
     #[arg(long, env = "FETCH_PROGRESS")]
     pub progress: bool,
+    /// Stop by itself after consuming this many records (and delivering their results);
+    /// for benchmarks and one-off backfills.
+    #[arg(long, env = "FETCH_MAX_RECORDS")]
+    pub max_records: Option<u64>,
+    /// Benchmark baseline: copy each record to the output topic unchanged, with no cleaning
+    /// and no insights, through the same clients and settings.
+    #[arg(long, hide = true)]
+    pub passthrough: bool,
 }
 
 #[derive(Debug, Args)]

@@ -120,6 +120,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
         batch_size: args.batch_size,
         commit_interval: args.commit_interval,
         flush_timeout: args.shutdown_timeout,
+        max_records: args.max_records,
+        passthrough: args.passthrough,
     };
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::default());

@@ -61,3 +61,35 @@ fn chart_values_schema_rejects_unknown_and_mistyped_values() {
         assert!(stderr.contains(expected), "{set}: {stderr}");
     }
 }
+
+/// The chart and the kustomize base grant the operator the same rules (the base's are proven
+/// sufficient by the operator's RBAC test), so neither can drift into more or less.
+#[test]
+fn chart_and_kustomize_base_grant_the_same_rbac_rules() {
+    fn rules(yaml: &str, kind: &str) -> Vec<serde_json::Value> {
+        serde_yaml_ng::Deserializer::from_str(yaml)
+            .filter_map(|d| serde::Deserialize::deserialize(d).ok())
+            .filter(|v: &serde_json::Value| v["kind"] == kind)
+            .map(|v| v["rules"].clone())
+            .collect()
+    }
+    let rendered = run_ok(
+        &tool("HELM"),
+        &[
+            "template",
+            "t",
+            "charts/fetch-pipeline",
+            "--namespace",
+            "fetch-system",
+        ],
+    );
+    let base = std::fs::read_to_string(fetch_deploy_tests::repo().join("k8s/operator-rbac.yaml"))
+        .expect("read");
+    for kind in ["ClusterRole", "Role"] {
+        assert_eq!(
+            rules(&rendered, kind),
+            rules(&base, kind),
+            "{kind} rules differ between chart and k8s/"
+        );
+    }
+}

@@ -27,6 +27,17 @@ struct Reports {
     failure: Mutex<Option<String>>,
 }
 
+impl Reports {
+    /// Fails with the first delivery failure reported so far, if any.
+    fn check(&self, topic: &str) -> Result<()> {
+        let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        match failure.take() {
+            Some(f) => Err(Error::Delivery(format!("generating into {topic}: {f}"))),
+            None => Ok(()),
+        }
+    }
+}
+
 impl ClientContext for Reports {}
 
 impl ProducerContext for Reports {
@@ -88,34 +99,14 @@ pub fn produce(
         if n.is_multiple_of(1024) {
             producer.poll(Duration::ZERO);
         }
-        if let Some(failure) = producer
-            .context()
-            .failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
-            return Err(Error::Delivery(format!(
-                "generating into {topic}: {failure}"
-            )));
-        }
+        producer.context().check(topic)?;
     }
     producer
         .flush(Duration::from_secs(30))
         .map_err(Error::kafka(format!(
             "flushing generated events to {topic}"
         )))?;
-    if let Some(failure) = producer
-        .context()
-        .failure
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take()
-    {
-        return Err(Error::Delivery(format!(
-            "generating into {topic}: {failure}"
-        )));
-    }
+    producer.context().check(topic)?;
     Ok(producer.context().acknowledged.load(Ordering::Relaxed))
 }
 

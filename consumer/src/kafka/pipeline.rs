@@ -46,6 +46,10 @@ pub struct PipelineConfig {
     pub commit_interval: Duration,
     /// Upper bound for flushing the producer at shutdown or revocation.
     pub flush_timeout: Duration,
+    /// Stop after this many records.
+    pub max_records: Option<u64>,
+    /// Copy records unchanged (the benchmarks' baseline): same clients, no processing.
+    pub passthrough: bool,
 }
 
 /// What a run did.
@@ -316,21 +320,26 @@ pub fn run(
         group = %config.group_id, "pipeline started"
     );
 
-    let started = Instant::now();
+    let mut first_record: Option<Instant> = None;
     let mut consumed = 0u64;
     let mut last_commit = Instant::now();
     let outcome: Result<()> = loop {
         health.beat();
-        if stop.load(Ordering::Relaxed) {
+        if stop.load(Ordering::Relaxed) || config.max_records.is_some_and(|max| consumed >= max) {
             break Ok(());
         }
         let batch_started = Instant::now();
-        let batch = match run_batch(&consumer, config, processor, &producer, &shared) {
+        let remaining = config.max_records.map_or(u64::MAX, |max| max - consumed);
+        let limit = config
+            .batch_size
+            .min(usize::try_from(remaining).unwrap_or(usize::MAX));
+        let batch = match run_batch(&consumer, config, processor, &producer, &shared, limit) {
             Ok(n) => n,
             Err(e) => break Err(e),
         };
         serve_delivery_reports(&producer, &shared);
         if batch > 0 {
+            first_record.get_or_insert(batch_started);
             consumed += batch as u64;
             metrics.consumed.inc_by(batch as u64);
             metrics
@@ -378,10 +387,12 @@ pub fn run(
         Some(failure) => Err(Error::Delivery(failure)),
         None => Ok(()),
     });
+    // From the first record to the last acknowledgement: group joining is not throughput.
+    let elapsed = first_record.map_or(Duration::ZERO, |t| t.elapsed());
     outcome.map(|()| RunSummary {
         throughput: Throughput {
             records: consumed,
-            elapsed: started.elapsed(),
+            elapsed,
         },
         unacknowledged,
     })
@@ -408,20 +419,21 @@ fn take_failure(shared: &Shared) -> Option<String> {
         .take()
 }
 
-/// Takes up to `batch_size` records: waits briefly for the first, then drains what librdkafka
-/// has already fetched. Returns how many were handled.
+/// Takes up to `limit` records: waits briefly for the first, then drains what librdkafka has
+/// already fetched. Returns how many were handled.
 fn run_batch(
     consumer: &BaseConsumer<GroupContext>,
     config: &PipelineConfig,
     processor: &mut Processor,
     producer: &Producer_,
     shared: &Shared,
+    limit: usize,
 ) -> Result<usize> {
     // Debug level: disabled (and nearly free) unless RUST_LOG asks for it.
     let _span = tracing::debug_span!("batch").entered();
     let mut handled = 0;
     let mut wait = Duration::from_millis(100);
-    while handled < config.batch_size {
+    while handled < limit {
         match consumer.poll(wait) {
             None => break,
             Some(Err(e)) => {
@@ -447,6 +459,29 @@ fn handle(
     shared: &Shared,
 ) -> Result<()> {
     let (partition, offset) = (message.partition(), message.offset());
+    if config.passthrough {
+        let token = DeliveryToken {
+            partition,
+            offset,
+            dead_letter: false,
+        }
+        .encode()
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "partition {partition} offset {offset} out of range"
+            ))
+        })?;
+        shared.tracker().track(partition, offset);
+        let mut record =
+            BaseRecord::<[u8], [u8], usize>::with_opaque_to(&config.output_topic, token);
+        if let Some(payload) = message.payload() {
+            record = record.payload(payload);
+        }
+        if let Some(key) = message.key() {
+            record = record.key(key);
+        }
+        return send(producer, record);
+    }
     let routed = processor.process(message.payload().unwrap_or_default());
     let dead_letter = matches!(routed, Routed::DeadLetter(_));
     let token = DeliveryToken {

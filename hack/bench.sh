@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Benchmarks on the real local Apache Kafka broker. Every figure comes with a baseline measured
+# in the same run, because these machines are shared and noisy.
+#
+#   hack/bench.sh          throughput (pipeline vs pass-through), latency, memory
+#
+# 1. Throughput: BENCH_EVENTS (2,000,000) generated events in an input topic with
+#    BENCH_PARTITIONS (6) partitions; the consumer drains them until every output is
+#    acknowledged (`run --max-records`), once as the pipeline and once as a pass-through
+#    (same clients and settings, bytes copied unchanged); best of BENCH_ROUNDS (2) each.
+# 2. Latency: at BENCH_LATENCY_RATE (20,000) events/s for BENCH_LATENCY_SECONDS (15), p50/p99
+#    from the input's produce time to the output's append time.
+# 3. Memory: peak RSS of `process` over BENCH_MEMORY_EVENTS (10,000,000) events with as many
+#    distinct users and IPs, against 10,000 events.
+#
+# The last line is machine-readable:
+#   pipeline_vs_passthrough=<ratio> pipeline_eps=<n> passthrough_eps=<n> rss_mb=<n>
+source "$(dirname "$0")/lib.sh"
+
+events="${BENCH_EVENTS:-2000000}"
+partitions="${BENCH_PARTITIONS:-6}"
+rounds="${BENCH_ROUNDS:-2}"
+latency_rate="${BENCH_LATENCY_RATE:-20000}"
+latency_seconds="${BENCH_LATENCY_SECONDS:-15}"
+memory_events="${BENCH_MEMORY_EVENTS:-10000000}"
+
+"$HACK_DIR/install-system-deps.sh"
+need cargo
+cd "$REPO_ROOT"
+log "building release binaries"
+cargo build --release --locked -p fetch-consumer --bin fetch-consumer --example e2e_latency
+bin="$REPO_ROOT/target/release/fetch-consumer"
+latency_tool="$REPO_ROOT/target/release/examples/e2e_latency"
+
+state="$REPO_ROOT/target/bench"
+rm -rf "$state" && mkdir -p "$state"
+trap '"$HACK_DIR/kafka.sh" stop "$state/kafka"' EXIT
+KAFKA_HEAP=2g "$HACK_DIR/kafka.sh" start "$state/kafka" >/dev/null
+bootstrap="$(sed -n 's/^KAFKA_BOOTSTRAP=//p' "$state/kafka/env")"
+topic() { "$HACK_DIR/kafka.sh" topic "$state/kafka" "$@" >/dev/null; }
+for t in bench-in bench-out bench-pass bench-dlq lat-in lat-dlq; do topic "$t" "$partitions"; done
+topic lat-out "$partitions" --config message.timestamp.type=LogAppendTime
+
+log "loading $events events into bench-in ($partitions partitions)"
+"$bin" --log-format json generate --bootstrap-servers "$bootstrap" --topic bench-in --rate 0 \
+  --count "$events" --variety --malformed 0.01 --seed 1 2>"$state/load.log"
+
+# Runs the consumer until it has drained the input; prints "<events/s> <peak RSS KiB>".
+drain() {
+  local name="$1" output="$2"
+  shift 2
+  /usr/bin/time -f '%M' -o "$state/$name.rss" "$bin" --log-format json run --bootstrap-servers "$bootstrap" \
+    --group-id "bench-$name-$RANDOM$RANDOM" --input-topic bench-in --output-topic "$output" \
+    --dead-letter-topic bench-dlq --http-addr 127.0.0.1:0 --max-records "$events" "$@" \
+    >"$state/$name.out" 2>"$state/$name.err" || die "$name run failed (see $state/$name.err)"
+  local eps
+  eps="$(sed -n 's/^throughput *\([0-9,]*\) events\/s.*/\1/p' "$state/$name.out" | tr -d ,)"
+  echo "${eps:-0} $(cat "$state/$name.rss")"
+}
+
+best_pass=0 best_pipe=0 pipe_rss=0
+for round in $(seq "$rounds"); do
+  read -r eps _ < <(drain "pass-$round" bench-pass --passthrough)
+  log "round $round: pass-through $eps events/s"
+  [ "$eps" -gt "$best_pass" ] && best_pass="$eps"
+  read -r eps rss < <(drain "pipe-$round" bench-out)
+  log "round $round: pipeline     $eps events/s (peak RSS $((rss / 1024)) MB)"
+  [ "$eps" -gt "$best_pipe" ] && best_pipe="$eps"
+  [ "$rss" -gt "$pipe_rss" ] && pipe_rss="$rss"
+done
+
+log "latency at $latency_rate events/s for ${latency_seconds}s"
+"$bin" --log-format json run --bootstrap-servers "$bootstrap" --group-id bench-latency \
+  --input-topic lat-in --output-topic lat-out --dead-letter-topic lat-dlq --http-addr 127.0.0.1:0 \
+  --commit-interval 1s >"$state/latency-consumer.out" 2>"$state/latency-consumer.err" &
+consumer_pid=$!
+sleep 3
+"$bin" --log-format json generate --bootstrap-servers "$bootstrap" --topic lat-in --rate "$latency_rate" \
+  --count "$((latency_rate * latency_seconds))" 2>"$state/latency-load.log"
+sleep 3
+kill -TERM "$consumer_pid" && wait "$consumer_pid" || true
+latency="$("$latency_tool" "$bootstrap" lat-in lat-out)"
+
+log "memory: process over $memory_events events with distinct users and IPs (baseline: 10,000)"
+peak_rss_kb() {
+  "$bin" generate --output - --rate 0 --count "$1" --seed 7 |
+    /usr/bin/time -f '%M' -o "$state/mem.rss" "$bin" process --input - --output /dev/null \
+      --dead-letter /dev/null 2>"$state/mem-$1.report"
+  cat "$state/mem.rss"
+}
+rss_small="$(peak_rss_kb 10000)"
+rss_large="$(peak_rss_kb "$memory_events")"
+users_line="$(grep -E '^users ' "$state/mem-$memory_events.report")"
+top_line="$(grep -E '^most active IPs' "$state/mem-$memory_events.report")"
+
+ratio="$(python3 -c "print(f'{$best_pipe / max($best_pass, 1):.3f}')")"
+echo
+echo "throughput  pipeline $best_pipe events/s, pass-through $best_pass events/s (best of $rounds, $events events, $partitions partitions)"
+echo "$latency"
+echo "memory      peak RSS $((rss_large / 1024)) MB after $memory_events events vs $((rss_small / 1024)) MB after 10,000 (process mode)"
+echo "            $users_line"
+echo "            $top_line"
+echo "pipeline_vs_passthrough=$ratio pipeline_eps=$best_pipe passthrough_eps=$best_pass rss_mb=$((pipe_rss / 1024))"
