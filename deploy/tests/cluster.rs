@@ -120,6 +120,7 @@ async fn helm_install_turns_a_pipeline_from_values_into_a_deployment() {
         check_interval: Duration::from_secs(1),
         kafka_timeout: Duration::from_secs(2),
         watch_namespace: None,
+        concurrency: 16,
     };
     let controller_client = client.clone();
     tokio::spawn(async move {

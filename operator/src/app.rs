@@ -51,6 +51,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         check_interval: args.check_interval,
         kafka_timeout: args.kafka_timeout,
         watch_namespace: args.watch_namespace,
+        concurrency: args.concurrency,
     };
     let result = if args.leader.leader_election {
         let identity = args.leader.identity.unwrap_or_else(default_identity);

@@ -40,6 +40,10 @@ pub struct RunArgs {
     /// Longest wait for one Kafka request.
     #[arg(long, env = "FETCH_OPERATOR_KAFKA_TIMEOUT", default_value = "5s", value_parser = duration)]
     pub kafka_timeout: Duration,
+    /// Reconciliations run at once (each may wait on Kafka for up to --kafka-timeout).
+    #[arg(long, env = "FETCH_OPERATOR_CONCURRENCY", default_value_t = 16,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
     /// Watch only this namespace (for namespaced RBAC); default: all namespaces.
     #[arg(long, env = "FETCH_OPERATOR_WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,

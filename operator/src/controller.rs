@@ -46,6 +46,9 @@ pub struct Settings {
     pub kafka_timeout: Duration,
     /// Watch one namespace only (namespaced RBAC); all namespaces when `None`.
     pub watch_namespace: Option<String>,
+    /// Reconciliations run at once. Each opens a short-lived Kafka client on a blocking
+    /// thread, so unbounded concurrency with hundreds of pipelines thrashes a small node.
+    pub concurrency: u16,
 }
 
 /// Shared by every reconciliation.
@@ -95,6 +98,9 @@ pub async fn run(
         .predicate_filter(predicates::generation, Default::default());
     tracing::info!("controller started");
     Controller::for_stream(pipelines, reader)
+        .with_config(
+            kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency),
+        )
         .owns(
             deployments,
             watcher::Config::default().labels("app.kubernetes.io/managed-by=fetch-operator"),

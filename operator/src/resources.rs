@@ -91,11 +91,14 @@ pub fn service_account(fp: &FetchPipeline) -> ServiceAccount {
     }
 }
 
-/// A Service in front of the consumers' metrics port, for Prometheus to discover.
+/// A headless Service over the consumers' metrics port, for Prometheus to discover each pod.
+/// Headless: scraping needs the pods' endpoints, not a virtual IP, and a cluster's service IP
+/// range is finite (hundreds of pipelines would exhaust a small one).
 pub fn metrics_service(fp: &FetchPipeline) -> Service {
     Service {
         metadata: metadata(fp),
         spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
             selector: Some(selector_labels(fp)),
             ports: Some(vec![ServicePort {
                 name: Some("http".into()),

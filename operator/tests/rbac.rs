@@ -105,6 +105,7 @@ async fn the_operator_needs_nothing_beyond_its_rbac_rules() {
         check_interval: Duration::from_secs(1),
         kafka_timeout: Duration::from_secs(2),
         watch_namespace: None,
+        concurrency: 16,
     };
     let controller_client = operator.clone();
     tokio::spawn(async move {

@@ -65,6 +65,7 @@ fn start_controller(client: Client) -> tokio::sync::oneshot::Sender<()> {
         check_interval: Duration::from_secs(1),
         kafka_timeout: Duration::from_secs(2),
         watch_namespace: None,
+        concurrency: 16,
     };
     tokio::spawn(async move {
         let shutdown = async move {
