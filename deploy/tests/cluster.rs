@@ -3,13 +3,10 @@
 //! FetchPipeline from values into a Deployment, and every pod the project creates is admitted
 //! into a namespace that enforces the "restricted" Pod Security Standard.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use fetch_deploy_tests::{repo, run_ok, tool};
-use fetch_operator::controller::{self, Settings};
-use fetch_operator::metrics::Metrics;
-use fetch_testing::cluster::{control_plane, eventually, kubeconfig_file, namespace};
+use fetch_testing::cluster::{
+    control_plane, eventually, kubeconfig_file, namespace, start_controller,
+};
 use fetch_testing::{bootstrap, create_topic, unique};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod, PodTemplateSpec};
@@ -114,28 +111,7 @@ async fn helm_install_turns_a_pipeline_from_values_into_a_deployment() {
 
     // The chart's operator Deployment never runs here (no kubelet), so the operator runs in
     // this process, with the same controller code.
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let settings = Settings {
-        consumer_image: "fetch-pipeline:test".into(),
-        check_interval: Duration::from_secs(1),
-        kafka_timeout: Duration::from_secs(2),
-        watch_namespace: None,
-        concurrency: 16,
-    };
-    let controller_client = client.clone();
-    tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = stopped.await;
-        };
-        controller::run(
-            controller_client,
-            settings,
-            Arc::new(Metrics::default()),
-            shutdown,
-        )
-        .await
-        .expect("controller");
-    });
+    let stop = start_controller(client.clone());
 
     let values = format!(
         "pipelines[0].name=logins,pipelines[0].spec.kafka.bootstrapServers={},pipelines[0].spec.input.topic={topic}",

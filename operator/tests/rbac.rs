@@ -7,7 +7,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fetch_operator::controller::{self, Settings};
+use fetch_operator::controller;
 use fetch_operator::crd::FetchPipeline;
 use fetch_operator::leader::{self, LeaseSettings};
 use fetch_operator::metrics::Metrics;
@@ -100,13 +100,7 @@ async fn the_operator_needs_nothing_beyond_its_rbac_rules() {
         lease_duration: Duration::from_secs(5),
         renew_every: Duration::from_secs(1),
     };
-    let settings = Settings {
-        consumer_image: "img".into(),
-        check_interval: Duration::from_secs(1),
-        kafka_timeout: Duration::from_secs(2),
-        watch_namespace: None,
-        concurrency: 16,
-    };
+    let settings = controller_settings();
     let controller_client = operator.clone();
     tokio::spawn(async move {
         let result = leader::lead(

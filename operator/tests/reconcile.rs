@@ -4,16 +4,12 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use fetch_operator::controller::{self, Settings};
 use fetch_operator::crd::FetchPipeline;
-use fetch_operator::metrics::Metrics;
 use fetch_operator::resources::CONFIG_HASH_ANNOTATION;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::events::v1::Event;
-use kube::Client;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use support::*;
 
@@ -56,26 +52,6 @@ fn condition(fp: &FetchPipeline, type_: &str) -> Option<(String, String)> {
         .iter()
         .find(|c| c.type_ == type_)
         .map(|c| (c.status.clone(), c.reason.clone()))
-}
-
-fn start_controller(client: Client) -> tokio::sync::oneshot::Sender<()> {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let settings = Settings {
-        consumer_image: "fetch-consumer:test".into(),
-        check_interval: Duration::from_secs(1),
-        kafka_timeout: Duration::from_secs(2),
-        watch_namespace: None,
-        concurrency: 16,
-    };
-    tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = stopped.await;
-        };
-        controller::run(client, settings, Arc::new(Metrics::default()), shutdown)
-            .await
-            .expect("controller runs");
-    });
-    stop
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -105,3 +105,30 @@ impl Drop for ControllerManager {
         let _ = std::fs::remove_file(&self.kubeconfig);
     }
 }
+
+/// Controller settings for tests: a fast check interval and short Kafka timeouts.
+pub fn controller_settings() -> fetch_operator::controller::Settings {
+    fetch_operator::controller::Settings {
+        consumer_image: "fetch-pipeline:test".into(),
+        check_interval: Duration::from_secs(1),
+        kafka_timeout: Duration::from_secs(2),
+        watch_namespace: None,
+        concurrency: 16,
+    }
+}
+
+/// Runs the operator's controller in this process (the control plane has no kubelet to run the
+/// operator's own pod). It stops when the returned sender is dropped or sent to.
+pub fn start_controller(client: Client) -> tokio::sync::oneshot::Sender<()> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        let metrics = std::sync::Arc::new(fetch_operator::metrics::Metrics::default());
+        fetch_operator::controller::run(client, controller_settings(), metrics, shutdown)
+            .await
+            .expect("the controller runs");
+    });
+    stop
+}

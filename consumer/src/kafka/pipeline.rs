@@ -460,42 +460,17 @@ fn handle(
 ) -> Result<()> {
     let (partition, offset) = (message.partition(), message.offset());
     if config.passthrough {
-        let token = DeliveryToken {
-            partition,
-            offset,
-            dead_letter: false,
-        }
-        .encode()
-        .ok_or_else(|| {
-            Error::Config(format!(
-                "partition {partition} offset {offset} out of range"
-            ))
-        })?;
-        shared.tracker().track(partition, offset);
-        let mut record =
-            BaseRecord::<[u8], [u8], usize>::with_opaque_to(&config.output_topic, token);
-        if let Some(payload) = message.payload() {
-            record = record.payload(payload);
-        }
-        if let Some(key) = message.key() {
-            record = record.key(key);
-        }
-        return send(producer, record);
+        let token = track(shared, partition, offset, false)?;
+        let record = BaseRecord::<[u8], [u8], usize>::with_opaque_to(&config.output_topic, token);
+        return send(producer, with_original(record, message));
     }
     let routed = processor.process(message.payload().unwrap_or_default());
-    let dead_letter = matches!(routed, Routed::DeadLetter(_));
-    let token = DeliveryToken {
+    let token = track(
+        shared,
         partition,
         offset,
-        dead_letter,
-    }
-    .encode()
-    .ok_or_else(|| {
-        Error::Config(format!(
-            "input partition {partition} offset {offset} is beyond what the offset tracker supports (partitions < 65536, offsets < 2^47)"
-        ))
-    })?;
-    shared.tracker().track(partition, offset);
+        matches!(routed, Routed::DeadLetter(_)),
+    )?;
     match routed {
         Routed::Output { key, value } => send(
             producer,
@@ -517,19 +492,43 @@ fn handle(
                     value: Some(value.as_bytes()),
                 });
             }
-            // The original key and value, byte for byte (absent stays absent).
-            let mut record =
+            let record =
                 BaseRecord::<[u8], [u8], usize>::with_opaque_to(&config.dead_letter_topic, token)
                     .headers(headers);
-            if let Some(payload) = message.payload() {
-                record = record.payload(payload);
-            }
-            if let Some(key) = message.key() {
-                record = record.key(key);
-            }
-            send(producer, record)
+            send(producer, with_original(record, message))
         }
     }
+}
+
+/// Starts tracking an input offset and returns the delivery token for the record made from it.
+fn track(shared: &Shared, partition: i32, offset: i64, dead_letter: bool) -> Result<usize> {
+    let token = DeliveryToken {
+        partition,
+        offset,
+        dead_letter,
+    }
+    .encode()
+    .ok_or_else(|| {
+        Error::Config(format!(
+            "input partition {partition} offset {offset} is beyond what the offset tracker supports (partitions < 65536, offsets < 2^47)"
+        ))
+    })?;
+    shared.tracker().track(partition, offset);
+    Ok(token)
+}
+
+/// The input's key and value on `record`, byte for byte (absent stays absent).
+fn with_original<'a>(
+    mut record: BaseRecord<'a, [u8], [u8], usize>,
+    message: &'a impl Message,
+) -> BaseRecord<'a, [u8], [u8], usize> {
+    if let Some(payload) = message.payload() {
+        record = record.payload(payload);
+    }
+    if let Some(key) = message.key() {
+        record = record.key(key);
+    }
+    record
 }
 
 /// Hands a record to the producer, waiting for room when its queue is full (backpressure).
