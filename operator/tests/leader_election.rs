@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,14 +27,7 @@ impl Operator {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn fetch-operator");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let lines = log.clone();
-        let pipe = child.stderr.take().expect("stderr");
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                lines.lock().expect("lock").push(line);
-            }
-        });
+        let log = capture_stderr(&mut child);
         Operator { child, log }
     }
 

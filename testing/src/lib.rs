@@ -236,3 +236,20 @@ impl Drop for Broker {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Collects a spawned program's stderr, line by line, as it runs (the program's stderr must be
+/// piped). Tests read the lines to find what the program logged.
+pub fn capture_stderr(
+    child: &mut std::process::Child,
+) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    use std::io::{BufRead, BufReader};
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    let pipe = child.stderr.take().expect("the child's stderr is piped");
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            sink.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+        }
+    });
+    lines
+}

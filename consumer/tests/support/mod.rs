@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -37,14 +37,7 @@ impl ConsumerProcess {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn fetch-consumer");
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let lines = stderr.clone();
-        let pipe = child.stderr.take().expect("stderr");
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                lines.lock().expect("lock").push(line);
-            }
-        });
+        let stderr = capture_stderr(&mut child);
         let mut http = String::new();
         wait_until("the consumer's HTTP address in its log", || {
             let lines = stderr.lock().expect("lock");
