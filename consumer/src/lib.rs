@@ -9,6 +9,7 @@
 //! - [`time`]: the accepted timestamp range and RFC 3339 rendering.
 //! - [`pii`]: optional masking or keyed hashing of `ip` and `device_id`.
 //! - [`insights`]: bounded-memory, mergeable insights (HyperLogLog, Space-Saving) and the report.
+//! - [`output_json`]: the output record's JSON, written by hand for its fixed shape.
 //! - [`processor`]: cleaning + serialization + insights, shared by every mode.
 //! - [`dead_letter`]: how rejected records are written (Kafka headers, JSON lines).
 //! - [`generator`]: synthetic events shaped like the take-home's data generator.
@@ -31,6 +32,7 @@ pub mod http;
 pub mod insights;
 pub mod kafka;
 pub mod metrics;
+pub mod output_json;
 pub mod pii;
 pub mod processor;
 pub mod progress;

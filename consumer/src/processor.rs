@@ -7,6 +7,7 @@ use std::borrow::Cow;
 
 use crate::clean::{Cleaner, Rejection};
 use crate::insights::Insights;
+use crate::output_json;
 
 /// Where a record goes.
 #[derive(Debug)]
@@ -44,10 +45,7 @@ impl Processor {
             Ok(event) => {
                 self.insights.record(&event);
                 self.buffer.clear();
-                // Serializing plain strings and integers into a Vec cannot fail.
-                if let Err(e) = serde_json::to_writer(&mut self.buffer, &event) {
-                    tracing::error!(error = %e, "serializing a cleaned event failed");
-                }
+                output_json::write_event(&mut self.buffer, &event);
                 Routed::Output {
                     key: event.user_id,
                     value: &self.buffer,

@@ -3,6 +3,7 @@
 use fetch_consumer::clean::Cleaner;
 use fetch_consumer::file_mode::process_lines;
 use fetch_consumer::insights::Insights;
+use fetch_consumer::output_json;
 use fetch_consumer::processor::Processor;
 use proptest::prelude::*;
 
@@ -77,6 +78,16 @@ proptest! {
             prop_assert!(again.flags.is_empty());
             event.flags = Default::default();
             prop_assert_eq!(again, event);
+        }
+    }
+
+    /// The hand-written output encoder writes exactly what serde_json makes of the event.
+    #[test]
+    fn output_encoder_matches_serde_json(text in event_like()) {
+        if let Ok(event) = Cleaner::default().clean(text.as_bytes()) {
+            let mut ours = Vec::new();
+            output_json::write_event(&mut ours, &event);
+            prop_assert_eq!(String::from_utf8(ours).expect("utf-8"), serde_json::to_string(&event).expect("serialize"));
         }
     }
 }

@@ -404,7 +404,9 @@ mod tests {
         // A skewed stream with many evictions: small keys repeat, large ones rarely do.
         let mut x = 12345u64;
         for _ in 0..20_000 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let key = (x >> 33) % ((x >> 20) % 200 + 1);
             s.insert(&key.to_string(), 0);
         }
