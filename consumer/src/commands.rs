@@ -28,10 +28,11 @@ use crate::{http, progress};
 fn processor(args: &CleaningArgs) -> Result<Processor> {
     let key = std::env::var_os(HASH_KEY_ENV).map(|k| k.into_encoded_bytes());
     let pii = PiiPolicy::new(args.pii_mode, key.as_deref())?;
-    Ok(Processor::new(
+    Processor::with_insights_thread(
         Cleaner::new(args.max_event_bytes, pii),
         Insights::new(args.top_capacity),
-    ))
+    )
+    .map_err(Error::io("starting the insights thread"))
 }
 
 fn kafka_settings(args: &KafkaArgs) -> KafkaSettings {
@@ -161,14 +162,15 @@ pub async fn run(args: RunArgs) -> Result<()> {
         let _ = p.await;
     }
     let throughput = result.as_ref().ok().map(|s| s.throughput);
+    let insights = processor.into_insights();
     println!(
         "{}",
         Report {
-            insights: processor.insights(),
+            insights: &insights,
             throughput
         }
     );
-    write_insights(args.cleaning.insights_out.as_deref(), processor.insights())?;
+    write_insights(args.cleaning.insights_out.as_deref(), &insights)?;
     match server.await {
         Ok(Err(e)) => tracing::warn!(error = %e, "HTTP endpoints failed"),
         Err(e) => tracing::warn!(error = %e, "HTTP task failed"),
@@ -198,14 +200,15 @@ pub fn process(args: ProcessArgs) -> Result<()> {
     let (stats, throughput) =
         file_mode::process_lines(&mut processor, &mut input, &mut output, &mut dead_letter)?;
     drop((output, dead_letter));
+    let insights = processor.into_insights();
     eprintln!(
         "{}",
         Report {
-            insights: processor.insights(),
+            insights: &insights,
             throughput: Some(throughput)
         }
     );
-    write_insights(args.cleaning.insights_out.as_deref(), processor.insights())?;
+    write_insights(args.cleaning.insights_out.as_deref(), &insights)?;
     tracing::debug!(?stats, "processed");
     Ok(())
 }

@@ -1,12 +1,14 @@
 //! One record in, one routed result out: cleaning, serialization and insights together.
 //!
 //! Shared by the Kafka loop and the file mode so both apply the same rules and count the same
-//! way. Reuses one output buffer, so the steady state allocates nothing per clean event.
+//! way. Reuses one output buffer, so the steady state allocates nothing per clean event. The
+//! insights are kept either inline (one thread, as the processing bench measures) or on their
+//! own thread ([`InsightsWorker`], as the Kafka loop and the file mode run).
 
 use std::borrow::Cow;
 
 use crate::clean::{Cleaner, Rejection};
-use crate::insights::Insights;
+use crate::insights::{Insights, InsightsWorker};
 use crate::output_json;
 
 /// Where a record goes.
@@ -18,21 +20,38 @@ pub enum Routed<'p, 'a> {
     DeadLetter(Rejection),
 }
 
+/// Where the insights are kept.
+#[derive(Debug)]
+enum InsightsSink {
+    Inline(Box<Insights>),
+    Thread(InsightsWorker),
+}
+
 /// Cleans records and keeps the insights about them.
 #[derive(Debug)]
 pub struct Processor {
     cleaner: Cleaner,
-    insights: Insights,
+    insights: InsightsSink,
     buffer: Vec<u8>,
 }
 
 impl Processor {
+    /// A processor that updates the insights on the calling thread.
     pub fn new(cleaner: Cleaner, insights: Insights) -> Self {
         Processor {
             cleaner,
-            insights,
+            insights: InsightsSink::Inline(Box::new(insights)),
             buffer: Vec::with_capacity(512),
         }
+    }
+
+    /// A processor that updates the insights on a thread of their own.
+    pub fn with_insights_thread(cleaner: Cleaner, insights: Insights) -> std::io::Result<Self> {
+        Ok(Processor {
+            cleaner,
+            insights: InsightsSink::Thread(InsightsWorker::spawn(insights)?),
+            buffer: Vec::with_capacity(512),
+        })
     }
 
     pub fn cleaner(&self) -> &Cleaner {
@@ -43,7 +62,10 @@ impl Processor {
     pub fn process<'p, 'a>(&'p mut self, record: &'a [u8]) -> Routed<'p, 'a> {
         match self.cleaner.clean(record) {
             Ok(event) => {
-                self.insights.record(&event);
+                match &mut self.insights {
+                    InsightsSink::Inline(insights) => insights.record(&event),
+                    InsightsSink::Thread(worker) => worker.record(&event),
+                }
                 self.buffer.clear();
                 output_json::write_event(&mut self.buffer, &event);
                 Routed::Output {
@@ -52,18 +74,21 @@ impl Processor {
                 }
             }
             Err(rejection) => {
-                self.insights.record_rejection(rejection.reason);
+                match &mut self.insights {
+                    InsightsSink::Inline(insights) => insights.record_rejection(rejection.reason),
+                    InsightsSink::Thread(worker) => worker.record_rejection(rejection.reason),
+                }
                 Routed::DeadLetter(rejection)
             }
         }
     }
 
-    pub fn insights(&self) -> &Insights {
-        &self.insights
-    }
-
+    /// The insights over everything processed (waits for the insights thread, if any).
     pub fn into_insights(self) -> Insights {
-        self.insights
+        match self.insights {
+            InsightsSink::Inline(insights) => *insights,
+            InsightsSink::Thread(worker) => worker.finish(),
+        }
     }
 }
 
@@ -86,7 +111,8 @@ mod tests {
             Routed::DeadLetter(r) => assert_eq!(r.reason, RejectReason::MalformedJson),
             other => panic!("expected dead letter, got {other:?}"),
         }
-        assert_eq!(p.insights().cleaned, 1);
-        assert_eq!(p.insights().rejected_total(), 1);
+        let insights = p.into_insights();
+        assert_eq!(insights.cleaned, 1);
+        assert_eq!(insights.rejected_total(), 1);
     }
 }

@@ -54,7 +54,7 @@ proptest! {
         0..20,
     )) {
         let input = lines.join(&b'\n');
-        let mut processor = Processor::new(Cleaner::default(), Insights::new(16));
+        let mut processor = Processor::with_insights_thread(Cleaner::default(), Insights::new(16)).expect("thread");
         let (mut out, mut dlq) = (Vec::new(), Vec::new());
         let (stats, _) = process_lines(&mut processor, &mut &input[..], &mut out, &mut dlq).expect("in-memory I/O");
         // A final newline ends the last line rather than starting an empty one.
@@ -64,7 +64,7 @@ proptest! {
         prop_assert_eq!(stats.cleaned + stats.dead_lettered, stats.lines);
         prop_assert_eq!(out.iter().filter(|b| **b == b'\n').count() as u64, stats.cleaned);
         prop_assert_eq!(dlq.iter().filter(|b| **b == b'\n').count() as u64, stats.dead_lettered);
-        prop_assert_eq!(processor.insights().cleaned, stats.cleaned);
+        prop_assert_eq!(processor.into_insights().cleaned, stats.cleaned);
     }
 
     /// Cleaning is idempotent: a cleaned event cleans to itself (but for `flags`, which say

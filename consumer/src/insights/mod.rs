@@ -6,12 +6,15 @@
 //! ([`Insights::merge`]) and serializable, so the partial insights of many replicas can be
 //! combined into one report.
 //!
+//! [`InsightsWorker`] keeps them on their own thread for the Kafka loop and the file mode.
+//!
 //! Insights are values computed on the cleaned output (after PII protection), so the report
 //! never shows more than the output topic does.
 
 mod hyperloglog;
 pub mod report;
 mod space_saving;
+mod worker;
 
 use std::collections::BTreeMap;
 
@@ -20,8 +23,9 @@ use serde::{Deserialize, Serialize};
 pub use hyperloglog::{HyperLogLog, STANDARD_ERROR as DISTINCT_STANDARD_ERROR};
 pub use report::{Report, Throughput};
 pub use space_saving::{Counter, SpaceSaving};
+pub use worker::InsightsWorker;
 
-use crate::clean::CleanEvent;
+use crate::clean::{CleanEvent, Flags};
 use crate::reason::RejectReason;
 
 /// Counters tracked per top-k list: the top 10 are reported, the rest bound the error.
@@ -33,6 +37,19 @@ pub const OTHER: &str = "(other)";
 
 /// Logins counted by a row key (app version or locale) and device type.
 pub type Breakdown = BTreeMap<String, BTreeMap<String, u64>>;
+
+/// What the insights need of one cleaned event.
+#[derive(Debug, Clone, Copy)]
+pub struct LoginFacts<'a> {
+    pub user_id: &'a str,
+    pub app_version: &'a str,
+    pub device_type: &'a str,
+    pub locale: &'a str,
+    pub ip: Option<&'a str>,
+    pub device_id: Option<&'a str>,
+    pub timestamp: i64,
+    pub flags: Flags,
+}
 
 /// Everything the report is built from. Serializable and mergeable.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -79,22 +96,31 @@ impl Insights {
 
     /// Accounts for one cleaned event.
     pub fn record(&mut self, ev: &CleanEvent<'_>) {
+        self.record_facts(&LoginFacts {
+            user_id: &ev.user_id,
+            app_version: &ev.app_version,
+            device_type: &ev.device_type,
+            locale: &ev.locale,
+            ip: ev.ip.as_deref(),
+            device_id: ev.device_id.as_deref(),
+            timestamp: ev.timestamp,
+            flags: ev.flags,
+        });
+    }
+
+    /// Accounts for one cleaned event, given by its fields.
+    pub fn record_facts(&mut self, ev: &LoginFacts<'_>) {
         self.cleaned += 1;
         self.users.insert(ev.user_id.as_bytes());
-        self.top_users.insert(&ev.user_id, ev.timestamp);
-        if let Some(device) = &ev.device_id {
+        self.top_users.insert(ev.user_id, ev.timestamp);
+        if let Some(device) = ev.device_id {
             self.devices.insert(device.as_bytes());
         }
-        if let Some(ip) = &ev.ip {
+        if let Some(ip) = ev.ip {
             self.top_ips.insert(ip, ev.timestamp);
         }
-        count_cell(
-            &mut self.by_app_version,
-            &ev.app_version,
-            &ev.device_type,
-            1,
-        );
-        count_cell(&mut self.by_locale, &ev.locale, &ev.device_type, 1);
+        count_cell(&mut self.by_app_version, ev.app_version, ev.device_type, 1);
+        count_cell(&mut self.by_locale, ev.locale, ev.device_type, 1);
         for flag in ev.flags.iter() {
             *self.flagged.entry(flag.code().to_owned()).or_default() += 1;
         }
