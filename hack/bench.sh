@@ -9,7 +9,8 @@
 #    acknowledged (`run --max-records`), once as the pipeline and once as a pass-through
 #    (same clients and settings, bytes copied unchanged); best of BENCH_ROUNDS (2) each.
 # 2. Latency: at BENCH_LATENCY_RATE (20,000) events/s for BENCH_LATENCY_SECONDS (15), p50/p99
-#    from the input's produce time to the output's append time.
+#    from the input's produce time to the output's append time (after a 1 s warm-up; the
+#    all-events p99 is printed too).
 # 3. Memory: peak RSS of `process` over BENCH_MEMORY_EVENTS (10,000,000) events with as many
 #    distinct users and IPs, against 10,000 events.
 #
@@ -74,7 +75,13 @@ log "latency at $latency_rate events/s for ${latency_seconds}s"
   --input-topic lat-in --output-topic lat-out --dead-letter-topic lat-dlq --http-addr 127.0.0.1:0 \
   --commit-interval 1s >"$state/latency-consumer.out" 2>"$state/latency-consumer.err" &
 consumer_pid=$!
-sleep 3
+# Load only once the consumer holds its partitions, or the first events wait for the group.
+for _ in $(seq 300); do
+  grep -q '"partitions assigned"' "$state/latency-consumer.err" && break
+  sleep 0.1
+done
+grep -q '"partitions assigned"' "$state/latency-consumer.err" ||
+  die "the latency consumer got no partitions in 30 s (see $state/latency-consumer.err)"
 "$bin" --log-format json generate --bootstrap-servers "$bootstrap" --topic lat-in --rate "$latency_rate" \
   --count "$((latency_rate * latency_seconds))" 2>"$state/latency-load.log"
 sleep 3
