@@ -72,7 +72,7 @@ impl KafkaSettings {
 
     /// The producer: idempotent (no duplicates or reordering from its own retries), all
     /// in-sync replicas acknowledge, small linger so batches fill under load, and a send
-    /// queue capped at 32 MB (librdkafka's default is 1 GB) so memory stays bounded and a slow
+    /// queue capped at 16 MB (librdkafka's default is 1 GB) so memory stays bounded and a slow
     /// broker pushes back on consumption instead.
     pub fn producer(&self) -> ClientConfig {
         let mut c = self.base();
@@ -80,7 +80,7 @@ impl KafkaSettings {
             .set("acks", "all")
             .set("linger.ms", "5")
             .set("compression.type", "lz4")
-            .set("queue.buffering.max.kbytes", "32768");
+            .set("queue.buffering.max.kbytes", "16384");
         self.with_overrides(c)
     }
 }
