@@ -7,9 +7,10 @@
 
 use std::borrow::Cow;
 
-use crate::clean::{Cleaner, Rejection};
+use crate::clean::{CleanEvent, Cleaner, Rejection};
 use crate::insights::{Insights, InsightsWorker};
 use crate::output_json;
+use crate::reason::RejectReason;
 
 /// Where a record goes.
 #[derive(Debug)]
@@ -25,6 +26,22 @@ pub enum Routed<'p, 'a> {
 enum InsightsSink {
     Inline(Box<Insights>),
     Thread(InsightsWorker),
+}
+
+impl InsightsSink {
+    fn record(&mut self, event: &CleanEvent<'_>) {
+        match self {
+            InsightsSink::Inline(insights) => insights.record(event),
+            InsightsSink::Thread(worker) => worker.record(event),
+        }
+    }
+
+    fn record_rejection(&mut self, reason: RejectReason) {
+        match self {
+            InsightsSink::Inline(insights) => insights.record_rejection(reason),
+            InsightsSink::Thread(worker) => worker.record_rejection(reason),
+        }
+    }
 }
 
 /// Cleans records and keeps the insights about them.
@@ -62,10 +79,7 @@ impl Processor {
     pub fn process<'p, 'a>(&'p mut self, record: &'a [u8]) -> Routed<'p, 'a> {
         match self.cleaner.clean(record) {
             Ok(event) => {
-                match &mut self.insights {
-                    InsightsSink::Inline(insights) => insights.record(&event),
-                    InsightsSink::Thread(worker) => worker.record(&event),
-                }
+                self.insights.record(&event);
                 self.buffer.clear();
                 output_json::write_event(&mut self.buffer, &event);
                 Routed::Output {
@@ -74,10 +88,7 @@ impl Processor {
                 }
             }
             Err(rejection) => {
-                match &mut self.insights {
-                    InsightsSink::Inline(insights) => insights.record_rejection(rejection.reason),
-                    InsightsSink::Thread(worker) => worker.record_rejection(rejection.reason),
-                }
+                self.insights.record_rejection(rejection.reason);
                 Routed::DeadLetter(rejection)
             }
         }

@@ -51,6 +51,21 @@ pub struct LoginFacts<'a> {
     pub flags: Flags,
 }
 
+impl<'a> LoginFacts<'a> {
+    pub fn of(ev: &'a CleanEvent<'_>) -> Self {
+        LoginFacts {
+            user_id: &ev.user_id,
+            app_version: &ev.app_version,
+            device_type: &ev.device_type,
+            locale: &ev.locale,
+            ip: ev.ip.as_deref(),
+            device_id: ev.device_id.as_deref(),
+            timestamp: ev.timestamp,
+            flags: ev.flags,
+        }
+    }
+}
+
 /// Everything the report is built from. Serializable and mergeable.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Insights {
@@ -96,16 +111,7 @@ impl Insights {
 
     /// Accounts for one cleaned event.
     pub fn record(&mut self, ev: &CleanEvent<'_>) {
-        self.record_facts(&LoginFacts {
-            user_id: &ev.user_id,
-            app_version: &ev.app_version,
-            device_type: &ev.device_type,
-            locale: &ev.locale,
-            ip: ev.ip.as_deref(),
-            device_id: ev.device_id.as_deref(),
-            timestamp: ev.timestamp,
-            flags: ev.flags,
-        });
+        self.record_facts(&LoginFacts::of(ev));
     }
 
     /// Accounts for one cleaned event, given by its fields.

@@ -37,15 +37,15 @@ struct Batch {
 }
 
 impl Batch {
-    fn push(&mut self, ev: &CleanEvent<'_>) {
+    fn push(&mut self, ev: &LoginFacts<'_>) {
         let mut ends = [0u32; 6];
         let fields = [
-            &*ev.user_id,
-            &*ev.app_version,
-            &*ev.device_type,
-            &*ev.locale,
-            ev.ip.as_deref().unwrap_or(""),
-            ev.device_id.as_deref().unwrap_or(""),
+            ev.user_id,
+            ev.app_version,
+            ev.device_type,
+            ev.locale,
+            ev.ip.unwrap_or(""),
+            ev.device_id.unwrap_or(""),
         ];
         for (end, field) in ends.iter_mut().zip(fields) {
             self.text.push_str(field);
@@ -132,7 +132,7 @@ impl InsightsWorker {
     }
 
     pub fn record(&mut self, ev: &CleanEvent<'_>) {
-        self.batch.push(ev);
+        self.batch.push(&LoginFacts::of(ev));
         self.flush_if_full();
     }
 
