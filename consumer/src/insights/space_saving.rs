@@ -34,6 +34,11 @@ pub struct Counter {
 /// adjacent cache lines. Measured: 4 children were 11% slower, 16 were 9% slower.
 const ARITY: usize = 8;
 
+/// Leaves looked at for a minimum-count victim before evicting the root instead. Any counter
+/// with the minimum count is a valid victim for Space-Saving, and one at a leaf needs no
+/// sifting after its count goes up; the leaves are read in order, so the look is cheap.
+const LEAF_PROBES: usize = 8;
+
 /// A tracked key without its count (the count lives in the heap entry).
 #[derive(Debug, Clone)]
 struct Slot {
@@ -78,6 +83,8 @@ pub struct SpaceSaving {
     /// Per-process hash key: keys come from the input, and a fixed one would let crafted keys
     /// collide on purpose.
     seed: u64,
+    /// Where the next look for a minimum-count leaf starts (see [`LEAF_PROBES`]).
+    leaf_cursor: usize,
 }
 
 impl std::fmt::Debug for SpaceSaving {
@@ -136,6 +143,7 @@ impl SpaceSaving {
             position: Vec::new(),
             index: HashMap::default(),
             seed,
+            leaf_cursor: 0,
         }
     }
 
@@ -179,8 +187,10 @@ impl SpaceSaving {
                 },
             );
         } else {
-            // Evict the minimum; its String is reused, so steady-state eviction allocates nothing.
-            let (floor, slot) = self.heap[0];
+            // Evict a minimum; its String is reused, so steady-state eviction allocates nothing.
+            let floor = self.heap[0].0;
+            let at_heap = self.minimum_leaf(floor).unwrap_or(0);
+            let slot = self.heap[at_heap].1;
             let s = &mut self.slots[slot as usize];
             let old = s.hash;
             s.hash = hash;
@@ -190,9 +200,29 @@ impl SpaceSaving {
             s.last_seen = at;
             self.index.remove(&old);
             self.index.insert(hash, slot);
-            self.heap[0].0 = floor + 1;
-            self.sift_down(0);
+            self.heap[at_heap].0 = floor + 1;
+            self.sift_down(at_heap);
         }
+    }
+
+    /// A leaf holding the minimum count `floor`, looking at up to [`LEAF_PROBES`] leaves from
+    /// where the last look stopped. When keys rarely repeat (IPs), most counters tie at the
+    /// minimum and this finds one nearly every time; the root's sift to a leaf is then saved.
+    fn minimum_leaf(&mut self, floor: u64) -> Option<usize> {
+        let len = self.heap.len();
+        // Entries past the last one's parent have no children.
+        let first_leaf = if len > 1 { (len - 2) / ARITY + 1 } else { 0 };
+        for _ in 0..LEAF_PROBES.min(len - first_leaf) {
+            if self.leaf_cursor < first_leaf || self.leaf_cursor >= len {
+                self.leaf_cursor = first_leaf;
+            }
+            let at = self.leaf_cursor;
+            self.leaf_cursor += 1;
+            if self.heap[at].0 == floor {
+                return Some(at);
+            }
+        }
+        None
     }
 
     fn push(&mut self, hash: u64, counter: Counter) {
