@@ -11,6 +11,7 @@
 //! Insights are values computed on the cleaned output (after PII protection), so the report
 //! never shows more than the output topic does.
 
+mod breakdown;
 mod hyperloglog;
 pub mod report;
 mod space_saving;
@@ -20,6 +21,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use breakdown::{Breakdown, MAX_BREAKDOWN_CELLS, OTHER};
 pub use hyperloglog::{HyperLogLog, STANDARD_ERROR as DISTINCT_STANDARD_ERROR};
 pub use report::{Report, Throughput};
 pub use space_saving::{Counter, SpaceSaving};
@@ -30,14 +32,6 @@ use crate::reason::RejectReason;
 
 /// Counters tracked per top-k list: the top 10 are reported, the rest bound the error.
 pub const DEFAULT_TOP_CAPACITY: usize = 10_000;
-/// Cells a breakdown table may hold before further keys are counted under [`OTHER`].
-pub const MAX_BREAKDOWN_CELLS: usize = 10_000;
-/// Row key that collects the keys beyond [`MAX_BREAKDOWN_CELLS`].
-pub const OTHER: &str = "(other)";
-
-/// Logins counted by a row key (app version or locale) and device type.
-pub type Breakdown = BTreeMap<String, BTreeMap<String, u64>>;
-
 /// What the insights need of one cleaned event.
 #[derive(Debug, Clone, Copy)]
 pub struct LoginFacts<'a> {
@@ -79,7 +73,9 @@ pub struct Insights {
     pub devices: HyperLogLog,
     pub top_users: SpaceSaving,
     pub top_ips: SpaceSaving,
+    /// Logins by app version and device type.
     pub by_app_version: Breakdown,
+    /// Logins by locale and device type.
     pub by_locale: Breakdown,
     pub first_login: Option<i64>,
     pub last_login: Option<i64>,
@@ -102,8 +98,8 @@ impl Insights {
             devices: HyperLogLog::default(),
             top_users: SpaceSaving::new(top_capacity),
             top_ips: SpaceSaving::new(top_capacity),
-            by_app_version: Breakdown::new(),
-            by_locale: Breakdown::new(),
+            by_app_version: Breakdown::default(),
+            by_locale: Breakdown::default(),
             first_login: None,
             last_login: None,
         }
@@ -125,8 +121,8 @@ impl Insights {
         if let Some(ip) = ev.ip {
             self.top_ips.insert(ip, ev.timestamp);
         }
-        count_cell(&mut self.by_app_version, ev.app_version, ev.device_type, 1);
-        count_cell(&mut self.by_locale, ev.locale, ev.device_type, 1);
+        self.by_app_version.add(ev.app_version, ev.device_type, 1);
+        self.by_locale.add(ev.locale, ev.device_type, 1);
         for flag in ev.flags.iter() {
             *self.flagged.entry(flag.code().to_owned()).or_default() += 1;
         }
@@ -163,16 +159,8 @@ impl Insights {
         self.devices.merge(&other.devices);
         self.top_users.merge(&other.top_users);
         self.top_ips.merge(&other.top_ips);
-        for (table, theirs) in [
-            (&mut self.by_app_version, &other.by_app_version),
-            (&mut self.by_locale, &other.by_locale),
-        ] {
-            for (row, cells) in theirs {
-                for (column, n) in cells {
-                    count_cell(table, row, column, *n);
-                }
-            }
-        }
+        self.by_app_version.merge(&other.by_app_version);
+        self.by_locale.merge(&other.by_locale);
         self.first_login = min_opt(self.first_login, other.first_login, i64::min);
         self.last_login = min_opt(self.last_login, other.last_login, i64::max);
     }
@@ -183,25 +171,6 @@ fn min_opt(a: Option<i64>, b: Option<i64>, pick: fn(i64, i64) -> i64) -> Option<
         (Some(a), Some(b)) => Some(pick(a, b)),
         (a, b) => a.or(b),
     }
-}
-
-fn count_cell(table: &mut Breakdown, row: &str, column: &str, n: u64) {
-    // Look up before inserting so the common case (a known cell) allocates nothing.
-    if let Some(cell) = table.get_mut(row).and_then(|r| r.get_mut(column)) {
-        *cell += n;
-        return;
-    }
-    let cells: usize = table.values().map(BTreeMap::len).sum();
-    let row = if cells >= MAX_BREAKDOWN_CELLS && !table.contains_key(row) {
-        OTHER
-    } else {
-        row
-    };
-    *table
-        .entry(row.to_owned())
-        .or_default()
-        .entry(column.to_owned())
-        .or_default() += n;
 }
 
 #[cfg(test)]
@@ -240,9 +209,9 @@ mod tests {
         assert_eq!(i.top_users.top(1)[0].key, "alice");
         assert_eq!(i.top_users.top(1)[0].count, 2);
         assert_eq!(i.top_users.top(1)[0].last_seen, 1_730_000_000);
-        assert_eq!(i.by_app_version["2.3.0"]["ios"], 2);
-        assert_eq!(i.by_locale["CA"]["android"], 1);
-        assert_eq!(i.by_locale["unknown"]["unknown"], 1);
+        assert_eq!(i.by_app_version.get("2.3.0", "ios"), 2);
+        assert_eq!(i.by_locale.get("CA", "android"), 1);
+        assert_eq!(i.by_locale.get("unknown", "unknown"), 1);
         assert_eq!(i.rejected["malformed_json"], 1);
         assert_eq!(i.rejected["not_an_object"], 1);
         assert_eq!(i.flagged["invalid_ip"], 1);
@@ -265,17 +234,6 @@ mod tests {
         assert_eq!(left.users.estimate(), all.users.estimate());
         assert_eq!(left.top_users.top(2), all.top_users.top(2));
         assert_eq!(left.last_login, all.last_login);
-    }
-
-    #[test]
-    fn breakdown_cells_are_capped() {
-        let mut table = Breakdown::new();
-        for i in 0..(MAX_BREAKDOWN_CELLS + 50) {
-            count_cell(&mut table, &format!("v{i}"), "ios", 1);
-        }
-        let cells: usize = table.values().map(BTreeMap::len).sum();
-        assert!(cells <= MAX_BREAKDOWN_CELLS + 1);
-        assert_eq!(table[OTHER]["ios"], 50);
     }
 
     #[test]

@@ -124,15 +124,13 @@ fn table(f: &mut fmt::Formatter<'_>, title: &str, row_name: &str, t: &Breakdown)
         return writeln!(f, "  none");
     }
     let mut column_totals: BTreeMap<&str, u64> = BTreeMap::new();
-    for cells in t.values() {
-        for (c, n) in cells {
-            *column_totals.entry(c).or_default() += n;
-        }
+    for (_, c, n) in t.cells_iter() {
+        *column_totals.entry(c).or_default() += n;
     }
     let mut columns: Vec<(&str, u64)> = column_totals.into_iter().collect();
     columns.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
     columns.truncate(6);
-    let mut rows: Vec<(&String, u64)> = t.iter().map(|(r, c)| (r, c.values().sum())).collect();
+    let mut rows: Vec<(&str, u64)> = t.row_totals().collect();
     rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
     let width = rows
         .iter()
@@ -148,7 +146,7 @@ fn table(f: &mut fmt::Formatter<'_>, title: &str, row_name: &str, t: &Breakdown)
     for (row, total) in rows.iter().take(SHOWN) {
         let mut line = format!("  {row:<width$}");
         for (c, _) in &columns {
-            let n = t[*row].get(*c).copied().unwrap_or(0);
+            let n = t.get(row, c);
             let _ = write!(line, " {:>9}", group(n));
         }
         writeln!(f, "{line} {:>9}", group(*total))?;
