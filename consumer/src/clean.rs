@@ -206,7 +206,7 @@ impl Cleaner {
             .map(|id| self.pii.device_id(trim_cow(id)));
         let ip = match raw.ip {
             Field::Absent | Field::Null => None,
-            Field::Str(s) => match s.trim().parse::<IpAddr>() {
+            Field::Str(s) => match trim(&s).parse::<IpAddr>() {
                 Ok(parsed) => Some(self.pii.ip(canonical_ip(s, parsed), parsed)),
                 Err(_) => {
                     flags.insert(Flag::InvalidIp);
@@ -239,7 +239,7 @@ fn user_id(field: Field<'_>) -> Result<Cow<'_, str>, Rejection> {
             RejectReason::MissingUserId,
             "user_id is missing",
         )),
-        Field::Str(s) if s.trim().is_empty() => Err(Rejection::new(
+        Field::Str(s) if trim(&s).is_empty() => Err(Rejection::new(
             RejectReason::MissingUserId,
             "user_id is empty",
         )),
@@ -294,7 +294,7 @@ fn timestamp(field: &Field<'_>) -> Result<i64, Rejection> {
 /// null or blank; any other JSON type also gives `None` and raises `flag`.
 fn descriptive<'a>(field: Field<'a>, flag: Flag, flags: &mut Flags) -> Option<Cow<'a, str>> {
     match field {
-        Field::Str(s) if !s.trim().is_empty() => Some(s),
+        Field::Str(s) if !trim(&s).is_empty() => Some(s),
         Field::Absent | Field::Null | Field::Str(_) => None,
         _ => {
             flags.insert(flag);
@@ -305,14 +305,27 @@ fn descriptive<'a>(field: Field<'a>, flag: Flag, flags: &mut Flags) -> Option<Co
 
 fn trim_cow(s: Cow<'_, str>) -> Cow<'_, str> {
     match s {
-        Cow::Borrowed(b) => Cow::Borrowed(b.trim()),
-        Cow::Owned(o) if o.trim().len() == o.len() => Cow::Owned(o),
-        Cow::Owned(o) => Cow::Owned(o.trim().to_owned()),
+        Cow::Borrowed(b) => Cow::Borrowed(trim(b)),
+        Cow::Owned(o) if trim(&o).len() == o.len() => Cow::Owned(o),
+        Cow::Owned(o) => Cow::Owned(trim(&o).to_owned()),
+    }
+}
+
+/// `str::trim`, with a shortcut for the usual case of a value that starts and ends with a
+/// visible ASCII character (Unicode whitespace is never ASCII beyond these six bytes).
+fn trim(s: &str) -> &str {
+    let visible =
+        |b: Option<&u8>| b.is_some_and(|&b| b.is_ascii() && !matches!(b, b'\t'..=b'\r' | b' '));
+    let bytes = s.as_bytes();
+    if visible(bytes.first()) && visible(bytes.last()) {
+        s
+    } else {
+        s.trim()
     }
 }
 
 fn canonical_device_type(s: Cow<'_, str>) -> Cow<'_, str> {
-    let t = s.trim();
+    let t = trim(&s);
     if t.eq_ignore_ascii_case("android") {
         Cow::Borrowed("android")
     } else if t.eq_ignore_ascii_case("ios") {
@@ -325,7 +338,7 @@ fn canonical_device_type(s: Cow<'_, str>) -> Cow<'_, str> {
 }
 
 fn upper_trimmed(s: Cow<'_, str>) -> Cow<'_, str> {
-    let t = s.trim();
+    let t = trim(&s);
     // The sentinel keeps its spelling, so cleaning a cleaned event changes nothing.
     if t.eq_ignore_ascii_case(UNKNOWN) {
         Cow::Borrowed(UNKNOWN)
@@ -339,7 +352,7 @@ fn upper_trimmed(s: Cow<'_, str>) -> Cow<'_, str> {
 /// IPv4 text that parsed is already canonical; IPv6 may be written many ways, so normalize it.
 fn canonical_ip(text: Cow<'_, str>, parsed: IpAddr) -> Cow<'_, str> {
     match (parsed, text) {
-        (IpAddr::V4(_), Cow::Borrowed(b)) => Cow::Borrowed(b.trim()),
+        (IpAddr::V4(_), Cow::Borrowed(b)) => Cow::Borrowed(trim(b)),
         (parsed, _) => Cow::Owned(parsed.to_string()),
     }
 }
@@ -357,6 +370,21 @@ mod tests {
 
     fn reason(s: &str) -> RejectReason {
         clean(s).expect_err("should be rejected").reason
+    }
+
+    #[test]
+    fn trim_shortcut_agrees_with_str_trim() {
+        for c in (0..0x3100).filter_map(char::from_u32) {
+            for s in [
+                format!("{c}a"),
+                format!("a{c}"),
+                format!("{c}"),
+                format!("{c}a{c}"),
+            ] {
+                assert_eq!(trim(&s), s.trim(), "{:?}", c);
+            }
+        }
+        assert_eq!(trim(""), "");
     }
 
     #[test]
