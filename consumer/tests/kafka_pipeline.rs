@@ -210,6 +210,73 @@ fn a_consumer_killed_mid_stream_and_restarted_loses_nothing() {
 }
 
 #[test]
+fn a_second_consumer_joining_mid_stream_takes_over_partitions_without_loss_or_duplicates() {
+    let (input, output, dlq) = (unique("in"), unique("out"), unique("dlq"));
+    create_topic(&input, 4);
+    create_topic(&output, 4);
+    create_topic(&dlq, 1);
+    let records = records(200_000, 13);
+    let cleaner = Cleaner::default();
+    let valid = records
+        .iter()
+        .filter(|(_, v)| v.as_deref().is_some_and(|v| cleaner.clean(v).is_ok()))
+        .count();
+    let group = unique("group");
+
+    let first = ConsumerProcess::start(&group, &input, &output, &dlq, &["--batch-size", "256"]);
+    wait_until("the first consumer's partitions", || {
+        first.log().contains("partitions assigned")
+    });
+    std::thread::scope(|scope| {
+        // A steady stream, so the first consumer is busy when the second one joins.
+        scope.spawn(|| {
+            for chunk in records.chunks(5_000) {
+                produce(&input, chunk);
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        });
+        wait_until("some output", || total(&end_offsets(&output)) > 20_000);
+        let second =
+            ConsumerProcess::start(&group, &input, &output, &dlq, &["--batch-size", "256"]);
+        wait_until("the second consumer's partitions", || {
+            second.log().contains("partitions assigned")
+        });
+        assert!(
+            total(&end_offsets(&input)) < records.len() as i64,
+            "the load ended before the second consumer joined; slow it down"
+        );
+        wait_until("everything loaded", || {
+            total(&end_offsets(&input)) == records.len() as i64
+        });
+        wait_until("the two consumers to commit everything", || {
+            committed(&group, &input) == end_offsets(&input)
+        });
+        let (code2, _) = second.terminate();
+        assert_eq!(code2, Some(0));
+    });
+    let log1 = first.log();
+    let (code1, _) = first.terminate();
+    assert_eq!(code1, Some(0));
+    assert!(
+        log1.contains("partitions revoked"),
+        "the first consumer gave partitions up:\n{log1}"
+    );
+
+    // The revocation waited for the processing stage and committed exactly what was produced;
+    // records polled but not yet processed were left to the next owner, so none is doubled.
+    assert_eq!(
+        total(&end_offsets(&output)) as usize,
+        valid,
+        "one output per valid event"
+    );
+    assert_eq!(
+        total(&end_offsets(&output)) + total(&end_offsets(&dlq)),
+        records.len() as i64,
+        "one record out per record in"
+    );
+}
+
+#[test]
 fn misconfiguration_is_rejected_with_the_fix() {
     let bin = env!("CARGO_BIN_EXE_fetch-consumer");
     let out = std::process::Command::new(bin)

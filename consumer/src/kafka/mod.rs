@@ -5,6 +5,7 @@ pub mod config;
 pub mod generate;
 pub mod offsets;
 pub mod pipeline;
+mod stage;
 
 pub use config::{KafkaProperty, KafkaSettings};
 pub use pipeline::{PipelineConfig, RunSummary};

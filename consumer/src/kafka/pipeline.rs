@@ -5,9 +5,11 @@
 //! on partition revocation (after flushing the producer) and at shutdown. The producer is
 //! idempotent, so its own retries add no duplicates.
 //!
-//! The loop runs on one dedicated thread with rdkafka's polled clients: consuming, cleaning and
-//! producing never wait on each other per record, the producer batches on its own, and delivery
-//! reports are served by `poll` on the same thread, so the bookkeeping mutex is uncontended.
+//! Two threads share the work, with rdkafka's polled clients: the poll loop takes records from
+//! the consumer and copies them into batches; the processing stage ([`super::stage`]) cleans
+//! each batch, hands the results to the producer (which batches on its own) and serves the
+//! delivery reports. Neither waits on the other per record. The `--passthrough` baseline runs
+//! everything on the poll loop's thread, as the whole pipeline did before the stage existed.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,6 +27,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::config::KafkaSettings;
 use super::offsets::{DeliveryToken, OffsetTracker};
+use super::stage::{InputBatch, InputRecord, Stage, StageProgress};
 use crate::dead_letter::{self, Source};
 use crate::error::{Error, Result};
 use crate::health::Health;
@@ -69,6 +72,8 @@ struct Shared {
     failure: Mutex<Option<String>>,
     /// Delivery reports served so far, to tell when the producer's queue of reports is drained.
     reports: AtomicU64,
+    /// How far the processing stage has got, for revocations to wait on.
+    stage: StageProgress,
 }
 
 impl Shared {
@@ -192,6 +197,11 @@ impl ConsumerContext for GroupContext {
             .collect();
         let _span = tracing::info_span!("revoke", ?partitions).entered();
         tracing::info!(?partitions, "partitions revoked: flushing and committing");
+        if !self.shared.stage.revoke_and_drain(self.flush_timeout) {
+            tracing::warn!(
+                "the processing stage did not finish its batches in time; their records will be reprocessed by the next owner"
+            );
+        }
         // Everything produced so far must be acknowledged before its offsets can be committed
         // for the next owner of these partitions.
         if let Err(e) = self.producer.flush(self.flush_timeout) {
@@ -288,6 +298,7 @@ pub fn run(
         health: health.clone(),
         failure: Mutex::new(None),
         reports: AtomicU64::new(0),
+        stage: StageProgress::default(),
     });
     let producer: Arc<Producer_> = Arc::new(
         config
@@ -323,45 +334,77 @@ pub fn run(
     let mut first_record: Option<Instant> = None;
     let mut consumed = 0u64;
     let mut last_commit = Instant::now();
-    let outcome: Result<()> = loop {
-        health.beat();
-        if stop.load(Ordering::Relaxed) || config.max_records.is_some_and(|max| consumed >= max) {
-            break Ok(());
-        }
-        let batch_started = Instant::now();
-        let remaining = config.max_records.map_or(u64::MAX, |max| max - consumed);
-        let limit = config
-            .batch_size
-            .min(usize::try_from(remaining).unwrap_or(usize::MAX));
-        let batch = match run_batch(&consumer, config, processor, &producer, &shared, limit) {
-            Ok(n) => n,
-            Err(e) => break Err(e),
+    let outcome: Result<()> = std::thread::scope(|scope| {
+        let mut stage = if config.passthrough {
+            None
+        } else {
+            let (shared, producer) = (&*shared, &*producer);
+            Some(Stage::spawn(
+                scope,
+                &shared.stage,
+                move |batch: &InputBatch| {
+                    for record in batch.iter() {
+                        handle(record, config, processor, producer, shared)?;
+                    }
+                    serve_delivery_reports(producer, shared);
+                    Ok(())
+                },
+                move || serve_delivery_reports(producer, shared),
+            )?)
         };
-        serve_delivery_reports(&producer, &shared);
-        if batch > 0 {
-            first_record.get_or_insert(batch_started);
-            consumed += batch as u64;
-            metrics.consumed.inc_by(batch as u64);
-            metrics
-                .batch_duration
-                .observe(batch_started.elapsed().as_secs_f64());
-            metrics.batch_size.observe(batch as f64);
-        }
-        metrics.in_flight.set(shared.tracker().in_flight() as i64);
-        if let Some(failure) = take_failure(&shared) {
-            break Err(Error::Delivery(failure));
-        }
-        if last_commit.elapsed() >= config.commit_interval {
-            commit(
-                &consumer,
-                &shared,
-                &config.input_topic,
-                None,
-                CommitMode::Async,
-            );
-            last_commit = Instant::now();
-        }
-    };
+        let looped = loop {
+            health.beat();
+            if stop.load(Ordering::Relaxed) || config.max_records.is_some_and(|max| consumed >= max)
+            {
+                break Ok(());
+            }
+            let batch_started = Instant::now();
+            let remaining = config.max_records.map_or(u64::MAX, |max| max - consumed);
+            let limit = config
+                .batch_size
+                .min(usize::try_from(remaining).unwrap_or(usize::MAX));
+            let batch =
+                match run_batch(&consumer, config, stage.as_mut(), &producer, &shared, limit) {
+                    Ok(n) => n,
+                    Err(e) => break Err(e),
+                };
+            match &mut stage {
+                // A stopped stage ends the loop; finishing it below says why.
+                Some(stage) => {
+                    if !stage.hand_over() {
+                        break Ok(());
+                    }
+                }
+                None => serve_delivery_reports(&producer, &shared),
+            }
+            if batch > 0 {
+                first_record.get_or_insert(batch_started);
+                consumed += batch as u64;
+                metrics.consumed.inc_by(batch as u64);
+                metrics
+                    .batch_duration
+                    .observe(batch_started.elapsed().as_secs_f64());
+                metrics.batch_size.observe(batch as f64);
+            }
+            metrics.in_flight.set(shared.tracker().in_flight() as i64);
+            if let Some(failure) = take_failure(&shared) {
+                break Err(Error::Delivery(failure));
+            }
+            if last_commit.elapsed() >= config.commit_interval {
+                commit(
+                    &consumer,
+                    &shared,
+                    &config.input_topic,
+                    None,
+                    CommitMode::Async,
+                );
+                last_commit = Instant::now();
+            }
+        };
+        // The stage produces everything it was handed before the flush below.
+        let staged = stage.map_or(Ok(()), Stage::finish);
+        looped.and(staged)
+    });
 
     // Shutdown (or a fatal error): stop taking input, let the producer deliver what it holds,
     // commit exactly what was acknowledged, then leave the group.
@@ -420,11 +463,12 @@ fn take_failure(shared: &Shared) -> Option<String> {
 }
 
 /// Takes up to `limit` records: waits briefly for the first, then drains what librdkafka has
-/// already fetched. Returns how many were handled.
+/// already fetched into the stage's batch (or, without a stage, copies each to the output).
+/// Returns how many were taken.
 fn run_batch(
     consumer: &BaseConsumer<GroupContext>,
     config: &PipelineConfig,
-    processor: &mut Processor,
+    mut stage: Option<&mut Stage<'_>>,
     producer: &Producer_,
     shared: &Shared,
     limit: usize,
@@ -441,7 +485,11 @@ fn run_batch(
                 break;
             }
             Some(Ok(message)) => {
-                handle(&message, config, processor, producer, shared)?;
+                let record = InputRecord::of(&message);
+                match stage.as_deref_mut() {
+                    Some(stage) => stage.push(record),
+                    None => pass_through(record, config, producer, shared)?,
+                }
                 handled += 1;
             }
         }
@@ -450,21 +498,28 @@ fn run_batch(
     Ok(handled)
 }
 
+/// The benchmarks' baseline: copies one record to the output unchanged.
+fn pass_through(
+    input: InputRecord<'_>,
+    config: &PipelineConfig,
+    producer: &Producer_,
+    shared: &Shared,
+) -> Result<()> {
+    let token = track(shared, input.partition, input.offset, false)?;
+    let record = BaseRecord::<[u8], [u8], usize>::with_opaque_to(&config.output_topic, token);
+    send(producer, with_original(record, input))
+}
+
 /// Cleans one record and hands the result to the producer.
 fn handle(
-    message: &impl Message,
+    input: InputRecord<'_>,
     config: &PipelineConfig,
     processor: &mut Processor,
     producer: &Producer_,
     shared: &Shared,
 ) -> Result<()> {
-    let (partition, offset) = (message.partition(), message.offset());
-    if config.passthrough {
-        let token = track(shared, partition, offset, false)?;
-        let record = BaseRecord::<[u8], [u8], usize>::with_opaque_to(&config.output_topic, token);
-        return send(producer, with_original(record, message));
-    }
-    let routed = processor.process(message.payload().unwrap_or_default());
+    let (partition, offset) = (input.partition, input.offset);
+    let routed = processor.process(input.payload.unwrap_or_default());
     let token = track(
         shared,
         partition,
@@ -481,7 +536,7 @@ fn handle(
         Routed::DeadLetter(rejection) => {
             shared.metrics.count_rejection(rejection.reason);
             let source = Source {
-                topic: message.topic(),
+                topic: &config.input_topic,
                 partition,
                 offset,
             };
@@ -495,7 +550,7 @@ fn handle(
             let record =
                 BaseRecord::<[u8], [u8], usize>::with_opaque_to(&config.dead_letter_topic, token)
                     .headers(headers);
-            send(producer, with_original(record, message))
+            send(producer, with_original(record, input))
         }
     }
 }
@@ -520,12 +575,12 @@ fn track(shared: &Shared, partition: i32, offset: i64, dead_letter: bool) -> Res
 /// The input's key and value on `record`, byte for byte (absent stays absent).
 fn with_original<'a>(
     mut record: BaseRecord<'a, [u8], [u8], usize>,
-    message: &'a impl Message,
+    input: InputRecord<'a>,
 ) -> BaseRecord<'a, [u8], [u8], usize> {
-    if let Some(payload) = message.payload() {
+    if let Some(payload) = input.payload {
         record = record.payload(payload);
     }
-    if let Some(key) = message.key() {
+    if let Some(key) = input.key {
         record = record.key(key);
     }
     record
