@@ -7,7 +7,8 @@
 # 1. Throughput: BENCH_EVENTS (2,000,000) generated events in an input topic with
 #    BENCH_PARTITIONS (6) partitions; the consumer drains them until every output is
 #    acknowledged (`run --max-records`), once as the pipeline and once as a pass-through
-#    (same clients and settings, bytes copied unchanged); best of BENCH_ROUNDS (2) each.
+#    (same clients and settings, bytes copied unchanged on the poll loop's thread); best of
+#    BENCH_ROUNDS (2) each, with the CPU each used per event (consumer and broker).
 # 2. Latency: at BENCH_LATENCY_RATE (20,000) events/s for BENCH_LATENCY_SECONDS (15), p50/p99
 #    from the input's produce time to the output's append time (after a 1 s warm-up; the
 #    all-events p99 is printed too).
@@ -46,27 +47,35 @@ log "loading $events events into bench-in ($partitions partitions)"
 "$bin" --log-format json generate --bootstrap-servers "$bootstrap" --topic bench-in --rate 0 \
   --count "$events" --variety --malformed 0.01 --seed 1 2>"$state/load.log"
 
-# Runs the consumer until it has drained the input; prints "<events/s> <peak RSS KiB>".
+# CPU seconds (user + system) the broker has used so far.
+broker_cpu() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$(cat "$state/kafka/kafka.pid")/stat"; }
+
+# Runs the consumer until it has drained the input; prints
+# "<events/s> <peak RSS KiB> <consumer CPU us/event> <broker CPU us/event>".
 drain() {
-  local name="$1" output="$2"
+  local name="$1" output="$2" broker_before
   shift 2
-  /usr/bin/time -f '%M' -o "$state/$name.rss" "$bin" --log-format json run --bootstrap-servers "$bootstrap" \
+  broker_before="$(broker_cpu)"
+  /usr/bin/time -f '%M %U %S' -o "$state/$name.rss" "$bin" --log-format json run --bootstrap-servers "$bootstrap" \
     --group-id "bench-$name-$RANDOM$RANDOM" --input-topic bench-in --output-topic "$output" \
     --dead-letter-topic bench-dlq --http-addr 127.0.0.1:0 --max-records "$events" "$@" \
     >"$state/$name.out" 2>"$state/$name.err" || die "$name run failed (see $state/$name.err)"
-  local eps
+  local eps rss user sys
   eps="$(sed -n 's/^throughput *\([0-9,]*\) events\/s.*/\1/p' "$state/$name.out" | tr -d ,)"
-  echo "${eps:-0} $(cat "$state/$name.rss")"
+  read -r rss user sys <"$state/$name.rss"
+  python3 -c "print(${eps:-0}, $rss, f'{($user + $sys) * 1e6 / $events:.2f}', f'{($(broker_cpu) - $broker_before) * 1e6 / $events:.2f}')"
 }
 
-best_pass=0 best_pipe=0 pipe_rss=0
+# CPU per event tells a CPU-bound run from one that waits: with the broker on the same cores,
+# the ratio cannot beat pass-through CPU / pipeline CPU once both keep the cores busy.
+best_pass=0 best_pipe=0 pipe_rss=0 pass_cpu="" pipe_cpu=""
 for round in $(seq "$rounds"); do
-  read -r eps _ < <(drain "pass-$round" bench-pass --passthrough)
-  log "round $round: pass-through $eps events/s"
-  [ "$eps" -gt "$best_pass" ] && best_pass="$eps"
-  read -r eps rss < <(drain "pipe-$round" bench-out)
-  log "round $round: pipeline     $eps events/s (peak RSS $((rss / 1024)) MB)"
-  [ "$eps" -gt "$best_pipe" ] && best_pipe="$eps"
+  read -r eps _ cpu broker < <(drain "pass-$round" bench-pass --passthrough)
+  log "round $round: pass-through $eps events/s (CPU per event: consumer $cpu us, broker $broker us)"
+  [ "$eps" -gt "$best_pass" ] && best_pass="$eps" pass_cpu="consumer $cpu us + broker $broker us"
+  read -r eps rss cpu broker < <(drain "pipe-$round" bench-out)
+  log "round $round: pipeline     $eps events/s (CPU per event: consumer $cpu us, broker $broker us; peak RSS $((rss / 1024)) MB)"
+  [ "$eps" -gt "$best_pipe" ] && best_pipe="$eps" pipe_cpu="consumer $cpu us + broker $broker us"
   [ "$rss" -gt "$pipe_rss" ] && pipe_rss="$rss"
 done
 
@@ -103,6 +112,7 @@ top_line="$(grep -E '^most active IPs' "$state/mem-$memory_events.report")"
 ratio="$(python3 -c "print(f'{$best_pipe / max($best_pass, 1):.3f}')")"
 echo
 echo "throughput  pipeline $best_pipe events/s, pass-through $best_pass events/s (best of $rounds, $events events, $partitions partitions)"
+echo "cpu/event   pipeline $pipe_cpu; pass-through $pass_cpu ($(nproc) cores in all)"
 echo "$latency"
 echo "memory      peak RSS $((rss_large / 1024)) MB after $memory_events events vs $((rss_small / 1024)) MB after 10,000 (process mode)"
 echo "            $users_line"
