@@ -42,7 +42,8 @@ pub struct Metrics {
     pub dead_letter_produced: Counter,
     /// Records the broker refused for good.
     pub delivery_failures: Counter,
-    /// Time to poll, clean and hand one batch to the producer.
+    /// Time to poll one batch and hand it on (to the processing thread, waiting while it is
+    /// behind; in `--passthrough`, to the producer).
     pub batch_duration: Histogram,
     /// Records per batch.
     pub batch_size: Histogram,
@@ -103,7 +104,7 @@ impl Default for Metrics {
         );
         registry.register(
             "batch_duration_seconds",
-            "Time to poll, clean and hand one batch to the producer",
+            "Time to poll one batch and hand it to the processing thread (or, in --passthrough, the producer)",
             m.batch_duration.clone(),
         );
         registry.register("batch_records", "Records per batch", m.batch_size.clone());
