@@ -14,7 +14,8 @@
 //! - [`dead_letter`]: how rejected records are written (Kafka headers, JSON lines).
 //! - [`generator`]: synthetic events shaped like the take-home's data generator.
 //! - [`file_mode`]: the `process` subcommand over JSON lines, no broker.
-//! - [`kafka`]: client settings, at-least-once offset tracking, the pipeline loop, generation.
+//! - [`kafka`]: client settings, at-least-once offset tracking, the pipeline loop and its
+//!   processing thread, generation.
 //! - [`metrics`], [`health`], [`http`]: Prometheus metrics and the probe/metrics endpoints.
 //! - [`progress`]: the live progress line.
 //! - [`cli`], [`commands`]: the command line and the subcommands wired from it.

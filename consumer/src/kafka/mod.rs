@@ -1,5 +1,5 @@
-//! Everything that talks to Kafka: client settings, offset bookkeeping, the pipeline loop and
-//! the generator's producer.
+//! Everything that talks to Kafka: client settings, offset bookkeeping, the pipeline loop with
+//! its processing stage, and the generator's producer.
 
 pub mod config;
 pub mod generate;
