@@ -28,7 +28,7 @@ pub struct OutcomeLabel {
     pub outcome: &'static str,
 }
 
-/// Every metric of the consumer, registered once in [`Metrics::registry`].
+/// Every metric of the consumer, registered once in its own registry.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,

@@ -6,7 +6,7 @@
 //! idempotent, so its own retries add no duplicates.
 //!
 //! Two threads share the work, with rdkafka's polled clients: the poll loop takes records from
-//! the consumer and copies them into batches; the processing stage ([`super::stage`]) cleans
+//! the consumer and copies them into batches; the processing stage (`kafka::stage`) cleans
 //! each batch, hands the results to the producer (which batches on its own) and serves the
 //! delivery reports. Neither waits on the other per record. The `--passthrough` baseline runs
 //! everything on the poll loop's thread, as the whole pipeline did before the stage existed.
