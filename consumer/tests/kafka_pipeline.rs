@@ -48,12 +48,19 @@ fn header(m: &rdkafka::message::OwnedMessage, name: &str) -> String {
         .unwrap_or_else(|| panic!("no header {name}"))
 }
 
+/// Fresh input and output topics with `partitions` partitions, and a one-partition dead-letter
+/// topic: (input, output, dead letter).
+fn topics(partitions: i32) -> (String, String, String) {
+    let (input, output, dlq) = (unique("in"), unique("out"), unique("dlq"));
+    create_topic(&input, partitions);
+    create_topic(&output, partitions);
+    create_topic(&dlq, 1);
+    (input, output, dlq)
+}
+
 #[test]
 fn every_event_is_routed_dead_letters_keep_their_source_and_sigterm_commits() {
-    let (input, output, dlq) = (unique("in"), unique("out"), unique("dlq"));
-    create_topic(&input, 3);
-    create_topic(&output, 3);
-    create_topic(&dlq, 1);
+    let (input, output, dlq) = topics(3);
     let records = records(3_000, 11);
     let cleaner = Cleaner::default();
     let valid: Vec<&Record> = records
@@ -165,10 +172,7 @@ fn support_group(n: u64) -> String {
 
 #[test]
 fn a_consumer_killed_mid_stream_and_restarted_loses_nothing() {
-    let (input, output, dlq) = (unique("in"), unique("out"), unique("dlq"));
-    create_topic(&input, 4);
-    create_topic(&output, 4);
-    create_topic(&dlq, 1);
+    let (input, output, dlq) = topics(4);
     let records = records(150_000, 12);
     produce(&input, &records);
     let expected_users: HashSet<String> = records
@@ -211,10 +215,7 @@ fn a_consumer_killed_mid_stream_and_restarted_loses_nothing() {
 
 #[test]
 fn a_second_consumer_joining_mid_stream_takes_over_partitions_without_loss_or_duplicates() {
-    let (input, output, dlq) = (unique("in"), unique("out"), unique("dlq"));
-    create_topic(&input, 4);
-    create_topic(&output, 4);
-    create_topic(&dlq, 1);
+    let (input, output, dlq) = topics(4);
     let records = records(200_000, 13);
     let cleaner = Cleaner::default();
     let valid = records
