@@ -11,9 +11,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-/// Cells a table may hold before further row keys are counted under [`OTHER`].
+/// Cells a table may hold before further keys are counted under [`OTHER`].
 pub const MAX_BREAKDOWN_CELLS: usize = 10_000;
-/// Row key that collects the row keys beyond [`MAX_BREAKDOWN_CELLS`].
+/// Row or column key that collects the keys beyond [`MAX_BREAKDOWN_CELLS`].
 pub const OTHER: &str = "(other)";
 
 type Hasher = foldhash::fast::RandomState;
@@ -61,19 +61,29 @@ impl PartialEq for Breakdown {
 
 impl Breakdown {
     /// Adds `n` to the cell (`row`, `column`). Once the table holds [`MAX_BREAKDOWN_CELLS`]
-    /// cells, a row key not seen before is counted under [`OTHER`] instead.
+    /// cells, a row key not seen before is counted under the row [`OTHER`], and a column key
+    /// its row has not seen under the column [`OTHER`]: both keys come from the input, so
+    /// either could grow the table without end. At most two cells per row are added past the
+    /// cap.
     pub fn add(&mut self, row: &str, column: &str, n: u64) {
         // Look up before inserting so the common case (a known cell) allocates nothing.
         if let Some(cell) = self.rows.get_mut(row).and_then(|r| r.get_mut(column)) {
             *cell += n;
             return;
         }
-        let row = if self.cells >= MAX_BREAKDOWN_CELLS && !self.rows.contains_key(row) {
+        let full = self.cells >= MAX_BREAKDOWN_CELLS;
+        let row = if full && !self.rows.contains_key(row) {
             OTHER
         } else {
             row
         };
         let cells = self.rows.entry(row.to_owned()).or_default();
+        // A row new to the table (the OTHER row, when full) takes its first column as it is.
+        let column = if full && !cells.is_empty() && !cells.contains_key(column) {
+            OTHER
+        } else {
+            column
+        };
         let before = cells.len();
         *cells.entry(column.to_owned()).or_default() += n;
         self.cells += cells.len() - before;
@@ -145,9 +155,14 @@ mod tests {
         }
         assert_eq!(t.cells(), MAX_BREAKDOWN_CELLS + 1);
         assert_eq!(t.get(OTHER, "ios"), 50);
-        // A row already present still gets new columns past the cap.
-        t.add("v0", "android", 1);
-        assert_eq!(t.get("v0", "android"), 1);
+        // New columns are capped too: each row gains at most an OTHER column.
+        for i in 0..50 {
+            t.add("v0", &format!("d{i}"), 1);
+            t.add(OTHER, &format!("d{i}"), 1);
+        }
+        assert_eq!(t.get("v0", OTHER), 50);
+        assert_eq!(t.get(OTHER, OTHER), 50);
+        assert_eq!(t.cells(), MAX_BREAKDOWN_CELLS + 3);
     }
 
     #[test]
