@@ -215,6 +215,22 @@ fn a_consumer_killed_mid_stream_and_restarted_loses_nothing() {
 
 #[test]
 fn a_second_consumer_joining_mid_stream_takes_over_partitions_without_loss_or_duplicates() {
+    second_consumer_joins(&[]);
+}
+
+/// The same with incremental rebalancing: the first consumer keeps some partitions, so the
+/// records of those it polled before the revocation must be kept, not dropped.
+#[test]
+fn with_cooperative_rebalancing_kept_partitions_lose_nothing_either() {
+    second_consumer_joins(&["-X", "partition.assignment.strategy=cooperative-sticky"]);
+}
+
+fn second_consumer_joins(extra: &[&str]) {
+    let args: Vec<&str> = ["--batch-size", "256"]
+        .iter()
+        .chain(extra)
+        .copied()
+        .collect();
     let (input, output, dlq) = topics(4);
     let records = records(200_000, 13);
     let cleaner = Cleaner::default();
@@ -224,7 +240,7 @@ fn a_second_consumer_joining_mid_stream_takes_over_partitions_without_loss_or_du
         .count();
     let group = unique("group");
 
-    let first = ConsumerProcess::start(&group, &input, &output, &dlq, &["--batch-size", "256"]);
+    let first = ConsumerProcess::start(&group, &input, &output, &dlq, &args);
     wait_until("the first consumer's partitions", || {
         first.log().contains("partitions assigned")
     });
@@ -237,8 +253,7 @@ fn a_second_consumer_joining_mid_stream_takes_over_partitions_without_loss_or_du
             }
         });
         wait_until("some output", || total(&end_offsets(&output)) > 20_000);
-        let second =
-            ConsumerProcess::start(&group, &input, &output, &dlq, &["--batch-size", "256"]);
+        let second = ConsumerProcess::start(&group, &input, &output, &dlq, &args);
         wait_until("the second consumer's partitions", || {
             second.log().contains("partitions assigned")
         });

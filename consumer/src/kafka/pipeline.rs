@@ -197,7 +197,11 @@ impl ConsumerContext for GroupContext {
             .collect();
         let _span = tracing::info_span!("revoke", ?partitions).entered();
         tracing::info!(?partitions, "partitions revoked: flushing and committing");
-        if !self.shared.stage.revoke_and_drain(self.flush_timeout) {
+        if !self
+            .shared
+            .stage
+            .revoke_and_drain(&partitions, self.flush_timeout)
+        {
             tracing::warn!(
                 "the processing stage did not finish its batches in time; their records will be reprocessed by the next owner"
             );

@@ -10,12 +10,15 @@
 //! Order and offsets: one stage thread takes batches in the order they were polled, so each
 //! partition's offsets reach the offset tracker in order, as before. On revocation the loop's
 //! context waits for the stage to finish what it was handed ([`StageProgress`]) before it
-//! flushes and commits; records polled before the revocation but not yet handed over are
-//! dropped uncommitted, so the partitions' next owner reads them again (at least once).
+//! flushes and commits; records of the revoked partitions polled before the revocation but not
+//! yet handed over are dropped uncommitted, so the partitions' next owner reads them again (at
+//! least once). Records of partitions kept (cooperative rebalancing) are kept too: the
+//! consumer's position has moved past them, so dropping them would lose them.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Mutex, MutexGuard};
 use std::thread::{Scope, ScopedJoinHandle};
 use std::time::{Duration, Instant};
 
@@ -93,6 +96,16 @@ impl InputBatch {
         self.records.clear();
     }
 
+    /// Drops the records of `partitions` (their bytes stay until the batch is cleared).
+    fn drop_partitions(&mut self, partitions: &[i32]) -> usize {
+        let before = self.records.len();
+        self.records.retain(|r| !partitions.contains(&r.partition));
+        if self.records.is_empty() {
+            self.bytes.clear();
+        }
+        before - self.records.len()
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = InputRecord<'_>> {
         self.records.iter().map(|r| InputRecord {
             partition: r.partition,
@@ -112,14 +125,17 @@ pub struct StageProgress {
     done: AtomicU64,
     /// Revocations so far: a change tells the loop its unsent records are from before one.
     revocations: AtomicU64,
+    /// Partitions revoked since the loop last looked.
+    revoked: Mutex<Vec<i32>>,
     /// Set when the stage thread has ended: nothing handed over will be done any more.
     stopped: AtomicBool,
 }
 
 impl StageProgress {
-    /// Called on revocation: waits until the stage has produced everything handed to it, up to
-    /// `timeout`. Returns whether it did.
-    pub fn revoke_and_drain(&self, timeout: Duration) -> bool {
+    /// Called on revocation of `partitions`: waits until the stage has produced everything
+    /// handed to it, up to `timeout`. Returns whether it did.
+    pub fn revoke_and_drain(&self, partitions: &[i32], timeout: Duration) -> bool {
+        self.revoked_partitions().extend_from_slice(partitions);
         self.revocations.fetch_add(1, Ordering::AcqRel);
         let deadline = Instant::now() + timeout;
         while self.done.load(Ordering::Acquire) < self.handed.load(Ordering::Acquire)
@@ -131,6 +147,13 @@ impl StageProgress {
             std::thread::sleep(Duration::from_millis(1));
         }
         true
+    }
+}
+
+impl StageProgress {
+    fn revoked_partitions(&self) -> MutexGuard<'_, Vec<i32>> {
+        // Plain data: a panic elsewhere while holding the lock leaves it usable.
+        self.revoked.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -220,18 +243,19 @@ impl<'scope> Stage<'scope> {
         true
     }
 
-    /// Records polled before a revocation belong to the partitions' next assignment; they were
-    /// neither produced nor tracked, so dropping them loses nothing.
+    /// Records of a revoked partition polled before the revocation belong to the partition's
+    /// next owner; they were neither produced nor tracked, so dropping them loses nothing.
     fn drop_if_revoked(&mut self) {
         let revocations = self.progress.revocations.load(Ordering::Acquire);
         if revocations != self.revocations_seen {
             self.revocations_seen = revocations;
-            if !self.filling.is_empty() {
+            let revoked = std::mem::take(&mut *self.progress.revoked_partitions());
+            let dropped = self.filling.drop_partitions(&revoked);
+            if dropped > 0 {
                 tracing::info!(
-                    records = self.filling.len(),
-                    "dropping records polled before the revocation; they will be read again"
+                    records = dropped,
+                    "dropping records of revoked partitions polled before the revocation; their next owner reads them again"
                 );
-                self.filling.clear();
             }
         }
     }
@@ -277,7 +301,7 @@ mod tests {
     }
 
     #[test]
-    fn stage_sees_every_record_in_order_and_drops_those_before_a_revocation() {
+    fn stage_sees_every_record_in_order_and_drops_revoked_ones_polled_before_a_revocation() {
         let progress = StageProgress::default();
         let seen = std::sync::Mutex::new(Vec::new());
         std::thread::scope(|scope| {
@@ -299,13 +323,18 @@ mod tests {
                 }
             }
             stage.push(record(5000, None, b"v"));
-            assert!(progress.revoke_and_drain(Duration::from_secs(10)));
+            stage.push(InputRecord {
+                partition: 4,
+                ..record(5001, None, b"kept")
+            });
+            assert!(progress.revoke_and_drain(&[3], Duration::from_secs(10)));
             stage.push(record(6000, None, b"v"));
             stage.finish().expect("stage ran");
         });
         let seen = seen.into_inner().expect("lock");
+        // 5000 was polled from partition 3 before its revocation; 5001 is from partition 4, kept.
         let mut expected: Vec<i64> = (0..5000).collect();
-        expected.push(6000);
+        expected.extend([5001, 6000]);
         assert_eq!(seen, expected);
     }
 
@@ -331,7 +360,7 @@ mod tests {
             assert!(!handed, "hand-over notices the stopped stage");
             let err = stage.finish().expect_err("the stage's error");
             assert!(err.to_string().contains("broken"), "{err}");
-            assert!(progress.revoke_and_drain(Duration::from_secs(1)));
+            assert!(progress.revoke_and_drain(&[3], Duration::from_secs(1)));
         });
     }
 }
