@@ -11,6 +11,7 @@
 //! - [`insights`]: bounded-memory, mergeable insights (HyperLogLog, Space-Saving) and the report.
 //! - [`output_json`]: the output record's JSON, written by hand for its fixed shape.
 //! - [`processor`]: cleaning + serialization + insights, shared by every mode.
+//! - [`handoff`]: batches passed between threads and handed back for reuse.
 //! - [`dead_letter`]: how rejected records are written (Kafka headers, JSON lines).
 //! - [`generator`]: synthetic events shaped like the take-home's data generator.
 //! - [`file_mode`]: the `process` subcommand over JSON lines, no broker.
@@ -28,6 +29,7 @@ pub mod error;
 pub mod event;
 pub mod file_mode;
 pub mod generator;
+pub mod handoff;
 pub mod health;
 pub mod http;
 pub mod insights;

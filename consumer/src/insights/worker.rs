@@ -6,11 +6,11 @@
 //! now only appends each event's fields to a batch. Batches come back for reuse, and the
 //! channel is bounded, so a slow insights thread slows the loop rather than growing memory.
 
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
 use super::{Insights, LoginFacts};
 use crate::clean::{CleanEvent, Flags};
+use crate::handoff::{self, BatchSender};
 use crate::reason::RejectReason;
 
 /// Events per batch handed to the insights thread.
@@ -102,31 +102,27 @@ impl Batch {
 #[derive(Debug)]
 pub struct InsightsWorker {
     batch: Batch,
-    to_worker: Option<SyncSender<Batch>>,
-    recycled: Receiver<Batch>,
+    to_worker: Option<BatchSender<Batch>>,
     thread: Option<JoinHandle<Insights>>,
 }
 
 impl InsightsWorker {
     /// Starts a thread that folds batches into `insights`.
     pub fn spawn(mut insights: Insights) -> std::io::Result<Self> {
-        let (to_worker, batches) = sync_channel::<Batch>(QUEUED_BATCHES);
-        let (give_back, recycled) = sync_channel::<Batch>(QUEUED_BATCHES + 1);
+        let (to_worker, batches) = handoff::channel::<Batch>(QUEUED_BATCHES);
         let thread = std::thread::Builder::new()
             .name("insights".into())
             .spawn(move || {
-                for mut batch in batches {
+                while let Some(mut batch) = batches.recv() {
                     batch.record_into(&mut insights);
                     batch.clear();
-                    // Dropped when the sender is gone or has enough spares.
-                    let _ = give_back.try_send(batch);
+                    batches.give_back(batch);
                 }
                 insights
             })?;
         Ok(InsightsWorker {
             batch: Batch::default(),
             to_worker: Some(to_worker),
-            recycled,
             thread: Some(thread),
         })
     }
@@ -148,11 +144,9 @@ impl InsightsWorker {
     }
 
     fn flush(&mut self) {
-        let spare = self.recycled.try_recv().unwrap_or_default();
-        let full = std::mem::replace(&mut self.batch, spare);
         if let Some(sender) = &self.to_worker {
             // Fails only if the thread is gone (it panicked); `finish` reports that.
-            let _ = sender.send(full);
+            sender.send(&mut self.batch);
         }
     }
 

@@ -17,7 +17,7 @@
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Mutex, MutexGuard};
 use std::thread::{Scope, ScopedJoinHandle};
 use std::time::{Duration, Instant};
@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use rdkafka::message::Message;
 
 use crate::error::{Error, Result};
+use crate::handoff::{self, BatchSender};
 
 /// Batches waiting for the stage, besides the one it is working on and the one being filled.
 const QUEUED_BATCHES: usize = 2;
@@ -123,10 +124,10 @@ pub struct StageProgress {
     handed: AtomicU64,
     /// Records the stage has produced (or failed on).
     done: AtomicU64,
-    /// Revocations so far: a change tells the loop its unsent records are from before one.
-    revocations: AtomicU64,
     /// Partitions revoked since the loop last looked.
     revoked: Mutex<Vec<i32>>,
+    /// Whether `revoked` has news, so the loop looks at it without locking per record.
+    revoked_since_seen: AtomicBool,
     /// Set when the stage thread has ended: nothing handed over will be done any more.
     stopped: AtomicBool,
 }
@@ -136,7 +137,7 @@ impl StageProgress {
     /// handed to it, up to `timeout`. Returns whether it did.
     pub fn revoke_and_drain(&self, partitions: &[i32], timeout: Duration) -> bool {
         self.revoked_partitions().extend_from_slice(partitions);
-        self.revocations.fetch_add(1, Ordering::AcqRel);
+        self.revoked_since_seen.store(true, Ordering::Release);
         let deadline = Instant::now() + timeout;
         while self.done.load(Ordering::Acquire) < self.handed.load(Ordering::Acquire)
             && !self.stopped.load(Ordering::Acquire)
@@ -148,9 +149,7 @@ impl StageProgress {
         }
         true
     }
-}
 
-impl StageProgress {
     fn revoked_partitions(&self) -> MutexGuard<'_, Vec<i32>> {
         // Plain data: a panic elsewhere while holding the lock leaves it usable.
         self.revoked.lock().unwrap_or_else(|e| e.into_inner())
@@ -159,10 +158,8 @@ impl StageProgress {
 
 /// The poll loop's end of the stage.
 pub struct Stage<'scope> {
-    batches: Option<SyncSender<InputBatch>>,
-    spares: Receiver<InputBatch>,
+    batches: Option<BatchSender<InputBatch>>,
     filling: InputBatch,
-    revocations_seen: u64,
     progress: &'scope StageProgress,
     thread: ScopedJoinHandle<'scope, Result<()>>,
 }
@@ -180,8 +177,7 @@ impl<'scope> Stage<'scope> {
         W: FnMut(&InputBatch) -> Result<()> + Send + 'scope,
         I: FnMut() + Send + 'scope,
     {
-        let (batches, incoming) = std::sync::mpsc::sync_channel::<InputBatch>(QUEUED_BATCHES);
-        let (spare_tx, spares) = std::sync::mpsc::sync_channel::<InputBatch>(QUEUED_BATCHES + 2);
+        let (batches, incoming) = handoff::channel::<InputBatch>(QUEUED_BATCHES);
         let thread = std::thread::Builder::new()
             .name("processing".into())
             .spawn_scoped(scope, move || {
@@ -194,8 +190,7 @@ impl<'scope> Stage<'scope> {
                                 .fetch_add(batch.len() as u64, Ordering::AcqRel);
                             result?;
                             batch.clear();
-                            // Full only if the loop made spares of its own; this one can go.
-                            let _ = spare_tx.try_send(batch);
+                            incoming.give_back(batch);
                         }
                         Err(RecvTimeoutError::Timeout) => idle(),
                         Err(RecvTimeoutError::Disconnected) => return Ok(()),
@@ -207,9 +202,7 @@ impl<'scope> Stage<'scope> {
             .map_err(Error::io("starting the processing thread"))?;
         Ok(Stage {
             batches: Some(batches),
-            spares,
             filling: InputBatch::default(),
-            revocations_seen: progress.revocations.load(Ordering::Acquire),
             progress,
             thread,
         })
@@ -231,11 +224,9 @@ impl<'scope> Stage<'scope> {
         let Some(batches) = &self.batches else {
             return false;
         };
-        let next = self.spares.try_recv().unwrap_or_default();
-        let batch = std::mem::replace(&mut self.filling, next);
-        let n = batch.len() as u64;
+        let n = self.filling.len() as u64;
         self.progress.handed.fetch_add(n, Ordering::AcqRel);
-        if batches.send(batch).is_err() {
+        if !batches.send(&mut self.filling) {
             self.progress.done.fetch_add(n, Ordering::AcqRel);
             self.batches = None;
             return false;
@@ -246,9 +237,13 @@ impl<'scope> Stage<'scope> {
     /// Records of a revoked partition polled before the revocation belong to the partition's
     /// next owner; they were neither produced nor tracked, so dropping them loses nothing.
     fn drop_if_revoked(&mut self) {
-        let revocations = self.progress.revocations.load(Ordering::Acquire);
-        if revocations != self.revocations_seen {
-            self.revocations_seen = revocations;
+        // A load per record; the swap (and the lock) only after a revocation.
+        if self.progress.revoked_since_seen.load(Ordering::Acquire)
+            && self
+                .progress
+                .revoked_since_seen
+                .swap(false, Ordering::AcqRel)
+        {
             let revoked = std::mem::take(&mut *self.progress.revoked_partitions());
             let dropped = self.filling.drop_partitions(&revoked);
             if dropped > 0 {
