@@ -6,6 +6,11 @@
 #   hack/kafka.sh fetch                 download the pinned Kafka jars into the cache (idempotent)
 #   hack/kafka.sh start DIR             format storage in DIR, start a broker, wait until it serves;
 #                                       prints KAFKA_BOOTSTRAP=host:port (also written to DIR/env)
+#       KAFKA_HOST=ADDR                 listen on ADDR instead of 127.0.0.1 (e.g. the local
+#                                       cluster's node address, for pods)
+#       KAFKA_SASL_SSL=1                also a SASL_SSL listener (SCRAM-SHA-512 over TLS, with a CA
+#                                       made in DIR/tls); adds KAFKA_SASL_SSL_BOOTSTRAP,
+#                                       KAFKA_CA_FILE, KAFKA_SCRAM_USERNAME, KAFKA_SCRAM_PASSWORD
 #   hack/kafka.sh stop DIR              stop the broker started in DIR (SIGTERM, then SIGKILL)
 #   hack/kafka.sh topic DIR NAME PARTS [--config K=V ...]
 #                                       create topic NAME with PARTS partitions if it is missing
@@ -17,6 +22,10 @@ KAFKA_HOME="$FETCH_CACHE_DIR/kafka-${KAFKA_SCALA_VERSION}-${KAFKA_VERSION}"
 fetch() {
   [ -f "$KAFKA_HOME/.complete" ] && return 0
   need java mvn
+  # Two callers at once (a test run and an image build) would clear each other's download.
+  exec {lock}>"$KAFKA_HOME.lock"
+  flock "$lock"
+  [ -f "$KAFKA_HOME/.complete" ] && return 0
   log "fetching Apache Kafka $KAFKA_VERSION from Maven Central into $KAFKA_HOME"
   rm -rf "$KAFKA_HOME" && mkdir -p "$KAFKA_HOME"
   # A throwaway pom whose only job is to let mvn resolve the broker and its tools with all
@@ -45,6 +54,24 @@ POM
 
 java_cp() { echo "$KAFKA_HOME/libs/*"; }
 
+SCRAM_USERNAME=fetch-pipeline
+
+# A CA made for this broker alone, and the broker's key and certificate (for ADDR) signed by it,
+# in one PEM file as Kafka's PEM keystore wants. Clients trust DIR/ca.crt.
+make_tls() {
+  local dir="$1" addr="$2"
+  need openssl
+  mkdir -p "$dir"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=fetch-pipeline test CA" \
+    -keyout "$dir/ca.key" -out "$dir/ca.crt" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=kafka" -keyout "$dir/broker.key" -out "$dir/broker.csr" 2>/dev/null
+  printf 'subjectAltName=IP:%s,IP:127.0.0.1,DNS:localhost\n' "$addr" >"$dir/san.ext"
+  openssl x509 -req -in "$dir/broker.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -CAcreateserial \
+    -days 2 -extfile "$dir/san.ext" -out "$dir/broker.crt" 2>/dev/null
+  # Kafka's PEM keystore takes an unencrypted PKCS#8 key followed by the certificate chain.
+  { openssl pkcs8 -topk8 -nocrypt -in "$dir/broker.key"; cat "$dir/broker.crt"; } >"$dir/broker.pem"
+}
+
 start() {
   local dir="${1:?usage: kafka.sh start DIR}"
   fetch
@@ -57,18 +84,28 @@ start() {
     return 0
   fi
   rm -rf "$dir/data" "$dir/kafka.log"
-  local port controller_port
-  port="$(free_port)"
+  local host="${KAFKA_HOST:-127.0.0.1}" port controller_port sasl_port="" format_args=()
+  port="$(free_port "$host")"
   controller_port="$(free_port)"
+  local listeners="PLAINTEXT://${host}:${port}" advertised="PLAINTEXT://${host}:${port}"
+  if [ "${KAFKA_SASL_SSL:-}" = 1 ]; then
+    sasl_port="$(free_port "$host")"
+    listeners+=",SASL_SSL://${host}:${sasl_port}"
+    advertised+=",SASL_SSL://${host}:${sasl_port}"
+    make_tls "$dir/tls" "$host"
+    SCRAM_PASSWORD="$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
+    # KRaft stores SCRAM credentials in the metadata log; format writes the first user.
+    format_args=(--add-scram "SCRAM-SHA-512=[name=${SCRAM_USERNAME},password=${SCRAM_PASSWORD}]")
+  fi
   cat >"$dir/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:${controller_port}
-listeners=PLAINTEXT://127.0.0.1:${port},CONTROLLER://127.0.0.1:${controller_port}
-advertised.listeners=PLAINTEXT://127.0.0.1:${port}
+listeners=${listeners},CONTROLLER://127.0.0.1:${controller_port}
+advertised.listeners=${advertised}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL
 log.dirs=${dir}/data
 num.partitions=3
 auto.create.topics.enable=false
@@ -80,6 +117,16 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 PROPS
+  if [ -n "$sasl_port" ]; then
+    cat >>"$dir/server.properties" <<PROPS
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+ssl.keystore.type=PEM
+ssl.keystore.location=${dir}/tls/broker.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=${dir}/tls/ca.crt
+PROPS
+  fi
   cat >"$dir/log4j2.properties" <<'LOG'
 status = warn
 appender.console.type = Console
@@ -97,7 +144,7 @@ LOG
     "-Dlog4j2.configurationFile=$dir/log4j2.properties" -cp "$(java_cp)")
   local cluster_id
   cluster_id="$("${jvm[@]}" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n1)"
-  "${jvm[@]}" kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/server.properties" >"$dir/format.log" 2>&1 \
+  "${jvm[@]}" kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/server.properties" "${format_args[@]}" >"$dir/format.log" 2>&1 \
     || { cat "$dir/format.log" >&2; die "could not format KRaft storage in $dir"; }
   # setsid: the broker gets its own session, so Ctrl-C in a terminal reaches the caller's
   # trap (which stops it cleanly) rather than killing the JVM mid-write.
@@ -108,8 +155,16 @@ LOG
     stop "$dir"
     die "the broker did not start within ${KAFKA_START_TIMEOUT:-90}s (log above, full log in $dir/kafka.log)"
   fi
-  echo "KAFKA_BOOTSTRAP=127.0.0.1:${port}" >"$dir/env"
-  log "broker $KAFKA_VERSION serving on 127.0.0.1:${port} (pid $(cat "$dir/kafka.pid"), log $dir/kafka.log)"
+  echo "KAFKA_BOOTSTRAP=${host}:${port}" >"$dir/env"
+  if [ -n "$sasl_port" ]; then
+    cat >>"$dir/env" <<ENV
+KAFKA_SASL_SSL_BOOTSTRAP=${host}:${sasl_port}
+KAFKA_CA_FILE=${dir}/tls/ca.crt
+KAFKA_SCRAM_USERNAME=${SCRAM_USERNAME}
+KAFKA_SCRAM_PASSWORD=${SCRAM_PASSWORD}
+ENV
+  fi
+  log "broker $KAFKA_VERSION serving on ${host}:${port}${sasl_port:+ and SASL_SSL ${host}:${sasl_port}} (pid $(cat "$dir/kafka.pid"), log $dir/kafka.log)"
   cat "$dir/env"
 }
 

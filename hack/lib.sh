@@ -24,9 +24,9 @@ need() {
   done
 }
 
-# Prints a TCP port on 127.0.0.1 that is free right now (the kernel picks it).
+# Prints a TCP port on $1 (default 127.0.0.1) that is free right now (the kernel picks it).
 free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+  python3 -c 'import socket,sys; s=socket.socket(); s.bind((sys.argv[1], 0)); print(s.getsockname()[1]); s.close()' "${1:-127.0.0.1}"
 }
 
 # Waits until "$1" (a command string) succeeds, up to "$2" seconds.
