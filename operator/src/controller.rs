@@ -355,47 +355,56 @@ async fn check_kafka(
     }
 }
 
-/// Connection settings for the operator's own Kafka checks, with SASL credentials from the
-/// Secret the spec names.
+/// Connection settings for the operator's own Kafka checks, with SASL credentials and the
+/// TLS CA from the Secrets the spec names.
 async fn kafka_target(
     fp: &FetchPipeline,
     client: &Client,
     ns: &str,
 ) -> Result<KafkaTarget, ProbeError> {
     let mut properties = resources::kafka_properties(fp);
+    let secrets = Api::<Secret>::namespaced(client.clone(), ns);
     if let Some(sasl) = &fp.spec.kafka.sasl {
         let secret_ref = &sasl.credentials_secret;
-        let secret = Api::<Secret>::namespaced(client.clone(), ns)
-            .get_opt(&secret_ref.name)
-            .await
-            .map_err(|e| {
-                ProbeError::Credentials(format!("reading Secret {}: {e}", secret_ref.name))
-            })?
-            .ok_or_else(|| {
-                ProbeError::Credentials(format!("Secret {} not found in {ns}", secret_ref.name))
-            })?;
         for (property, key) in [
             ("sasl.username", &secret_ref.username_key),
             ("sasl.password", &secret_ref.password_key),
         ] {
-            let value = secret
-                .data
-                .as_ref()
-                .and_then(|d| d.get(key))
-                .and_then(|v| String::from_utf8(v.0.clone()).ok())
-                .ok_or_else(|| {
-                    ProbeError::Credentials(format!(
-                        "Secret {} has no key {key:?}",
-                        secret_ref.name
-                    ))
-                })?;
+            let value = secret_value(&secrets, ns, &secret_ref.name, key).await?;
             properties.insert(property.to_owned(), value);
         }
+    }
+    if let Some(tls) = &fp.spec.kafka.tls {
+        // The consumers' CA file path means nothing here: hand librdkafka the PEM itself.
+        properties.remove("ssl.ca.location");
+        let ca = &tls.ca_secret;
+        let pem = secret_value(&secrets, ns, &ca.name, &ca.key).await?;
+        properties.insert("ssl.ca.pem".to_owned(), pem);
     }
     Ok(KafkaTarget {
         bootstrap_servers: fp.spec.kafka.bootstrap_servers.clone(),
         properties,
     })
+}
+
+/// One key of a Secret, as text; any way it is unavailable is a `Credentials` error.
+async fn secret_value(
+    secrets: &Api<Secret>,
+    ns: &str,
+    name: &str,
+    key: &str,
+) -> Result<String, ProbeError> {
+    let secret = secrets
+        .get_opt(name)
+        .await
+        .map_err(|e| ProbeError::Credentials(format!("reading Secret {name}: {e}")))?
+        .ok_or_else(|| ProbeError::Credentials(format!("Secret {name} not found in {ns}")))?;
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .and_then(|v| String::from_utf8(v.0.clone()).ok())
+        .ok_or_else(|| ProbeError::Credentials(format!("Secret {name} has no key {key:?}")))
 }
 
 async fn publish(

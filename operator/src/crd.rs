@@ -93,7 +93,10 @@ pub struct FetchPipelineSpec {
 
 /// Connection to Kafka.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
-#[x_kube(validation = Rule::new("!has(self.sasl) || self.securityProtocol in ['SASL_PLAINTEXT', 'SASL_SSL']").message("spec.kafka.sasl needs spec.kafka.securityProtocol SASL_PLAINTEXT or SASL_SSL"))]
+#[x_kube(
+    validation = Rule::new("!has(self.sasl) || self.securityProtocol in ['SASL_PLAINTEXT', 'SASL_SSL']").message("spec.kafka.sasl needs spec.kafka.securityProtocol SASL_PLAINTEXT or SASL_SSL"),
+    validation = Rule::new("!has(self.tls) || self.securityProtocol in ['SSL', 'SASL_SSL']").message("spec.kafka.tls needs spec.kafka.securityProtocol SSL or SASL_SSL"),
+)]
 #[serde(rename_all = "camelCase")]
 pub struct KafkaSpec {
     /// Comma-separated `host:port` list of brokers, e.g. `kafka.data:9092`.
@@ -107,6 +110,11 @@ pub struct KafkaSpec {
     /// SASL authentication, with the credentials read from a Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sasl: Option<SaslSpec>,
+
+    /// TLS settings for `SSL` and `SASL_SSL`. Without them the brokers' certificates are
+    /// checked against the image's system CA bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
 
     /// Further librdkafka properties for the consumers (e.g. `ssl.ca.location`,
     /// `fetch.max.bytes`). Not for secrets: use `sasl` for credentials.
@@ -168,6 +176,16 @@ impl SaslMechanism {
             SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
         }
     }
+}
+
+/// TLS settings.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// The Secret key (in the pipeline's namespace) holding the PEM certificate(s) of the CA
+    /// that signed the brokers' certificates, e.g. `{name: kafka-ca, key: ca.crt}`. The
+    /// consumers get it as a read-only file; the operator's own checks use it too.
+    pub ca_secret: SecretKeyRef,
 }
 
 /// A Secret with SASL credentials.

@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath,
     PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
-    SecretKeySelector, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec,
+    SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort,
+    ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -24,6 +25,15 @@ pub const CONFIG_HASH_ANNOTATION: &str = "fetch-pipeline.dev/config-hash";
 pub const HTTP_PORT: i32 = 8080;
 /// The non-root user the consumer image runs as.
 pub const RUN_AS_USER: i64 = 65532;
+/// How long a consumer may take to deliver what it holds when stopped (`--shutdown-timeout`).
+const SHUTDOWN_TIMEOUT_SECONDS: i64 = 30;
+/// The pod's grace period: the shutdown timeout, plus time for the final commit and the
+/// report, so the kubelet's SIGKILL never cuts a clean stop short.
+const TERMINATION_GRACE_SECONDS: i64 = SHUTDOWN_TIMEOUT_SECONDS + 15;
+/// Where the consumers find the CA of `spec.kafka.tls.caSecret`.
+pub const KAFKA_CA_DIR: &str = "/etc/fetch-pipeline/kafka-ca";
+const KAFKA_CA_FILE: &str = "ca.crt";
+const KAFKA_CA_VOLUME: &str = "kafka-ca";
 
 /// The name of every object made for the pipeline.
 pub fn child_name(fp: &FetchPipeline) -> String {
@@ -146,7 +156,38 @@ pub fn kafka_properties(fp: &FetchPipeline) -> BTreeMap<String, String> {
     if let Some(sasl) = &kafka.sasl {
         props.insert("sasl.mechanisms".into(), sasl.mechanism.as_str().into());
     }
+    if kafka.tls.is_some() {
+        props.insert(
+            "ssl.ca.location".into(),
+            format!("{KAFKA_CA_DIR}/{KAFKA_CA_FILE}"),
+        );
+    }
     props
+}
+
+/// The CA Secret of `spec.kafka.tls`, as a read-only volume and its mount.
+fn kafka_ca_volume(fp: &FetchPipeline) -> Option<(Volume, VolumeMount)> {
+    let secret = &fp.spec.kafka.tls.as_ref()?.ca_secret;
+    let volume = Volume {
+        name: KAFKA_CA_VOLUME.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.name.clone()),
+            items: Some(vec![KeyToPath {
+                key: secret.key.clone(),
+                path: KAFKA_CA_FILE.into(),
+                ..KeyToPath::default()
+            }]),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    };
+    let mount = VolumeMount {
+        name: KAFKA_CA_VOLUME.into(),
+        mount_path: KAFKA_CA_DIR.into(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    };
+    Some((volume, mount))
 }
 
 /// The consumer's settings as environment variables (the names `fetch-consumer` reads).
@@ -166,6 +207,10 @@ pub fn consumer_env(fp: &FetchPipeline) -> Vec<EnvVar> {
         env("FETCH_HTTP_ADDR", format!("0.0.0.0:{HTTP_PORT}")),
         env("FETCH_LOG_FORMAT", "json"),
         env("FETCH_PII_MODE", spec.pii.mode.flag()),
+        env(
+            "FETCH_SHUTDOWN_TIMEOUT",
+            format!("{SHUTDOWN_TIMEOUT_SECONDS}s"),
+        ),
     ];
     if let Some(bytes) = spec.max_event_bytes {
         vars.push(env("FETCH_MAX_EVENT_BYTES", bytes.to_string()));
@@ -222,6 +267,7 @@ fn probe(path: &str, period: i32) -> Probe {
 
 /// The pod template of the consumers, without the config-hash annotation.
 fn pod_template(fp: &FetchPipeline, image: &str) -> PodTemplateSpec {
+    let (volumes, mounts) = kafka_ca_volume(fp).unzip();
     PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(labels(fp)),
@@ -230,8 +276,7 @@ fn pod_template(fp: &FetchPipeline, image: &str) -> PodTemplateSpec {
         spec: Some(PodSpec {
             service_account_name: Some(child_name(fp)),
             automount_service_account_token: Some(false),
-            // The consumer flushes and commits within its 30 s shutdown timeout.
-            termination_grace_period_seconds: Some(45),
+            termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
             security_context: Some(PodSecurityContext {
                 run_as_non_root: Some(true),
                 run_as_user: Some(RUN_AS_USER),
@@ -258,6 +303,7 @@ fn pod_template(fp: &FetchPipeline, image: &str) -> PodTemplateSpec {
                 liveness_probe: Some(probe("/healthz", 20)),
                 readiness_probe: Some(probe("/readyz", 5)),
                 resources: Some(fp.spec.resources.clone().unwrap_or_else(default_resources)),
+                volume_mounts: mounts.map(|m| vec![m]),
                 security_context: Some(SecurityContext {
                     allow_privilege_escalation: Some(false),
                     read_only_root_filesystem: Some(true),
@@ -274,6 +320,7 @@ fn pod_template(fp: &FetchPipeline, image: &str) -> PodTemplateSpec {
                 }),
                 ..Container::default()
             }],
+            volumes: volumes.map(|v| vec![v]),
             ..PodSpec::default()
         }),
     }
@@ -444,5 +491,34 @@ mod tests {
                 .as_deref()
                 .is_some_and(|p| p.contains("sasl.mechanisms=SCRAM-SHA-512"))
         );
+    }
+
+    #[test]
+    fn the_tls_ca_is_a_read_only_file_from_the_secret() {
+        let fp = pipeline(
+            "kafka:\n  bootstrapServers: 'k:9093'\n  securityProtocol: SSL\n  tls: {caSecret: {name: kafka-ca, key: root.pem}}",
+        );
+        let (d, _) = deployment(&fp, "img", 1);
+        let pod = d.spec.and_then(|s| s.template.spec).expect("pod");
+        let volume = &pod.volumes.as_ref().expect("volumes")[0];
+        let secret = volume.secret.as_ref().expect("secret volume");
+        assert_eq!(secret.secret_name.as_deref(), Some("kafka-ca"));
+        let item = &secret.items.as_ref().expect("items")[0];
+        assert_eq!(
+            (item.key.as_str(), item.path.as_str()),
+            ("root.pem", "ca.crt")
+        );
+        let mount = &pod.containers[0].volume_mounts.as_ref().expect("mounts")[0];
+        assert_eq!(
+            (mount.name.as_str(), mount.read_only),
+            (volume.name.as_str(), Some(true))
+        );
+        let properties = kafka_properties(&fp);
+        assert_eq!(
+            properties["ssl.ca.location"],
+            format!("{}/ca.crt", mount.mount_path)
+        );
+        let plain = pipeline("kafka: {bootstrapServers: 'k:9092'}");
+        assert!(!kafka_properties(&plain).contains_key("ssl.ca.location"));
     }
 }

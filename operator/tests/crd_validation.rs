@@ -62,6 +62,10 @@ async fn invalid_pipelines_are_rejected_by_the_api_server_and_defaults_apply() {
             "spec.kafka.sasl needs spec.kafka.securityProtocol SASL_PLAINTEXT or SASL_SSL",
         ),
         (
+            serde_json::json!({"kafka": {"bootstrapServers": "k:9092", "tls": {"caSecret": {"name": "ca", "key": "ca.crt"}}}}),
+            "spec.kafka.tls needs spec.kafka.securityProtocol SSL or SASL_SSL",
+        ),
+        (
             serde_json::json!({"kafka": kafka, "input": {"topic": "no spaces"}}),
             "spec.input.topic",
         ),
