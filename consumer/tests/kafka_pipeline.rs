@@ -327,3 +327,28 @@ fn misconfiguration_is_rejected_with_the_fix() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no.such.property"), "{stderr}");
 }
+
+#[test]
+fn a_replica_left_without_partitions_is_a_ready_standby() {
+    let (input, output, dlq) = topics(1);
+    let group = unique("group");
+    let first = ConsumerProcess::start(&group, &input, &output, &dlq, &[]);
+    wait_until("the first replica ready", || first.get("/readyz").0 == 200);
+    // A second member gets nothing to consume: it must still be ready, or a Deployment
+    // rolling a pipeline whose replicas equal its partitions would wait on it forever.
+    let second = ConsumerProcess::start(&group, &input, &output, &dlq, &[]);
+    wait_until("both replicas ready after the rebalance", || {
+        first.get("/readyz").0 == 200 && second.get("/readyz").0 == 200
+    });
+    let assigned = |c: &ConsumerProcess| {
+        let (_, metrics) = c.get("/metrics");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("fetch_consumer_assigned_partitions "))
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .unwrap_or(-1)
+    };
+    wait_until("one partition, one owner", || {
+        assigned(&first) + assigned(&second) == 1
+    });
+}

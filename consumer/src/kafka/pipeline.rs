@@ -229,7 +229,10 @@ impl ConsumerContext for GroupContext {
                 let n = assigned.count();
                 tracing::info!(partitions = n, "partitions assigned");
                 self.shared.metrics.assigned_partitions.set(n as i64);
-                self.shared.health.set_ready(n > 0);
+                // A member left without partitions (more replicas than partitions, or a new
+                // pod surging in a rolling update) is a ready standby: requiring a partition
+                // would keep it unready for good and stall the Deployment's rollout.
+                self.shared.health.set_ready(true);
             }
             Rebalance::Error(e) => tracing::error!(error = %e, "rebalance failed"),
             Rebalance::Revoke(_) => {}
