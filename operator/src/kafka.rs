@@ -6,9 +6,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::RDKafkaErrorCode;
+use std::sync::Mutex;
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::{ClientConfig, ClientContext};
 use rdkafka::{Offset, TopicPartitionList};
 
 /// How to connect: bootstrap servers plus librdkafka properties (credentials included).
@@ -44,6 +46,8 @@ pub enum ProbeError {
     TopicMissing { topic: String, servers: String },
     #[error("Kafka credentials unavailable: {0}")]
     Credentials(String),
+    #[error("{servers} refused the credentials: {detail}")]
+    AuthenticationFailed { servers: String, detail: String },
     #[error("no answer from {servers} within {seconds} s")]
     Timeout { servers: String, seconds: u64 },
 }
@@ -55,6 +59,7 @@ impl ProbeError {
             ProbeError::Unreachable { .. } => "Unreachable",
             ProbeError::TopicMissing { .. } => "TopicMissing",
             ProbeError::Credentials(_) => "CredentialsUnavailable",
+            ProbeError::AuthenticationFailed { .. } => "AuthenticationFailed",
             ProbeError::Timeout { .. } => "Unreachable",
         }
     }
@@ -80,10 +85,20 @@ pub fn probe(
     for (k, v) in &target.properties {
         config.set(k, v);
     }
-    let consumer: BaseConsumer = config.create().map_err(|e| unreachable(e.to_string()))?;
-    let metadata = consumer
-        .fetch_metadata(Some(topic), timeout)
+    let consumer: BaseConsumer<ProbeContext> = config
+        .create_with_context(ProbeContext::default())
         .map_err(|e| unreachable(e.to_string()))?;
+    let metadata = consumer.fetch_metadata(Some(topic), timeout).map_err(|e| {
+        // The request itself only fails with "transport failure"; the reason, when it is the
+        // credentials, came through the error callback.
+        match consumer.context().authentication_error() {
+            Some(detail) => ProbeError::AuthenticationFailed {
+                servers: target.bootstrap_servers.clone(),
+                detail,
+            },
+            None => unreachable(e.to_string()),
+        }
+    })?;
     let missing = || ProbeError::TopicMissing {
         topic: topic.to_owned(),
         servers: target.bootstrap_servers.clone(),
@@ -109,7 +124,43 @@ pub fn probe(
     })
 }
 
-fn group_lag(consumer: &BaseConsumer, topic: &str, ids: &[i32], timeout: Duration) -> Option<i64> {
+/// Keeps the authentication failure librdkafka reports through its error callback (and
+/// nowhere else), so the condition can say the credentials are wrong.
+#[derive(Default)]
+struct ProbeContext {
+    authentication: Mutex<Option<String>>,
+}
+
+impl ProbeContext {
+    fn authentication_error(&self) -> Option<String> {
+        self.authentication
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl ClientContext for ProbeContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Authentication) {
+            let mut slot = self
+                .authentication
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            slot.get_or_insert_with(|| reason.to_owned());
+        }
+        tracing::debug!(error = %error, "{reason}");
+    }
+}
+
+impl ConsumerContext for ProbeContext {}
+
+fn group_lag(
+    consumer: &BaseConsumer<ProbeContext>,
+    topic: &str,
+    ids: &[i32],
+    timeout: Duration,
+) -> Option<i64> {
     let mut list = TopicPartitionList::new();
     for id in ids {
         list.add_partition(topic, *id);

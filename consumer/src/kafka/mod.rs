@@ -1,6 +1,7 @@
 //! Everything that talks to Kafka: client settings, offset bookkeeping, the pipeline loop with
 //! its processing stage, and the generator's producer.
 
+mod client_log;
 pub mod config;
 pub mod generate;
 pub mod offsets;
