@@ -90,7 +90,8 @@ pub fn probe(
         .map_err(|e| unreachable(e.to_string()))?;
     let metadata = consumer.fetch_metadata(Some(topic), timeout).map_err(|e| {
         // The request itself only fails with "transport failure"; the reason, when it is the
-        // credentials, came through the error callback.
+        // credentials, waits in the client's event queue for the error callback: serve it.
+        let _ = consumer.poll(Duration::from_millis(100));
         match consumer.context().authentication_error() {
             Some(detail) => ProbeError::AuthenticationFailed {
                 servers: target.bootstrap_servers.clone(),

@@ -610,6 +610,11 @@ fn require_topics(producer: &Producer_, config: &PipelineConfig) -> Result<()> {
         let metadata = producer
             .client()
             .fetch_metadata(Some(topic), Duration::from_secs(15))
+            .inspect_err(|_| {
+                // The request fails only with "transport failure"; why (refused credentials,
+                // a TLS error) waits in the client's event queue: serve it, so it is logged.
+                producer.poll(Duration::from_millis(100));
+            })
             .map_err(Error::kafka(format!(
                 "reading metadata of {role} topic {topic:?} from {}",
                 config.kafka.bootstrap_servers
