@@ -37,3 +37,31 @@ pub fn run_ok(program: &str, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// The project's image under test, from `FETCH_E2E_IMAGE`. Panics with the fix when unset.
+pub fn e2e_image() -> String {
+    std::env::var("FETCH_E2E_IMAGE").unwrap_or_else(|_| {
+        panic!(
+            "FETCH_E2E_IMAGE is not set: build the image and name it, e.g. \
+             `export FETCH_E2E_IMAGE=\"$(hack/images.sh project)\"` (hack/e2e.sh does both)"
+        )
+    })
+}
+
+/// A file of the shared data set next to the repository (`../shared/data/NAME`), absolute.
+/// Panics with the fix when it is missing.
+pub fn shared_data(name: &str) -> PathBuf {
+    let path = repo().join("../shared/data").join(name);
+    path.canonicalize().unwrap_or_else(|e| {
+        panic!(
+            "{} is missing ({e}): the shared data set lives in ../shared/data next to the repository",
+            path.display()
+        )
+    })
+}
+
+/// Runs `docker` with `args` (in the repository root), panicking with its output unless it
+/// succeeds; returns stdout.
+pub fn docker(args: &[&str]) -> String {
+    run_ok("docker", args)
+}
