@@ -9,6 +9,8 @@
 pub mod cluster;
 
 use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
@@ -252,4 +254,27 @@ pub fn capture_stderr(
         }
     });
     lines
+}
+
+/// GET `path` from the HTTP server at `addr` (`host:port`): the status and the body.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|x| x.1)
+        .unwrap_or_default()
+        .to_owned();
+    (status, body)
 }

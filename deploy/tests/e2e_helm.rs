@@ -1,0 +1,398 @@
+//! End-to-end through the Helm door, on the local cluster (`hack/e2e.sh`): the chart's two
+//! operators in a restricted namespace, and FetchPipelines whose consumer pods run for real
+//! (kubelet, containerd, probes, Pod Security admission), fed by the broker on the node.
+//!
+//! The tests share one chart installation and run one at a time (`--test-threads=1`); each
+//! pipeline has its own namespace and topics.
+
+mod e2e_support;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use e2e_support::*;
+use fetch_testing::bootstrap;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams};
+use kube::runtime::{WatchStreamExt, watcher};
+
+use futures::StreamExt;
+
+fn names(pods: &[Pod]) -> BTreeSet<String> {
+    pods.iter().map(ResourceExt::name_any).collect()
+}
+
+/// Pipeline `logins` in its own restricted namespace `ns`, reading fresh topics of
+/// `partitions` partitions, once its consumers are ready: one per partition.
+async fn running_pipeline(
+    client: &kube::Client,
+    ns: &str,
+    partitions: i32,
+) -> (TestNamespace, Topics, Vec<Pod>) {
+    let namespace = TestNamespace::restricted(client, ns).await;
+    let topics = Topics::create(ns, partitions);
+    apply(&pipeline("logins", ns, &topics, &bootstrap(), ""));
+    let pods = ready_consumers(client, ns, "logins", partitions as usize).await;
+    (namespace, topics, pods)
+}
+
+async fn lease_holder(client: &kube::Client) -> String {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), RELEASE_NAMESPACE);
+    eventually("a leader", || async {
+        leases
+            .get_opt(&format!("{RELEASE}-fetch-pipeline"))
+            .await
+            .ok()??
+            .spec?
+            .holder_identity
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chart_runs_two_operators_one_leader_and_helm_test_passes() {
+    let client = client().await;
+    ensure_chart(&client).await;
+    let operators = ready_pods(
+        &client,
+        RELEASE_NAMESPACE,
+        "app.kubernetes.io/component=operator",
+        2,
+    )
+    .await;
+    let holder = lease_holder(&client).await;
+    assert!(
+        names(&operators).contains(&holder),
+        "the leader {holder} is one of the operator pods {:?}",
+        names(&operators)
+    );
+    // The test pod reaches the operators' metrics Service by name: cluster DNS and kube-proxy.
+    let out = helm(&["test", RELEASE, "--namespace", RELEASE_NAMESPACE]);
+    assert!(out.contains("Succeeded"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_runs_ready_consumers_that_route_every_event() {
+    let client = client().await;
+    ensure_chart(&client).await;
+    let ns = "e2e-route";
+    let (_ns, topics, _) = running_pipeline(&client, ns, 3).await;
+
+    let events = events(3_000, 1);
+    fetch_testing::produce(&topics.input, &events.records);
+    await_pipeline_output(&topics, &events);
+    let count = |topic: &str| fetch_testing::total(&fetch_testing::end_offsets(topic)) as usize;
+    assert_eq!(
+        (count(&topics.output), count(&topics.dead_letter)),
+        (events.valid.len(), events.rejected_records),
+        "a calm run has no duplicates"
+    );
+
+    // `kubectl get fp` shows the ready replicas.
+    let shown = eventually("kubectl get fp showing 3 ready", || async {
+        let table = kubectl(&["get", "fp", "logins", "-n", ns]);
+        let mut lines = table.lines();
+        let header: Vec<&str> = lines.next()?.split_whitespace().collect();
+        let row: Vec<&str> = lines.next()?.split_whitespace().collect();
+        let ready = header.iter().position(|h| *h == "READY")?;
+        (row.get(ready) == Some(&"3")).then_some(table)
+    })
+    .await;
+    assert!(shown.contains("True"), "healthy: {shown}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_input_partitions_bring_more_ready_consumers_each_with_partitions() {
+    let client = client().await;
+    ensure_chart(&client).await;
+    let ns = "e2e-partitions";
+    let (_ns, topics, _) = running_pipeline(&client, ns, 2).await;
+
+    fetch_testing::add_partitions(&topics.input, 4);
+    let pods = ready_consumers(&client, ns, "logins", 4).await;
+    // Each consumer owns a partition once the group has rebalanced.
+    eventually("every consumer assigned a partition", || async {
+        pods.iter()
+            .all(|p| {
+                metric(
+                    &pod_get(p, "/metrics"),
+                    "fetch_consumer_assigned_partitions",
+                )
+                .is_some_and(|n| n >= 1.0)
+            })
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spec_change_rolls_the_pods_and_loses_no_event() {
+    let client = client().await;
+    ensure_chart(&client).await;
+    let ns = "e2e-roll";
+    let (_ns, topics, pods) = running_pipeline(&client, ns, 3).await;
+    let before = names(&pods);
+
+    let events = events(6_000, 2);
+    let producing = produce_over(&topics.input, &events, 20, Duration::from_secs(20));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    apply(&pipeline(
+        "logins",
+        ns,
+        &topics,
+        &bootstrap(),
+        "  maxEventBytes: 100000",
+    ));
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    eventually("every pod replaced by the new configuration", || async {
+        let now = ready_pods(&client, ns, &consumer_selector("logins"), 3).await;
+        let all = pods.list(&Default::default()).await.ok()?.items;
+        (names(&now).is_disjoint(&before) && all.len() == 3).then_some(())
+    })
+    .await;
+    producing.join().expect("producer");
+    await_pipeline_output(&topics, &events);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_consumer_pod_is_replaced_and_nothing_is_lost() {
+    let client = client().await;
+    ensure_chart(&client).await;
+    let ns = "e2e-delete";
+    let (_ns, topics, before) = running_pipeline(&client, ns, 3).await;
+
+    let events = events(6_000, 3);
+    let producing = produce_over(&topics.input, &events, 20, Duration::from_secs(15));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let victim = before[0].name_any();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    pods.delete(&victim, &DeleteParams::default())
+        .await
+        .expect("delete a consumer pod");
+    eventually("the deleted pod replaced", || async {
+        let now = ready_pods(&client, ns, &consumer_selector("logins"), 3).await;
+        (!names(&now).contains(&victim)).then_some(())
+    })
+    .await;
+    producing.join().expect("producer");
+    await_pipeline_output(&topics, &events);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_standby_operator_takes_over_when_the_leader_pod_is_deleted() {
+    let client = client().await;
+    ensure_chart(&client).await;
+    let leader = lease_holder(&client).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), RELEASE_NAMESPACE);
+    let deleted = Instant::now();
+    pods.delete(&leader, &DeleteParams::default())
+        .await
+        .expect("delete the leader");
+    let next = eventually("another leader", || async {
+        let holder = lease_holder(&client).await;
+        (holder != leader).then_some(holder)
+    })
+    .await;
+    let took = deleted.elapsed();
+    // The chart's lease lasts 15 s; a leader that stops cleanly releases it at once.
+    assert!(took < Duration::from_secs(20), "takeover took {took:?}");
+    eprintln!("leader {leader} -> {next} in {:.1}s", took.as_secs_f64());
+
+    // The new leader reconciles: a new pipeline gets its consumers.
+    let ns = "e2e-takeover";
+    let (_ns, _topics, _) = running_pipeline(&client, ns, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_stopped_by_the_kubelet_prints_its_report_and_exits_zero() {
+    let client = client().await;
+    ensure_chart(&client).await;
+    let ns = "e2e-sigterm";
+    let (_ns, topics, mut pods) = running_pipeline(&client, ns, 1).await;
+    let pod = pods.remove(0);
+    let name = pod.name_any();
+    let events = events(1_000, 4);
+    fetch_testing::produce(&topics.input, &events.records);
+    await_pipeline_output(&topics, &events);
+
+    // Follow the log before the stop, so nothing it prints on the way out is missed.
+    let logs = std::process::Command::new(fetch_deploy_tests::tool("KUBECTL"))
+        .args(["logs", "-f", &name, "-n", ns])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl logs -f");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let grace = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.termination_grace_period_seconds)
+        .expect("a grace period");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let watch = watcher(
+        pods.clone(),
+        watcher::Config::default().fields(&format!("metadata.name={name}")),
+    )
+    .touched_objects();
+    let stopped = Instant::now();
+    pods.delete(&name, &DeleteParams::default())
+        .await
+        .expect("delete the pod");
+    // The kubelet reports the container's exit before the pod object goes away.
+    let exit = tokio::time::timeout(Duration::from_secs(grace as u64 + 30), async {
+        let mut watch = std::pin::pin!(watch);
+        while let Some(Ok(p)) = watch.next().await {
+            let terminated = p
+                .status
+                .and_then(|s| s.container_statuses)
+                .and_then(|c| c.into_iter().next())
+                .and_then(|c| c.state)
+                .and_then(|s| s.terminated);
+            if let Some(t) = terminated {
+                return t.exit_code;
+            }
+        }
+        panic!("the watch ended before the container's exit was reported")
+    })
+    .await
+    .expect("the container's exit within the grace period");
+    let took = stopped.elapsed();
+    let out = logs.wait_with_output().expect("logs");
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(exit, 0, "exit code; log:\n{log}");
+    assert!(
+        took < Duration::from_secs(grace as u64),
+        "stopped in {took:?}, grace {grace}s"
+    );
+    assert!(log.contains("read,"), "the report in the log:\n{log}");
+    assert!(log.contains("most active users"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sasl_ssl_pipeline_flows_and_wrong_credentials_show_without_leaking() {
+    let client = client().await;
+    ensure_chart(&client).await;
+    let ns = "e2e-sasl";
+    let _ns = TestNamespace::restricted(&client, ns).await;
+    let (username, password) = (
+        var("FETCH_E2E_SCRAM_USERNAME"),
+        var("FETCH_E2E_SCRAM_PASSWORD"),
+    );
+    let ca = std::fs::read_to_string(var("FETCH_E2E_KAFKA_CA_FILE")).expect("the broker's CA");
+    let wrong = "not-the-password-e2e";
+    let secret = |name: &str, data: serde_json::Value| {
+        serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": ns}, "stringData": data}).to_string()
+    };
+    apply(&secret(
+        "kafka-creds",
+        serde_json::json!({"username": username, "password": password}),
+    ));
+    apply(&secret(
+        "wrong-creds",
+        serde_json::json!({"username": username, "password": wrong}),
+    ));
+    apply(&secret("kafka-ca", serde_json::json!({"ca.crt": ca})));
+    let secure = |creds: &str| {
+        format!(
+            "  kafka:\n    bootstrapServers: {}\n    securityProtocol: SASL_SSL\n    sasl: {{mechanism: SCRAM-SHA-512, credentialsSecret: {{name: {creds}}}}}\n    tls: {{caSecret: {{name: kafka-ca, key: ca.crt}}}}",
+            var("FETCH_E2E_KAFKA_SASL_SSL")
+        )
+    };
+    // The spec's kafka block replaces the PLAINTEXT one `pipeline` writes.
+    let manifest = |name: &str, topics: &Topics, creds: &str| {
+        let plain = pipeline(name, ns, topics, "PLACEHOLDER", "");
+        let secure_block = secure(creds);
+        plain.replace("  kafka:\n    bootstrapServers: PLACEHOLDER", &secure_block)
+    };
+
+    let topics = Topics::create("sasl", 2);
+    apply(&manifest("secure", &topics, "kafka-creds"));
+    ready_consumers(&client, ns, "secure", 2).await;
+    let flowing = events(2_000, 5);
+    fetch_testing::produce(&topics.input, &flowing.records);
+    await_pipeline_output(&topics, &flowing);
+    // The operator's own checks go through SASL_SSL too: it read the partition count.
+    eventually("the operator reading the topic over SASL_SSL", || async {
+        let status = kubectl(&["get", "fp", "secure", "-n", ns, "-o", "jsonpath={.status.partitions} {.status.conditions[?(@.type==\"KafkaReachable\")].status}"]);
+        (status.trim() == "2 True").then_some(())
+    })
+    .await;
+
+    let refused = Topics::create("refused", 1);
+    let refused_events = events(200, 6);
+    fetch_testing::produce(&refused.input, &refused_events.records);
+    apply(&manifest("refused", &refused, "wrong-creds"));
+    let condition = eventually("KafkaReachable False for wrong credentials", || async {
+        let c = kubectl(&[
+            "get",
+            "fp",
+            "refused",
+            "-n",
+            ns,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"KafkaReachable\")]}",
+        ]);
+        c.contains("\"False\"").then_some(c)
+    })
+    .await;
+    assert!(
+        condition.to_lowercase().contains("authentication"),
+        "the condition says why: {condition}"
+    );
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let refused_pod = eventually("the refused consumer's pod", || async {
+        let list = pods
+            .list(&kube::api::ListParams::default().labels(&consumer_selector("refused")))
+            .await
+            .ok()?;
+        list.items.into_iter().next().map(|p| p.name_any())
+    })
+    .await;
+    let consumer_log = eventually("a log line about the failed authentication", || async {
+        let log = try_kubectl(&["logs", &refused_pod, "-n", ns]).ok()?;
+        log.to_lowercase().contains("authentication").then_some(log)
+    })
+    .await;
+    // Nothing was consumed, so nothing is lost: no output, and no offsets committed.
+    assert!(fetch_testing::committed(&group_of(ns, "refused"), &refused.input).is_empty());
+    assert_eq!(
+        fetch_testing::total(&fetch_testing::end_offsets(&refused.output)),
+        0
+    );
+
+    // No credential anywhere users look.
+    let mut seen = vec![consumer_log];
+    for args in [
+        vec!["get", "deployments", "-n", ns, "-o", "yaml"],
+        vec!["get", "fp", "-n", ns, "-o", "yaml"],
+        vec!["get", "events", "-n", ns, "-o", "yaml"],
+        vec![
+            "logs",
+            "-n",
+            RELEASE_NAMESPACE,
+            "-l",
+            "app.kubernetes.io/component=operator",
+            "--tail=-1",
+        ],
+        vec![
+            "logs",
+            "-n",
+            ns,
+            "-l",
+            &consumer_selector("secure"),
+            "--tail=-1",
+        ],
+    ] {
+        seen.push(kubectl(&args));
+    }
+    for text in &seen {
+        assert!(!text.contains(&password), "the password leaked:\n{text}");
+        assert!(!text.contains(wrong), "the wrong password leaked:\n{text}");
+    }
+}
+
+/// The default consumer group of pipeline `name` in `ns`.
+fn group_of(ns: &str, name: &str) -> String {
+    format!("fetch-pipeline-{ns}-{name}")
+}
