@@ -574,6 +574,8 @@ down() {
   for p in $(orphan_pids); do kill -TERM "$p" 2>/dev/null || true; done
   for p in $(orphan_pids); do wait_for "! alive $p" 5 || kill -KILL "$p" 2>/dev/null || true; done
   for p in $(leftover_pids); do kill -KILL "$p" 2>/dev/null || true; done
+  # A killed process leaves its cgroup only once it has exited: wait, or rmdir below fails.
+  wait_for '[ -z "$(leftover_pids)" ]' 10 || log "processes still in the kubepods cgroups: $(leftover_pids | tr '\n' ' ')"
   for m in $(our_mounts); do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
   if [ -n "${ASSETS:-}" ] && [ -x "$ASSETS/kube-proxy" ]; then
     "$ASSETS/kube-proxy" --cleanup >/dev/null 2>&1 || true

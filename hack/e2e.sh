@@ -23,13 +23,13 @@ need cargo
 cd "$REPO_ROOT"
 
 state="$(mktemp -d "${TMPDIR:-/tmp}/fetch-e2e.XXXXXX")"
-log="$state/e2e.log"
-: >"$log"
 passed=0 failed=0
 cluster_up=""
 cleanup() {
   "$HACK_DIR/kafka.sh" stop "$state/kafka" || true
   [ -z "$cluster_up" ] || "$HACK_DIR/cluster.sh" down >&2 || true
+  # The broker's data, its CA key and the SCRAM password go with the run.
+  rm -rf "$state"
 }
 trap cleanup EXIT
 
@@ -55,9 +55,9 @@ cargo_e2e() {
     END { print p + 0, f + 0 }' "$out")
   passed=$((passed + p))
   failed=$((failed + f))
-  # A binary that did not build or crashed reports no result line: count it as a failure.
-  if grep -q -E '^error(\[|:)|could not compile' "$out"; then failed=$((failed + 1)); fi
-  cat "$out" >>"$log"
+  # A binary that did not build reports no result line: count it as a failure. (A failing
+  # test's own "error: test failed" line is already counted above.)
+  if grep -q 'could not compile' "$out"; then failed=$((failed + 1)); fi
 }
 
 log "tools (helm, kubectl) and test binaries"
@@ -92,8 +92,8 @@ cargo_e2e --test e2e_helm --test e2e_kustomize
 
 "$HACK_DIR/kafka.sh" stop "$state/kafka"
 cluster_up=""
+# down ends with check-clean, which fails naming anything left behind.
 check "cluster.sh down leaves nothing behind" "$HACK_DIR/cluster.sh" down
-check "nothing of the cluster is left (cluster.sh check-clean)" "$HACK_DIR/cluster.sh" check-clean
 
 echo "e2e: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

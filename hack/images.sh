@@ -141,8 +141,10 @@ PY
 rust() {
   debian
   local name="${RUST_VERSION_PIN}-${RUST_HOST}" toolchain rustup_bin hash ctx
-  toolchain="$HOME/.rustup/toolchains/$name"
-  [ -d "$toolchain" ] || die "no Rust $RUST_VERSION_PIN toolchain at $toolchain: rustup toolchain install $RUST_VERSION_PIN"
+  toolchain="${RUSTUP_HOME:-$HOME/.rustup}/toolchains/$name"
+  # rustup may know it as stable-*: the sysroot of the rustc on PATH, checked just below.
+  [ -d "$toolchain" ] || toolchain="$(rustc --print sysroot 2>/dev/null)" \
+    || die "no Rust $RUST_VERSION_PIN toolchain: rustup toolchain install $RUST_VERSION_PIN"
   toolchain="$(readlink -f "$toolchain")"
   "$toolchain/bin/rustc" --version | grep -q "^rustc $RUST_VERSION_PIN " \
     || die "$toolchain holds $("$toolchain/bin/rustc" --version), not Rust $RUST_VERSION_PIN"
@@ -293,8 +295,10 @@ case "$cmd" in
   rust) rust ;;
   kafka) kafka ;;
   busybox) busybox ;;
-  base) debian && rust && kafka && busybox ;;
+  # Separate statements, not `&&`: bash ignores `set -e` inside a function on the left of
+  # `&&`, so a failed step would go unnoticed and its image be labelled as up to date.
+  base) debian; rust; kafka; busybox ;;
   project) project "$@" ;;
-  all) debian && rust && kafka && busybox && project "$@" ;;
+  all) debian; rust; kafka; busybox; project "$@" ;;
   *) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

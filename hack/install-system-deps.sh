@@ -5,7 +5,10 @@
 # envtest crate builds Go code through rust2go, which needs clang (bindgen).
 source "$(dirname "$0")/lib.sh"
 
-packages=(build-essential cmake pkg-config libssl-dev zlib1g-dev libcurl4-openssl-dev clang libclang-dev python3 python3-venv time openjdk-17-jdk-headless maven)
+# debootstrap (base images), curl (the local cluster's health checks) and openssl (its
+# certificates, the test broker's CA) are for the end-to-end tests; hack/docker.sh and
+# hack/cluster.sh install the Docker engine, containerd and the CNI plugins themselves.
+packages=(build-essential cmake pkg-config libssl-dev zlib1g-dev libcurl4-openssl-dev clang libclang-dev python3 python3-venv time openjdk-17-jdk-headless maven debootstrap curl openssl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -10,7 +10,7 @@ pub mod cluster;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
@@ -256,9 +256,20 @@ pub fn capture_stderr(
     lines
 }
 
-/// GET `path` from the HTTP server at `addr` (`host:port`): the status and the body.
+/// GET `path` from the HTTP server at `addr` (`host:port`): the status and the body. Gives up
+/// after 10 s, so a stuck server fails the test instead of hanging it.
 pub fn http_get(addr: &str, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).expect("connect");
+    let limit = Duration::from_secs(10);
+    let socket = addr
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .unwrap_or_else(|| panic!("{addr} is not host:port"));
+    let mut stream = TcpStream::connect_timeout(&socket, limit).expect("connect");
+    stream.set_read_timeout(Some(limit)).expect("read timeout");
+    stream
+        .set_write_timeout(Some(limit))
+        .expect("write timeout");
     write!(
         stream,
         "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
