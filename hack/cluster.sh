@@ -313,6 +313,14 @@ up() {
     log "cluster already up (node $NODE Ready); KUBECONFIG=$DIR/kubeconfig"
     return 0
   fi
+  # The kubelet's cgroups, kube-proxy's chains and the device-plugin directory are host-wide
+  # names, and down removes them: refuse a machine where something else already made them
+  # (a real node, another local cluster) rather than tear that down later.
+  if [ ! -f "$DIR/.fetch-cluster" ]; then
+    local foreign
+    foreign="$({ kubepods_cgroups; ipt_chains | head -n 3; [ ! -e /var/lib/kubelet/device-plugins ] || echo /var/lib/kubelet/device-plugins; } | tr '\n' ' ')"
+    [ -z "$foreign" ] || die "this machine already has Kubernetes node state that down would remove: $foreign(run cluster.sh down if it is a cluster of ours, or use a machine without a kubelet)"
+  fi
   # down deletes DIR: only ever one this script made (marked), or a new or empty one.
   if [ -d "$DIR" ] && [ ! -f "$DIR/.fetch-cluster" ] && [ -n "$(ls -A "$DIR")" ]; then
     die "$DIR exists and is not a cluster state directory; set FETCH_CLUSTER_DIR elsewhere"
