@@ -7,13 +7,17 @@
 //! combined into one report.
 //!
 //! [`InsightsWorker`] keeps them on their own thread for the Kafka loop and the file mode.
+//! Replicas publish them as [`snapshot::Snapshot`]s; [`fleet`] merges those into one pipeline's
+//! view.
 //!
 //! Insights are values computed on the cleaned output (after PII protection), so the report
 //! never shows more than the output topic does.
 
 mod breakdown;
+pub mod fleet;
 mod hyperloglog;
 pub mod report;
+pub mod snapshot;
 mod space_saving;
 mod worker;
 

@@ -263,6 +263,22 @@ impl SpaceSaving {
         all
     }
 
+    /// The same sketch cut to its `keep` highest counters (at least 1), with `keep` as its
+    /// capacity. Every key dropped counted at most the smallest count kept, which is exactly
+    /// the bound a full sketch gives for untracked keys, so the guarantees hold; only the
+    /// error bound grows. Used to fit a published snapshot within the broker's record limit.
+    pub fn truncated(&self, keep: usize) -> SpaceSaving {
+        let keep = keep.max(1);
+        if keep >= self.slots.len() && keep >= self.capacity {
+            return self.clone();
+        }
+        SpaceSaving::from(Snapshot {
+            capacity: keep.min(self.capacity),
+            total: self.total,
+            counters: self.top(keep),
+        })
+    }
+
     /// The smallest tracked count when every counter is taken (0 while there is room).
     fn floor(&self) -> u64 {
         if self.slots.len() < self.capacity {
@@ -461,5 +477,26 @@ mod tests {
         assert_eq!(back.top(3), s.top(3));
         back.insert("e", 0);
         assert_eq!(back.top(1)[0].key, "a");
+    }
+
+    #[test]
+    fn truncating_keeps_the_top_and_bounds_dropped_keys_by_the_smallest_count_kept() {
+        let mut s = SpaceSaving::new(100);
+        for (key, times) in [("a", 9), ("b", 7), ("c", 5), ("d", 3), ("e", 1)] {
+            for _ in 0..times {
+                s.insert(key, 0);
+            }
+        }
+        let cut = s.truncated(2);
+        assert_eq!(cut.capacity(), 2);
+        assert_eq!(cut.total(), s.total());
+        assert_eq!(cut.top(5), s.top(2));
+        // A key dropped ("c", 5 logins) comes back with the floor (7) as its possible error.
+        let mut merged = cut.clone();
+        let mut more = SpaceSaving::new(2);
+        more.insert("c", 0);
+        merged.merge(&more);
+        let c = merged.top(3).into_iter().find(|c| c.key == "c");
+        assert!(c.as_ref().is_none_or(|c| c.count - c.error <= 6 && c.count >= 6), "{c:?}");
     }
 }
