@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::clean::DEFAULT_MAX_EVENT_BYTES;
 use crate::insights::DEFAULT_TOP_CAPACITY;
 use crate::kafka::KafkaProperty;
+use crate::kafka::insights_topic::DEFAULT_TOPIC as DEFAULT_INSIGHTS_TOPIC;
 use crate::pii::PiiMode;
 use crate::telemetry::LogFormat;
 
@@ -32,6 +33,8 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Clean JSON lines from a file or stdin, no broker needed.
     Process(ProcessArgs),
+    /// Print the insights of a whole pipeline, merged from what its replicas published.
+    Insights(InsightsArgs),
 }
 
 /// How to reach Kafka.
@@ -130,10 +133,50 @@ pub struct RunArgs {
     /// for benchmarks and one-off backfills.
     #[arg(long, env = "FETCH_MAX_RECORDS")]
     pub max_records: Option<u64>,
+    /// Compacted topic this replica publishes its insights to (created if missing), read by
+    /// `fetch-consumer insights` and the operator; an empty value turns publishing off.
+    #[arg(long, env = "FETCH_INSIGHTS_TOPIC", default_value = DEFAULT_INSIGHTS_TOPIC)]
+    pub insights_topic: String,
+    /// How often the insights are published. Offsets are committed only once published
+    /// insights count their events, so after a crash a replica reprocesses at most this much.
+    #[arg(long, env = "FETCH_INSIGHTS_INTERVAL", default_value = "30s", value_parser = parse_interval)]
+    pub insights_interval: Duration,
     /// Benchmark baseline: copy each record to the output topic unchanged, with no cleaning
     /// and no insights, through the same clients and settings.
     #[arg(long, hide = true)]
     pub passthrough: bool,
+}
+
+/// Output format of `fetch-consumer insights`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    /// The readable report.
+    Text,
+    /// Figures and top rows as one JSON object.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct InsightsArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// The topic the replicas publish to.
+    #[arg(long, env = "FETCH_INSIGHTS_TOPIC", default_value = DEFAULT_INSIGHTS_TOPIC)]
+    pub insights_topic: String,
+    /// The pipeline to report on, by its consumer group; needed when several publish to the
+    /// topic.
+    #[arg(long, visible_alias = "group-id", env = "FETCH_GROUP_ID")]
+    pub pipeline: Option<String>,
+    /// Also report the recent past only: the intervals that ended within this long (e.g. 5m,
+    /// up to 1h; the resolution is the replicas' --insights-interval).
+    #[arg(long, value_parser = parse_window)]
+    pub window: Option<Duration>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    pub format: ReportFormat,
+    /// Longest wait for the broker.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -190,6 +233,29 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("expected a duration like 30s, 500ms, 5m or 1h; got {text:?} ({e})"))
 }
 
+/// Snapshot windows are kept for an hour (see `insights::worker`).
+pub const MAX_WINDOW: Duration = Duration::from_secs(3600);
+
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    if d < Duration::from_secs(1) || d > Duration::from_secs(3600) {
+        return Err(format!(
+            "expected an insights interval between 1s and 1h, e.g. 30s; got {text:?}"
+        ));
+    }
+    Ok(d)
+}
+
+fn parse_window(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    if d.is_zero() || d > MAX_WINDOW {
+        return Err(format!(
+            "expected a window between 1s and 1h (replicas keep an hour of intervals), e.g. 5m; got {text:?}"
+        ));
+    }
+    Ok(d)
+}
+
 fn ratio(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
@@ -235,5 +301,11 @@ mod tests {
         let err = Cli::try_parse_from(["fetch-consumer", "run", "-X", "oops"])
             .expect_err("not key=value");
         assert!(err.to_string().contains("KEY=VALUE"), "{err}");
+        let err = Cli::try_parse_from(["fetch-consumer", "run", "--insights-interval", "10ms"])
+            .expect_err("too short");
+        assert!(err.to_string().contains("between 1s and 1h"), "{err}");
+        let err = Cli::try_parse_from(["fetch-consumer", "insights", "--window", "2h"])
+            .expect_err("too long");
+        assert!(err.to_string().contains("an hour"), "{err}");
     }
 }

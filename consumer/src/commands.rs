@@ -11,15 +11,21 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::clean::Cleaner;
-use crate::cli::{CleaningArgs, GenerateArgs, KafkaArgs, ProcessArgs, RunArgs};
+use crate::cli::{
+    CleaningArgs, GenerateArgs, InsightsArgs, KafkaArgs, MAX_WINDOW, ProcessArgs, ReportFormat,
+    RunArgs,
+};
 use crate::error::{Error, Result};
 use crate::file_mode;
 use crate::generator::{Generator, GeneratorConfig};
 use crate::health::Health;
-use crate::insights::{Insights, Report, Throughput};
+use crate::insights::fleet::{Fleet, choose_pipeline};
+use crate::insights::worker::Publisher;
+use crate::insights::{DEFAULT_TOP_CAPACITY, Insights, Report, Throughput};
+use crate::kafka::checkpoint::{InsightsPublishing, now_ms};
 use crate::kafka::generate::{self, Pace};
-use crate::kafka::pipeline;
 use crate::kafka::{KafkaProperty, KafkaSettings, PipelineConfig};
+use crate::kafka::{insights_topic, pipeline};
 use crate::metrics::Metrics;
 use crate::pii::{HASH_KEY_ENV, PiiPolicy};
 use crate::processor::Processor;
@@ -109,11 +115,63 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
+/// Most window slots a replica keeps: at short intervals the window reaches back less than
+/// [`MAX_WINDOW`], so a fast publisher does not leave thousands of keys behind.
+const MAX_WINDOW_SLOTS: u32 = 240;
+
+/// This process's name among the pipeline's replicas: the host name (the pod's name on
+/// Kubernetes, the container's in compose) and a random suffix, so a restart starts a
+/// contribution of its own instead of replacing the one before.
+fn replica_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "fetch-consumer".into());
+    // RandomState is seeded per process from the OS: enough to tell restarts apart.
+    let suffix = {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::hash::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        h.finish()
+    };
+    format!("{host}-{:06x}", suffix & 0xff_ffff)
+}
+
 /// `fetch-consumer run`.
 pub async fn run(args: RunArgs) -> Result<()> {
     let processor = processor(&args.cleaning)?;
+    let kafka = kafka_settings(&args.kafka);
+    let insights = if args.insights_topic.is_empty() || args.passthrough {
+        None
+    } else {
+        insights_topic::ensure(
+            &kafka.client(),
+            &args.insights_topic,
+            Duration::from_secs(30),
+        )
+        .await?;
+        let slots = MAX_WINDOW.as_secs_f64() / args.insights_interval.as_secs_f64();
+        Some(InsightsPublishing {
+            topic: args.insights_topic.clone(),
+            interval: args.insights_interval,
+            publisher: Publisher {
+                pipeline: args.group_id.clone(),
+                replica: replica_id(),
+                window_slots: (slots.ceil() as u32).clamp(1, MAX_WINDOW_SLOTS),
+            },
+        })
+    };
+    if let Some(p) = &insights {
+        tracing::info!(topic = %p.topic, replica = %p.publisher.replica, interval = ?p.interval, "publishing insights");
+    }
     let config = PipelineConfig {
-        kafka: kafka_settings(&args.kafka),
+        kafka,
         group_id: args.group_id,
         input_topic: args.input_topic,
         output_topic: args.output_topic,
@@ -123,6 +181,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         flush_timeout: args.shutdown_timeout,
         max_records: args.max_records,
         passthrough: args.passthrough,
+        insights,
     };
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::default());
@@ -182,6 +241,47 @@ pub async fn run(args: RunArgs) -> Result<()> {
         unacknowledged = summary.unacknowledged,
         "stopped cleanly"
     );
+    Ok(())
+}
+
+/// `fetch-consumer insights`.
+pub async fn insights(args: InsightsArgs) -> Result<()> {
+    let config = kafka_settings(&args.kafka).client();
+    let (topic, timeout) = (args.insights_topic.clone(), args.timeout);
+    let state = tokio::task::spawn_blocking(move || insights_topic::read(config, &topic, timeout))
+        .await
+        .map_err(|e| Error::Insights(format!("the reader stopped: {e}")))??;
+    let (snapshots, skipped) = state.snapshots();
+    for (reason, n) in &skipped {
+        eprintln!(
+            "warning: skipped {n} record(s) of {:?}: {reason}",
+            args.insights_topic
+        );
+    }
+    let pipeline =
+        choose_pipeline(&snapshots, args.pipeline.as_deref()).map_err(Error::Insights)?;
+    let fleet = Fleet::merge(
+        &snapshots,
+        &pipeline,
+        now_ms(),
+        args.window,
+        DEFAULT_TOP_CAPACITY,
+    );
+    match args.format {
+        ReportFormat::Json => {
+            let summary = fleet.summary(10);
+            let json = serde_json::to_string_pretty(&summary)
+                .map_err(|e| Error::Insights(e.to_string()))?;
+            println!("{json}");
+        }
+        ReportFormat::Text => print!(
+            "{}",
+            crate::insights::report::FleetReport {
+                fleet: &fleet,
+                window: args.window
+            }
+        ),
+    }
     Ok(())
 }
 

@@ -13,6 +13,9 @@ pub enum Error {
         #[source]
         source: rdkafka::error::KafkaError,
     },
+    /// Insights could not be published, read or merged; the message says why.
+    #[error("insights: {0}")]
+    Insights(String),
     /// The broker refused an output or dead-letter record for good (after retries).
     #[error("delivery failed for good: {0}")]
     Delivery(String),

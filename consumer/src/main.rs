@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         Command::Process(args) => commands::process(args),
         Command::Run(args) => runtime().and_then(|rt| rt.block_on(commands::run(args))),
         Command::Generate(args) => runtime().and_then(|rt| rt.block_on(commands::generate(args))),
+        Command::Insights(args) => runtime().and_then(|rt| rt.block_on(commands::insights(args))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -42,6 +42,10 @@ pub struct Metrics {
     pub dead_letter_produced: Counter,
     /// Records the broker refused for good.
     pub delivery_failures: Counter,
+    /// Insights checkpoints acknowledged by the broker on the insights topic.
+    pub insights_published: Counter,
+    /// Insights snapshot records the broker refused.
+    pub insights_publish_failures: Counter,
     /// Time to poll one batch and hand it on (to the processing thread, waiting while it is
     /// behind; in `--passthrough`, to the producer).
     pub batch_duration: Histogram,
@@ -68,6 +72,8 @@ impl Default for Metrics {
             dead_lettered: Family::default(),
             dead_letter_produced: Counter::default(),
             delivery_failures: Counter::default(),
+            insights_published: Counter::default(),
+            insights_publish_failures: Counter::default(),
             batch_duration: Histogram::new(exponential_buckets(0.000_05, 2.0, 18)),
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
             commits: Family::default(),
@@ -101,6 +107,16 @@ impl Default for Metrics {
             "delivery_failures",
             "Records the broker refused for good",
             m.delivery_failures.clone(),
+        );
+        registry.register(
+            "insights_checkpoints_published",
+            "Insights checkpoints acknowledged on the insights topic",
+            m.insights_published.clone(),
+        );
+        registry.register(
+            "insights_publish_failures",
+            "Insights snapshot records the broker refused",
+            m.insights_publish_failures.clone(),
         );
         registry.register(
             "batch_duration_seconds",

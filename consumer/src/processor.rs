@@ -8,6 +8,8 @@
 use std::borrow::Cow;
 
 use crate::clean::{CleanEvent, Cleaner, Rejection};
+use crate::insights::snapshot::EncodeError;
+use crate::insights::worker::{Publisher, Records};
 use crate::insights::{Insights, InsightsWorker};
 use crate::output_json;
 use crate::reason::RejectReason;
@@ -90,6 +92,22 @@ impl Processor {
             Err(rejection) => {
                 self.insights.record_rejection(rejection.reason);
                 Routed::DeadLetter(rejection)
+            }
+        }
+    }
+
+    /// Snapshots of the insights so far, for publishing (see [`InsightsWorker::checkpoint`]).
+    /// `None` when the insights are kept inline, which is never the case in the Kafka loop.
+    pub fn checkpoint(
+        &mut self,
+        publisher: &Publisher,
+        now_ms: i64,
+        final_snapshot: bool,
+    ) -> Option<Result<Records, EncodeError>> {
+        match &mut self.insights {
+            InsightsSink::Inline(_) => None,
+            InsightsSink::Thread(worker) => {
+                Some(worker.checkpoint(publisher, now_ms, final_snapshot))
             }
         }
     }

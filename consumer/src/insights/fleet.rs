@@ -87,7 +87,11 @@ pub fn choose_pipeline(snapshots: &[Snapshot], wanted: Option<&str>) -> Result<S
             "no insights published for pipeline {name:?} yet; pipelines with insights: {}",
             list(&names)
         )),
-        None if names.len() == 1 => Ok(names.iter().next().map(|s| (*s).to_owned()).unwrap_or_default()),
+        None if names.len() == 1 => Ok(names
+            .iter()
+            .next()
+            .map(|s| (*s).to_owned())
+            .unwrap_or_default()),
         None if names.is_empty() => Err("no insights published yet".into()),
         None => Err(format!(
             "insights of several pipelines are published here; choose one with --pipeline: {}",
@@ -136,7 +140,10 @@ impl Fleet {
         window: Option<Duration>,
         top_capacity: usize,
     ) -> Fleet {
-        let mine: Vec<&Snapshot> = snapshots.iter().filter(|s| s.pipeline == pipeline).collect();
+        let mine: Vec<&Snapshot> = snapshots
+            .iter()
+            .filter(|s| s.pipeline == pipeline)
+            .collect();
         let mut totals = Insights::new(top_capacity);
         let mut contributors = 0;
         let mut ages = Vec::new();
@@ -151,7 +158,10 @@ impl Fleet {
         }
         // Per replica, its newest interval.
         let mut latest: HashMap<&str, &Snapshot> = HashMap::new();
-        for s in mine.iter().filter(|s| matches!(s.kind, SnapshotKind::Window { .. })) {
+        for s in mine
+            .iter()
+            .filter(|s| matches!(s.kind, SnapshotKind::Window { .. }))
+        {
             let newer = latest
                 .get(s.replica.as_str())
                 .is_none_or(|l| l.span.end_ms < s.span.end_ms);
@@ -308,7 +318,13 @@ mod tests {
         i
     }
 
-    fn snap(pipeline: &str, replica: &str, kind: SnapshotKind, span: (i64, i64), i: Insights) -> Snapshot {
+    fn snap(
+        pipeline: &str,
+        replica: &str,
+        kind: SnapshotKind,
+        span: (i64, i64),
+        i: Insights,
+    ) -> Snapshot {
         Snapshot {
             pipeline: pipeline.into(),
             replica: replica.into(),
@@ -325,20 +341,56 @@ mod tests {
     }
 
     fn record(state: &mut TopicState, s: &Snapshot) {
-        state.apply(Some(s.key().as_bytes()), Some(&s.encode().expect("encodes")));
+        state.apply(
+            Some(s.key().as_bytes()),
+            Some(&s.encode().expect("encodes")),
+        );
     }
 
     #[test]
     fn totals_merge_every_replica_including_those_gone_and_the_latest_per_key_wins() {
         let mut state = TopicState::default();
-        record(&mut state, &snap("p", "a", SnapshotKind::Total, (60_000, 30_000), insights(&["x"], 0)));
+        record(
+            &mut state,
+            &snap(
+                "p",
+                "a",
+                SnapshotKind::Total,
+                (60_000, 30_000),
+                insights(&["x"], 0),
+            ),
+        );
         // The same replica later: replaces its earlier total.
-        record(&mut state, &snap("p", "a", SnapshotKind::Total, (60_000, 0), insights(&["x", "y"], 1)));
+        record(
+            &mut state,
+            &snap(
+                "p",
+                "a",
+                SnapshotKind::Total,
+                (60_000, 0),
+                insights(&["x", "y"], 1),
+            ),
+        );
         // A replica that stopped an hour ago still counts.
-        let mut gone = snap("p", "b", SnapshotKind::Total, (7_200_000, 3_600_000), insights(&["z"], 2));
+        let mut gone = snap(
+            "p",
+            "b",
+            SnapshotKind::Total,
+            (7_200_000, 3_600_000),
+            insights(&["z"], 2),
+        );
         gone.final_snapshot = true;
         record(&mut state, &gone);
-        record(&mut state, &snap("other", "c", SnapshotKind::Total, (10_000, 0), insights(&["q"], 0)));
+        record(
+            &mut state,
+            &snap(
+                "other",
+                "c",
+                SnapshotKind::Total,
+                (10_000, 0),
+                insights(&["q"], 0),
+            ),
+        );
         let (snapshots, skipped) = state.snapshots();
         assert!(skipped.is_empty());
         let fleet = Fleet::merge(&snapshots, "p", NOW, None, 100);
@@ -372,7 +424,13 @@ mod tests {
         let (window, span) = fleet.window.expect("window");
         assert_eq!(window.cleaned, 4);
         assert_eq!(window.rejected_total(), 3);
-        assert_eq!(span, Some(Span { start_ms: NOW - 60_000, end_ms: NOW }));
+        assert_eq!(
+            span,
+            Some(Span {
+                start_ms: NOW - 60_000,
+                end_ms: NOW
+            })
+        );
         // Rate: a's latest interval 2 events in 30 s, b's 4 in 30 s.
         let rate = fleet.rate.expect("rate");
         assert!((rate - 0.2).abs() < 1e-9, "{rate}");
@@ -414,11 +472,20 @@ mod tests {
 
     #[test]
     fn the_summary_is_small_and_shows_the_top_rows() {
-        let snapshots = [snap("p", "a", SnapshotKind::Total, (1, 0), insights(&["x", "x", "y"], 1))];
+        let snapshots = [snap(
+            "p",
+            "a",
+            SnapshotKind::Total,
+            (1, 0),
+            insights(&["x", "x", "y"], 1),
+        )];
         let summary = Fleet::merge(&snapshots, "p", NOW, None, 100).summary(5);
         assert_eq!(summary.totals.cleaned, 3);
         assert_eq!(summary.totals.top_users[0].key, "x");
-        assert_eq!(summary.totals.top_app_versions, vec![("2.3.0".to_owned(), 3)]);
+        assert_eq!(
+            summary.totals.top_app_versions,
+            vec![("2.3.0".to_owned(), 3)]
+        );
         assert_eq!(summary.totals.dead_letters_by_reason["malformed_json"], 1);
     }
 }

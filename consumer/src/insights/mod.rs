@@ -19,7 +19,7 @@ mod hyperloglog;
 pub mod report;
 pub mod snapshot;
 mod space_saving;
-mod worker;
+pub mod worker;
 
 use std::collections::BTreeMap;
 

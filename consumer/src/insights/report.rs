@@ -1,9 +1,12 @@
-//! The human-readable insights report printed when a run ends.
+//! The human-readable insights report printed when a run ends, and the same report for a
+//! whole pipeline (`fetch-consumer insights`).
 
 use std::collections::BTreeMap;
 use std::fmt::{self, Display, Write as _};
 use std::time::Duration;
 
+use super::fleet::Fleet;
+use super::snapshot::Span;
 use super::{Breakdown, Counter, DISTINCT_STANDARD_ERROR, Insights, SpaceSaving};
 use crate::time::rfc3339;
 
@@ -85,6 +88,94 @@ impl Display for Report<'_> {
         }
         counts(f, &i.rejected)?;
         write!(f, "==================================================")
+    }
+}
+
+/// A pipeline's merged insights, ready to print: who contributed and how fresh, then the
+/// report over the totals and, if asked, over the recent window.
+pub struct FleetReport<'a> {
+    pub fleet: &'a Fleet,
+    pub window: Option<Duration>,
+}
+
+impl Display for FleetReport<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let fleet = self.fleet;
+        writeln!(
+            f,
+            "pipeline    {}: {} replica process(es) contributed, {} publishing now",
+            fleet.pipeline, fleet.contributors, fleet.publishing
+        )?;
+        writeln!(
+            f,
+            "snapshots   newest {} old, oldest {} old",
+            age(fleet.newest_age_ms),
+            age(fleet.oldest_age_ms)
+        )?;
+        if let Some(span) = fleet.span {
+            writeln!(f, "covers      {} (processing time)", span_text(span))?;
+        }
+        match fleet.rate {
+            Some(rate) => writeln!(
+                f,
+                "rate        {} events/s over the latest interval",
+                group(rate.round() as u64)
+            )?,
+            None => writeln!(f, "rate        no replica is publishing")?,
+        }
+        writeln!(
+            f,
+            "note        at-least-once: events a replica reprocessed after a crash count twice in the totals; distinct counts are unaffected"
+        )?;
+        if fleet.cut {
+            writeln!(
+                f,
+                "note        some replicas cut their top-k lists to fit the record limit: wider error bounds"
+            )?;
+        }
+        writeln!(
+            f,
+            "{}",
+            Report {
+                insights: &fleet.totals,
+                throughput: None
+            }
+        )?;
+        if let (Some(length), Some((insights, span))) = (self.window, &fleet.window) {
+            writeln!(
+                f,
+                "\nwindow      the intervals that ended in the last {}",
+                age(length.as_millis() as i64)
+            )?;
+            match span {
+                Some(span) => writeln!(f, "covers      {}", span_text(*span))?,
+                None => writeln!(f, "covers      nothing: no interval ended in it")?,
+            }
+            writeln!(
+                f,
+                "{}",
+                Report {
+                    insights,
+                    throughput: None
+                }
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn span_text(span: Span) -> String {
+    let t = |ms: i64| time(ms.div_euclid(1000));
+    format!("{} to {}", t(span.start_ms), t(span.end_ms))
+}
+
+/// `95_000` ms as `1m35s`.
+fn age(ms: i64) -> String {
+    let secs = ms.max(0) / 1000;
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
+        s => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
     }
 }
 

@@ -233,7 +233,14 @@ mod tests {
     fn uuid_like(i: u64) -> String {
         let h = xxhash_rust::xxh3::xxh3_128(&i.to_le_bytes());
         let s = format!("{h:032x}");
-        format!("{}-{}-{}-{}-{}", &s[..8], &s[8..12], &s[12..16], &s[16..20], &s[20..])
+        format!(
+            "{}-{}-{}-{}-{}",
+            &s[..8],
+            &s[8..12],
+            &s[12..16],
+            &s[16..20],
+            &s[20..]
+        )
     }
 
     /// Insights at the default capacity with every counter taken: top-k lists full of
@@ -242,7 +249,13 @@ mod tests {
         let mut i = Insights::new(DEFAULT_TOP_CAPACITY);
         for n in 0..(DEFAULT_TOP_CAPACITY as u64 * 3) {
             let user = uuid_like(n);
-            let ip = format!("{}.{}.{}.{}", n % 223 + 1, n / 7 % 256, n / 13 % 256, n % 251);
+            let ip = format!(
+                "{}.{}.{}.{}",
+                n % 223 + 1,
+                n / 7 % 256,
+                n / 13 % 256,
+                n % 251
+            );
             i.users.insert(user.as_bytes());
             i.devices.insert(format!("device-{n}").as_bytes());
             i.top_users.insert(&user, 1_700_000_000 + n as i64);
@@ -251,7 +264,8 @@ mod tests {
         }
         for v in 0..200 {
             for d in ["android", "ios", "web", "unknown", "tablet"] {
-                i.by_app_version.add(&format!("{}.{}.{}", v / 50, v / 10 % 5, v % 10), d, 7);
+                i.by_app_version
+                    .add(&format!("{}.{}.{}", v / 50, v / 10 % 5, v % 10), d, 7);
             }
         }
         for l in 0..100 {
@@ -269,8 +283,14 @@ mod tests {
         let bytes = s.encode().expect("encodes");
         assert!(bytes.len() <= MAX_ENCODED_BYTES, "{} bytes", bytes.len());
         let back = Snapshot::decode(&bytes).expect("decodes");
-        assert_eq!(back.top_cut_to, None, "fits without cutting the top-k lists");
-        assert_eq!(back.insights.top_users.top(10), s.insights.top_users.top(10));
+        assert_eq!(
+            back.top_cut_to, None,
+            "fits without cutting the top-k lists"
+        );
+        assert_eq!(
+            back.insights.top_users.top(10),
+            s.insights.top_users.top(10)
+        );
         assert_eq!(back.insights.top_ips.capacity(), DEFAULT_TOP_CAPACITY);
         assert_eq!(back.insights.users.estimate(), s.insights.users.estimate());
         assert_eq!(back.insights.by_app_version, s.insights.by_app_version);
@@ -290,7 +310,7 @@ mod tests {
         assert!(bytes.len() <= MAX_ENCODED_BYTES);
         let back = Snapshot::decode(&bytes).expect("decodes");
         let kept = back.top_cut_to.expect("cut");
-        assert!(kept < 100_000 && kept >= 10, "kept {kept}");
+        assert!((10..100_000).contains(&kept), "kept {kept}");
         assert_eq!(back.insights.top_users.total(), 100_000);
     }
 
@@ -311,8 +331,10 @@ mod tests {
 
     #[test]
     fn a_newer_major_version_is_refused_with_the_fix() {
-        let err = Snapshot::decode(&gzip(r#"{"format":"fetch-pipeline/insights","version":"2.0"}"#))
-            .expect_err("newer major");
+        let err = Snapshot::decode(&gzip(
+            r#"{"format":"fetch-pipeline/insights","version":"2.0"}"#,
+        ))
+        .expect_err("newer major");
         assert_eq!(err, DecodeError::NewerMajor("2.0".into()));
         assert!(err.to_string().contains("upgrade"), "{err}");
     }
@@ -322,24 +344,40 @@ mod tests {
         let s = snapshot(Insights::new(10));
         let bytes = s.encode().expect("encodes");
         let mut json = String::new();
-        GzDecoder::new(&bytes[..]).read_to_string(&mut json).expect("gunzip");
-        let json = json
-            .replacen("\"version\":\"1.0\"", "\"version\":\"1.7\",\"new_field\":[1,2]", 1);
+        GzDecoder::new(&bytes[..])
+            .read_to_string(&mut json)
+            .expect("gunzip");
+        let json = json.replacen(
+            "\"version\":\"1.0\"",
+            "\"version\":\"1.7\",\"new_field\":[1,2]",
+            1,
+        );
         let back = Snapshot::decode(&gzip(&json)).expect("a 1.x reads");
         assert_eq!(back.replica, s.replica);
     }
 
     #[test]
     fn foreign_and_malformed_records_are_errors_not_panics() {
-        assert_eq!(Snapshot::decode(b"{}").err(), Some(DecodeError::NotCompressed));
-        assert_eq!(Snapshot::decode(&[0x1f, 0x8b, 0, 1]).err(), Some(DecodeError::NotCompressed));
-        assert!(matches!(Snapshot::decode(&gzip("not json")), Err(DecodeError::NotJson(_))));
+        assert_eq!(
+            Snapshot::decode(b"{}").err(),
+            Some(DecodeError::NotCompressed)
+        );
+        assert_eq!(
+            Snapshot::decode(&[0x1f, 0x8b, 0, 1]).err(),
+            Some(DecodeError::NotCompressed)
+        );
+        assert!(matches!(
+            Snapshot::decode(&gzip("not json")),
+            Err(DecodeError::NotJson(_))
+        ));
         assert_eq!(
             Snapshot::decode(&gzip(r#"{"format":"something-else","version":"1.0"}"#)).err(),
             Some(DecodeError::Foreign("something-else".into()))
         );
         assert!(matches!(
-            Snapshot::decode(&gzip(r#"{"format":"fetch-pipeline/insights","version":"1.0"}"#)),
+            Snapshot::decode(&gzip(
+                r#"{"format":"fetch-pipeline/insights","version":"1.0"}"#
+            )),
             Err(DecodeError::Malformed(_))
         ));
     }

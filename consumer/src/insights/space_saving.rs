@@ -497,6 +497,10 @@ mod tests {
         more.insert("c", 0);
         merged.merge(&more);
         let c = merged.top(3).into_iter().find(|c| c.key == "c");
-        assert!(c.as_ref().is_none_or(|c| c.count - c.error <= 6 && c.count >= 6), "{c:?}");
+        assert!(
+            c.as_ref()
+                .is_none_or(|c| c.count - c.error <= 6 && c.count >= 6),
+            "{c:?}"
+        );
     }
 }

@@ -5,9 +5,16 @@
 //! pushing out of the cache. On their own thread they stay warm and run beside the loop, which
 //! now only appends each event's fields to a batch. Batches come back for reuse, and the
 //! channel is bounded, so a slow insights thread slows the loop rather than growing memory.
+//!
+//! When the replica publishes its insights, a checkpoint travels the same channel behind the
+//! batches before it, so the snapshots it returns count exactly the events handed over before
+//! it. The thread keeps the events since the last checkpoint apart (one interval, for windowed
+//! reports) and folds them into the totals at each checkpoint.
 
+use std::sync::mpsc;
 use std::thread::JoinHandle;
 
+use super::snapshot::{EncodeError, Snapshot, SnapshotKind, Span};
 use super::{Insights, LoginFacts};
 use crate::clean::{CleanEvent, Flags};
 use crate::handoff::{self, BatchSender};
@@ -34,6 +41,116 @@ struct Batch {
     text: String,
     events: Vec<Packed>,
     rejections: Vec<RejectReason>,
+    /// Asks for snapshots once this batch is counted.
+    checkpoint: Option<Box<Checkpoint>>,
+}
+
+/// Who publishes: the identity of a replica's snapshots.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    /// The pipeline: its consumer group.
+    pub pipeline: String,
+    /// This process: host name and a random suffix.
+    pub replica: String,
+    /// Window slots reused in a ring (see [`SnapshotKind::Window`]).
+    pub window_slots: u32,
+}
+
+/// The encoded records of one checkpoint: (key, value).
+pub type Records = Vec<(String, Vec<u8>)>;
+
+#[derive(Debug)]
+struct Checkpoint {
+    publisher: Publisher,
+    now_ms: i64,
+    final_snapshot: bool,
+    reply: mpsc::SyncSender<Result<Records, EncodeError>>,
+}
+
+/// The insights thread's state: totals up to the last checkpoint, and the interval since.
+#[derive(Debug)]
+struct Periods {
+    total: Insights,
+    current: Insights,
+    started_ms: Option<i64>,
+    current_start_ms: Option<i64>,
+    next_slot: u32,
+    /// Whether `total` changed since it was last published.
+    total_dirty: bool,
+}
+
+impl Periods {
+    fn new(insights: Insights) -> Self {
+        let capacity = insights.top_users.capacity();
+        Periods {
+            total: Insights::new(capacity),
+            current: insights,
+            started_ms: None,
+            current_start_ms: None,
+            next_slot: 0,
+            total_dirty: false,
+        }
+    }
+
+    /// Folds the current interval into the totals and returns the snapshots to publish: the
+    /// interval (always, so readers see a replica that is idle) and the totals (when they
+    /// changed, or on the final checkpoint).
+    fn checkpoint(&mut self, c: &Checkpoint) -> Result<Records, EncodeError> {
+        let start = *self.current_start_ms.get_or_insert(c.now_ms);
+        let started = *self.started_ms.get_or_insert(start);
+        let capacity = self.current.top_users.capacity();
+        let interval = std::mem::replace(&mut self.current, Insights::new(capacity));
+        let changed = interval.cleaned + interval.rejected_total() > 0;
+        if changed {
+            self.total.merge(&interval);
+        }
+        self.total_dirty |= changed;
+        let snapshot = |kind, span, insights| Snapshot {
+            pipeline: c.publisher.pipeline.clone(),
+            replica: c.publisher.replica.clone(),
+            kind,
+            final_snapshot: c.final_snapshot,
+            span,
+            published_at_ms: c.now_ms,
+            top_cut_to: None,
+            insights,
+        };
+        let slot = self.next_slot % c.publisher.window_slots.max(1);
+        self.next_slot = slot + 1;
+        let window = snapshot(
+            SnapshotKind::Window { slot },
+            Span {
+                start_ms: start,
+                end_ms: c.now_ms,
+            },
+            interval,
+        );
+        let mut records = vec![(window.key(), window.encode()?)];
+        if self.total_dirty || c.final_snapshot {
+            let total = snapshot(
+                SnapshotKind::Total,
+                Span {
+                    start_ms: started,
+                    end_ms: c.now_ms,
+                },
+                self.total.clone(),
+            );
+            records.push((total.key(), total.encode()?));
+            self.total_dirty = false;
+        }
+        self.current_start_ms = Some(c.now_ms);
+        Ok(records)
+    }
+
+    /// Everything counted, checkpointed or not.
+    fn into_total(mut self) -> Insights {
+        if self.total.cleaned + self.total.rejected_total() == 0 {
+            // Nothing was checkpointed: the single-pass sketches, exactly as recorded.
+            return self.current;
+        }
+        self.total.merge(&self.current);
+        self.total
+    }
 }
 
 impl Batch {
@@ -95,6 +212,7 @@ impl Batch {
         self.text.clear();
         self.events.clear();
         self.rejections.clear();
+        self.checkpoint = None;
     }
 }
 
@@ -108,17 +226,22 @@ pub struct InsightsWorker {
 
 impl InsightsWorker {
     /// Starts a thread that folds batches into `insights`.
-    pub fn spawn(mut insights: Insights) -> std::io::Result<Self> {
+    pub fn spawn(insights: Insights) -> std::io::Result<Self> {
         let (to_worker, batches) = handoff::channel::<Batch>(QUEUED_BATCHES);
         let thread = std::thread::Builder::new()
             .name("insights".into())
             .spawn(move || {
+                let mut periods = Periods::new(insights);
                 while let Some(mut batch) = batches.recv() {
-                    batch.record_into(&mut insights);
+                    batch.record_into(&mut periods.current);
+                    if let Some(checkpoint) = batch.checkpoint.take() {
+                        // The caller may have given up waiting; nothing to do then.
+                        let _ = checkpoint.reply.send(periods.checkpoint(&checkpoint));
+                    }
                     batch.clear();
                     batches.give_back(batch);
                 }
-                insights
+                periods.into_total()
             })?;
         Ok(InsightsWorker {
             batch: Batch::default(),
@@ -148,6 +271,29 @@ impl InsightsWorker {
             // Fails only if the thread is gone (it panicked); `finish` reports that.
             sender.send(&mut self.batch);
         }
+    }
+
+    /// Hands over what is pending with a checkpoint and waits for the snapshots, which count
+    /// every event recorded before this call.
+    pub fn checkpoint(
+        &mut self,
+        publisher: &Publisher,
+        now_ms: i64,
+        final_snapshot: bool,
+    ) -> Result<Records, EncodeError> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.batch.checkpoint = Some(Box::new(Checkpoint {
+            publisher: publisher.clone(),
+            now_ms,
+            final_snapshot,
+            reply,
+        }));
+        self.flush();
+        answer.recv().map_err(|_| {
+            EncodeError::Io(std::io::Error::other(
+                "the insights thread stopped before the checkpoint",
+            ))
+        })?
     }
 
     /// Hands over what is pending, waits for the thread and returns the insights.
@@ -204,5 +350,94 @@ mod tests {
             serde_json::to_value(&threaded).expect("json"),
             serde_json::to_value(&inline).expect("json")
         );
+    }
+
+    fn decode(records: &Records) -> Vec<Snapshot> {
+        records
+            .iter()
+            .map(|(key, value)| {
+                let s = Snapshot::decode(value).expect("decodes");
+                assert_eq!(&s.key(), key);
+                s
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_checkpoint_counts_every_event_before_it_in_its_interval_and_the_totals() {
+        let cleaner = Cleaner::default();
+        let publisher = Publisher {
+            pipeline: "p".into(),
+            replica: "r".into(),
+            window_slots: 2,
+        };
+        let mut worker = InsightsWorker::spawn(Insights::new(50)).expect("thread");
+        let event = |i: u64| {
+            format!(
+                r#"{{"user_id":"u{i}","app_version":"1","device_type":"ios","locale":"ny","timestamp":1730000000}}"#
+            )
+        };
+        let record = |worker: &mut InsightsWorker, n: u64| {
+            for i in 0..n {
+                worker.record(&cleaner.clean(event(i).as_bytes()).expect("valid"));
+            }
+        };
+        record(&mut worker, 100);
+        let first = decode(
+            &worker
+                .checkpoint(&publisher, 1_000, false)
+                .expect("checkpoint"),
+        );
+        assert_eq!(first.len(), 2);
+        assert_eq!(first[0].kind, SnapshotKind::Window { slot: 0 });
+        assert_eq!(first[0].insights.cleaned, 100);
+        assert_eq!(
+            (first[1].kind, first[1].insights.cleaned),
+            (SnapshotKind::Total, 100)
+        );
+
+        record(&mut worker, 50);
+        let second = decode(
+            &worker
+                .checkpoint(&publisher, 2_000, false)
+                .expect("checkpoint"),
+        );
+        assert_eq!(second[0].kind, SnapshotKind::Window { slot: 1 });
+        assert_eq!(
+            second[0].span,
+            Span {
+                start_ms: 1_000,
+                end_ms: 2_000
+            }
+        );
+        assert_eq!(second[0].insights.cleaned, 50);
+        assert_eq!(second[1].insights.cleaned, 150);
+        assert_eq!(
+            second[1].span,
+            Span {
+                start_ms: 1_000,
+                end_ms: 2_000
+            }
+        );
+
+        // Idle: the interval is published (empty, slot reused), the unchanged totals are not.
+        let idle = decode(
+            &worker
+                .checkpoint(&publisher, 3_000, false)
+                .expect("checkpoint"),
+        );
+        assert_eq!(idle.len(), 1);
+        assert_eq!(idle[0].kind, SnapshotKind::Window { slot: 0 });
+        assert_eq!(idle[0].insights.cleaned, 0);
+
+        // The final checkpoint always carries the totals.
+        let last = decode(
+            &worker
+                .checkpoint(&publisher, 4_000, true)
+                .expect("checkpoint"),
+        );
+        assert!(last.iter().all(|s| s.final_snapshot));
+        assert_eq!(last[1].insights.cleaned, 150);
+        assert_eq!(worker.finish().cleaned, 150);
     }
 }

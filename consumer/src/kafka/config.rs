@@ -49,6 +49,12 @@ impl KafkaSettings {
         c
     }
 
+    /// A plain client (admin, or a reader that assigns partitions itself): the address, the
+    /// security settings and the user's overrides.
+    pub fn client(&self) -> ClientConfig {
+        self.with_overrides(self.base())
+    }
+
     /// The consumer: manual offset management (commits follow acknowledgements), statistics
     /// for the lag metric, and a small prefetch queue that is refilled promptly.
     ///

@@ -1,9 +1,11 @@
 //! Everything that talks to Kafka: client settings, offset bookkeeping, the pipeline loop with
-//! its processing stage, and the generator's producer.
+//! its processing stage, the insights topic, and the generator's producer.
 
+pub mod checkpoint;
 mod client_log;
 pub mod config;
 pub mod generate;
+pub mod insights_topic;
 pub mod offsets;
 pub mod pipeline;
 mod stage;

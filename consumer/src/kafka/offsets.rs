@@ -3,6 +3,12 @@
 //! An input offset becomes committable only once the broker has acknowledged the record it
 //! produced (output or dead-letter), and only when every earlier offset of its partition is
 //! acknowledged too, because a Kafka commit means "everything before this offset is done".
+//!
+//! When the replica publishes its insights, an offset also waits for them: it becomes
+//! committable only once a published snapshot counts its event (`cover`). A replica killed
+//! between two snapshots then reprocesses, and counts again, what no snapshot holds, rather
+//! than leave committed events out of the pipeline's insights.
+//!
 //! Pure logic; the pipeline calls it from the consume loop and the delivery callback.
 
 use std::collections::{HashMap, VecDeque};
@@ -16,15 +22,46 @@ struct PartitionState {
     committable: Option<i64>,
     /// What was last committed (or sent for commit).
     committed: Option<i64>,
+    /// One past the last offset a published insights snapshot counts.
+    covered: Option<i64>,
+}
+
+impl PartitionState {
+    /// The offset that may be committed now.
+    fn commit_position(&self, gated: bool) -> Option<i64> {
+        if gated {
+            self.committable.zip(self.covered).map(|(a, b)| a.min(b))
+        } else {
+            self.committable
+        }
+    }
 }
 
 /// Tracks every in-flight input offset of the assigned partitions.
 #[derive(Debug, Default)]
 pub struct OffsetTracker {
     partitions: HashMap<i32, PartitionState>,
+    /// Offsets also wait for published insights.
+    gated: bool,
 }
 
 impl OffsetTracker {
+    /// A tracker whose offsets also wait for published insights ([`Self::cover`]).
+    pub fn gated_by_insights() -> Self {
+        OffsetTracker {
+            gated: true,
+            ..OffsetTracker::default()
+        }
+    }
+
+    /// Records that published insights count every event of `partition` before `next`.
+    /// Ignored for a partition not tracked (revoked since the snapshot was taken).
+    pub fn cover(&mut self, partition: i32, next: i64) {
+        if let Some(state) = self.partitions.get_mut(&partition) {
+            state.covered = Some(state.covered.map_or(next, |c| c.max(next)));
+        }
+    }
+
     /// Records that the record at `offset` was consumed and handed to the producer.
     /// Offsets of one partition must be tracked in ascending order (Kafka delivers them so).
     pub fn track(&mut self, partition: i32, offset: i64) {
@@ -68,8 +105,8 @@ impl OffsetTracker {
             .partitions
             .iter_mut()
             .filter(|(p, _)| wanted(**p))
-            .filter_map(|(p, s)| match s.committable {
-                Some(next) if s.committed != Some(next) => {
+            .filter_map(|(p, s)| match s.commit_position(self.gated) {
+                Some(next) if s.committed.is_none_or(|c| c < next) => {
                     s.committed = Some(next);
                     Some((*p, next))
                 }
@@ -103,10 +140,38 @@ pub struct DeliveryToken {
 }
 
 const OFFSET_BITS: u32 = 47;
-const PARTITION_LIMIT: i32 = 1 << 16;
+/// Partitions a record token can name; the last value marks checkpoint tokens.
+const PARTITION_LIMIT: i32 = (1 << 16) - 1;
+
+/// What a delivery report's opaque refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivered {
+    /// A record made from an input record.
+    Record(DeliveryToken),
+    /// A record of an insights checkpoint, by the checkpoint's number.
+    Checkpoint(u64),
+}
+
+impl Delivered {
+    /// The opaque of a checkpoint's records; `None` past 2^48 checkpoints.
+    pub fn checkpoint(number: u64) -> Option<usize> {
+        (number < 1 << 48)
+            .then_some((PARTITION_LIMIT as u64) << 48 | number)
+            .and_then(|packed| usize::try_from(packed).ok())
+    }
+
+    pub fn decode(packed: usize) -> Self {
+        let packed64 = packed as u64;
+        if (packed64 >> 48) as i32 == PARTITION_LIMIT {
+            Delivered::Checkpoint(packed64 & ((1 << 48) - 1))
+        } else {
+            Delivered::Record(DeliveryToken::decode(packed))
+        }
+    }
+}
 
 impl DeliveryToken {
-    /// Packs the token; `None` when the partition (>= 65536) or offset (>= 2^47) is beyond
+    /// Packs the token; `None` when the partition (>= 65535) or offset (>= 2^47) is beyond
     /// what fits, which no real topic reaches.
     pub fn encode(self) -> Option<usize> {
         if !(0..PARTITION_LIMIT).contains(&self.partition)
@@ -187,7 +252,7 @@ mod tests {
                 dead_letter: false,
             },
             DeliveryToken {
-                partition: 65_535,
+                partition: 65_534,
                 offset: (1 << 47) - 1,
                 dead_letter: true,
             },
@@ -201,7 +266,7 @@ mod tests {
         }
         assert_eq!(
             DeliveryToken {
-                partition: 65_536,
+                partition: 65_535,
                 offset: 0,
                 dead_letter: false
             }
@@ -217,5 +282,54 @@ mod tests {
             .encode(),
             None
         );
+    }
+
+    #[test]
+    fn with_insights_an_offset_waits_for_a_snapshot_that_counts_it() {
+        let mut t = OffsetTracker::gated_by_insights();
+        for o in 0..10 {
+            t.track(0, o);
+            t.ack(0, o);
+        }
+        assert!(
+            t.take_commits().is_empty(),
+            "acknowledged, but no snapshot yet"
+        );
+        t.cover(0, 4);
+        assert_eq!(t.take_commits(), vec![(0, 4)]);
+        t.cover(0, 20);
+        assert_eq!(
+            t.take_commits(),
+            vec![(0, 10)],
+            "and never past what is acknowledged"
+        );
+        t.cover(0, 3);
+        assert!(t.take_commits().is_empty(), "coverage never goes back");
+    }
+
+    #[test]
+    fn coverage_of_a_partition_not_tracked_is_ignored() {
+        let mut t = OffsetTracker::gated_by_insights();
+        t.cover(5, 100);
+        t.track(5, 200);
+        t.ack(5, 200);
+        assert!(
+            t.take_commits().is_empty(),
+            "the old coverage does not count"
+        );
+    }
+
+    #[test]
+    fn checkpoint_tokens_are_told_apart_from_record_tokens() {
+        let record = DeliveryToken {
+            partition: 65_534,
+            offset: 9,
+            dead_letter: true,
+        };
+        let packed = record.encode().expect("fits");
+        assert_eq!(Delivered::decode(packed), Delivered::Record(record));
+        let checkpoint = Delivered::checkpoint(42).expect("fits");
+        assert_eq!(Delivered::decode(checkpoint), Delivered::Checkpoint(42));
+        assert_eq!(Delivered::checkpoint(1 << 48), None);
     }
 }

@@ -10,6 +10,9 @@
 //! each batch, hands the results to the producer (which batches on its own) and serves the
 //! delivery reports. Neither waits on the other per record. The `--passthrough` baseline runs
 //! everything on the poll loop's thread, as the whole pipeline did before the stage existed.
+//!
+//! With insights publishing on, the stage also takes checkpoints (`kafka::checkpoint`) and an
+//! offset is committed only once a published snapshot counts its event.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,9 +28,10 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::checkpoint::{Checkpointer, InsightsPublishing, Ledger, Taken};
 use super::client_log;
 use super::config::KafkaSettings;
-use super::offsets::{DeliveryToken, OffsetTracker};
+use super::offsets::{Delivered, DeliveryToken, OffsetTracker};
 use super::stage::{InputBatch, InputRecord, Stage, StageProgress};
 use crate::dead_letter::{self, Source};
 use crate::error::{Error, Result};
@@ -54,6 +58,8 @@ pub struct PipelineConfig {
     pub max_records: Option<u64>,
     /// Copy records unchanged (the benchmarks' baseline): same clients, no processing.
     pub passthrough: bool,
+    /// Publish the insights to a topic (ignored with `passthrough`).
+    pub insights: Option<InsightsPublishing>,
 }
 
 /// What a run did.
@@ -75,6 +81,14 @@ struct Shared {
     reports: AtomicU64,
     /// How far the processing stage has got, for revocations to wait on.
     stage: StageProgress,
+    /// Insights checkpoints sent and not yet acknowledged.
+    ledger: Mutex<Ledger>,
+    /// Whether insights are published (and commits wait for them).
+    publishing: bool,
+    /// Set to ask the stage for a checkpoint now (on revocation).
+    checkpoint_wanted: AtomicBool,
+    /// Checkpoints the stage has sent.
+    checkpoints_sent: AtomicU64,
 }
 
 impl Shared {
@@ -82,6 +96,28 @@ impl Shared {
         // A poisoned lock means a callback panicked; the data is still consistent enough to
         // keep committing conservatively, so recover rather than abort.
         self.tracker.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn ledger(&self) -> MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Asks the stage for a checkpoint and waits until it is sent, up to `timeout`. Once the
+    /// stage has stopped (at shutdown, when the final checkpoint is taken), nothing waits.
+    fn checkpoint_now(&self, timeout: Duration) -> bool {
+        let before = self.checkpoints_sent.load(Ordering::Acquire);
+        self.checkpoint_wanted.store(true, Ordering::Release);
+        let deadline = Instant::now() + timeout;
+        while self.checkpoints_sent.load(Ordering::Acquire) == before {
+            if self.stage.is_stopped() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
     }
 }
 
@@ -104,8 +140,11 @@ impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
-        let token = DeliveryToken::decode(opaque);
         self.shared.reports.fetch_add(1, Ordering::Relaxed);
+        let token = match Delivered::decode(opaque) {
+            Delivered::Record(token) => token,
+            Delivered::Checkpoint(number) => return self.checkpoint_delivery(result, number),
+        };
         match result {
             Ok(_) => {
                 if token.dead_letter {
@@ -130,6 +169,31 @@ impl ProducerContext for DeliveryContext {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner());
                 failure.get_or_insert(text);
+            }
+        }
+    }
+}
+
+impl DeliveryContext {
+    fn checkpoint_delivery(&self, result: &DeliveryResult<'_>, number: u64) {
+        match result {
+            Ok(_) => {
+                let coverage = self.shared.ledger().delivered(number);
+                if let Some(coverage) = coverage {
+                    self.shared.metrics.insights_published.inc();
+                    let mut tracker = self.shared.tracker();
+                    for (partition, next) in coverage {
+                        tracker.cover(partition, next);
+                    }
+                }
+            }
+            Err((error, message)) => {
+                self.shared.ledger().failed(number);
+                self.shared.metrics.insights_publish_failures.inc();
+                tracing::error!(
+                    topic = message.topic(), %error,
+                    "publishing the insights failed; offsets are committed only up to the last published snapshot, the next one will try again"
+                );
             }
         }
     }
@@ -197,6 +261,13 @@ impl ConsumerContext for GroupContext {
         {
             tracing::warn!(
                 "the processing stage did not finish its batches in time; their records will be reprocessed by the next owner"
+            );
+        }
+        // The insights counting these partitions' events must be published before their
+        // offsets can be committed.
+        if self.shared.publishing && !self.shared.checkpoint_now(self.flush_timeout) {
+            tracing::warn!(
+                "no insights checkpoint in time; the next owner reprocesses what the last published snapshot does not count"
             );
         }
         // Everything produced so far must be acknowledged before its offsets can be committed
@@ -292,13 +363,22 @@ pub fn run(
     let _span =
         tracing::info_span!("pipeline", group = %config.group_id, input = %config.input_topic)
             .entered();
+    let publishing = config.insights.as_ref().filter(|_| !config.passthrough);
     let shared = Arc::new(Shared {
-        tracker: Mutex::new(OffsetTracker::default()),
+        tracker: Mutex::new(if publishing.is_some() {
+            OffsetTracker::gated_by_insights()
+        } else {
+            OffsetTracker::default()
+        }),
         metrics: metrics.clone(),
         health: health.clone(),
         failure: Mutex::new(None),
         reports: AtomicU64::new(0),
         stage: StageProgress::default(),
+        ledger: Mutex::new(Ledger::default()),
+        publishing: publishing.is_some(),
+        checkpoint_wanted: AtomicBool::new(false),
+        checkpoints_sent: AtomicU64::new(0),
     });
     let producer: Arc<Producer_> = Arc::new(
         config
@@ -334,22 +414,40 @@ pub fn run(
     let mut first_record: Option<Instant> = None;
     let mut consumed = 0u64;
     let mut last_commit = Instant::now();
+    let stage_state = Mutex::new(StageState {
+        processor,
+        checkpointer: publishing.cloned().map(Checkpointer::new),
+    });
     let outcome: Result<()> = std::thread::scope(|scope| {
         let mut stage = if config.passthrough {
             None
         } else {
-            let (shared, producer) = (&*shared, &*producer);
+            let (shared, producer, state) = (&*shared, &*producer, &stage_state);
             Some(Stage::spawn(
                 scope,
                 &shared.stage,
                 move |batch: &InputBatch| {
+                    let mut state = lock(state);
+                    let StageState {
+                        processor,
+                        checkpointer,
+                    } = &mut *state;
                     for record in batch.iter() {
+                        let (partition, offset) = (record.partition, record.offset);
                         handle(record, config, processor, producer, shared)?;
+                        if let Some(c) = checkpointer {
+                            c.handled(partition, offset);
+                        }
                     }
                     serve_delivery_reports(producer, shared);
-                    Ok(())
+                    checkpoint_if_wanted(&mut state, producer, shared)
                 },
-                move || serve_delivery_reports(producer, shared),
+                move || {
+                    serve_delivery_reports(producer, shared);
+                    if let Err(e) = checkpoint_if_wanted(&mut lock(state), producer, shared) {
+                        tracing::error!(error = %e, "insights checkpoint failed");
+                    }
+                },
             )?)
         };
         let looped = loop {
@@ -406,9 +504,19 @@ pub fn run(
         looped.and(staged)
     });
 
-    // Shutdown (or a fatal error): stop taking input, let the producer deliver what it holds,
-    // commit exactly what was acknowledged, then leave the group.
+    // Shutdown (or a fatal error): stop taking input, publish the final insights, let the
+    // producer deliver what it holds, commit exactly what was acknowledged (and counted by
+    // published insights), then leave the group.
     health.set_ready(false);
+    let mut state = stage_state.into_inner().unwrap_or_else(|e| e.into_inner());
+    if let Some(c) = &mut state.checkpointer {
+        let published = c
+            .take(state.processor, true)
+            .and_then(|taken| publish(taken, &c.publishing.topic, &producer, &shared));
+        if let Err(e) = published {
+            tracing::error!(error = %e, "publishing the final insights failed");
+        }
+    }
     tracing::info!(
         in_flight = shared.tracker().in_flight(),
         "stopping: flushing producer"
@@ -439,6 +547,53 @@ pub fn run(
         },
         unacknowledged,
     })
+}
+
+/// What the processing stage works with: the processor and, when publishing, the checkpoints.
+struct StageState<'p> {
+    processor: &'p mut Processor,
+    checkpointer: Option<Checkpointer>,
+}
+
+fn lock<'a, T>(mutex: &'a Mutex<T>) -> MutexGuard<'a, T> {
+    // Only the stage thread and, after it, the loop use it: no one else can see it torn.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Takes and sends a checkpoint when the interval has passed or a revocation asks for one.
+fn checkpoint_if_wanted(
+    state: &mut StageState<'_>,
+    producer: &Producer_,
+    shared: &Shared,
+) -> Result<()> {
+    let Some(c) = &mut state.checkpointer else {
+        return Ok(());
+    };
+    let wanted = shared.checkpoint_wanted.swap(false, Ordering::AcqRel);
+    if !wanted && !c.due() {
+        return Ok(());
+    }
+    let taken = c.take(state.processor, false)?;
+    let sent = publish(taken, &c.publishing.topic, producer, shared);
+    shared.checkpoints_sent.fetch_add(1, Ordering::AcqRel);
+    sent
+}
+
+/// Sends a checkpoint's snapshots; its coverage applies once the broker acknowledged them all.
+fn publish(taken: Taken, topic: &str, producer: &Producer_, shared: &Shared) -> Result<()> {
+    let Some(opaque) = Delivered::checkpoint(taken.number) else {
+        return Ok(());
+    };
+    shared
+        .ledger()
+        .open(taken.number, taken.records.len(), taken.coverage);
+    for (key, value) in &taken.records {
+        let record = BaseRecord::with_opaque_to(topic, opaque)
+            .key(key.as_bytes())
+            .payload(value.as_slice());
+        send(producer, record)?;
+    }
+    Ok(())
 }
 
 /// Serves every delivery report that is ready, without waiting: acknowledgements advance the

@@ -150,6 +150,11 @@ impl StageProgress {
         true
     }
 
+    /// Whether the stage thread has ended (nothing more will be done there).
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+
     fn revoked_partitions(&self) -> MutexGuard<'_, Vec<i32>> {
         // Plain data: a panic elsewhere while holding the lock leaves it usable.
         self.revoked.lock().unwrap_or_else(|e| e.into_inner())

@@ -1,0 +1,140 @@
+//! The insights topic: where replicas publish their snapshots and readers merge them.
+//!
+//! Rules:
+//! - The topic is compacted: the latest snapshot per key is kept. Replicas create it when it
+//!   is missing, with segments small enough for compaction to act within an hour.
+//! - A reader reads every partition from its start to the end it had when the read began
+//!   (partition EOF, so compacted gaps and transaction markers do not stall it), within a
+//!   deadline: an unreachable broker is an error, never a hang.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::error::{Error, Result};
+use crate::insights::fleet::TopicState;
+
+/// The topic replicas publish to unless told otherwise.
+pub const DEFAULT_TOPIC: &str = "fetch-pipeline-insights";
+
+/// Topic settings used when a replica creates the topic. Segments roll hourly or at 64 MiB,
+/// so compaction (which never touches the active segment) bounds the topic within about an
+/// hour of churn.
+const TOPIC_CONFIG: [(&str, &str); 4] = [
+    ("cleanup.policy", "compact"),
+    ("segment.ms", "3600000"),
+    ("segment.bytes", "67108864"),
+    ("min.cleanable.dirty.ratio", "0.1"),
+];
+
+/// Reads `topic` to its current end and returns the latest record of every key.
+/// `config` says how to reach the broker (bootstrap servers, security).
+pub fn read(mut config: ClientConfig, topic: &str, timeout: Duration) -> Result<TopicState> {
+    let deadline = Instant::now() + timeout;
+    let bootstrap = config.get("bootstrap.servers").unwrap_or("?").to_owned();
+    config
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("group.id", "fetch-insights-reader")
+        .set("auto.offset.reset", "earliest");
+    let consumer: BaseConsumer = config
+        .create()
+        .map_err(|e| Error::Config(format!("insights reader settings: {e}")))?;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), left(deadline))
+        .map_err(Error::kafka(format!(
+            "reading metadata of the insights topic {topic:?} from {bootstrap}"
+        )))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+        .unwrap_or_default();
+    if partitions.is_empty() {
+        return Err(Error::Config(format!(
+            "the insights topic {topic:?} does not exist on {bootstrap}: no replica has published insights there yet (replicas create it), or another topic was configured"
+        )));
+    }
+    let mut list = TopicPartitionList::new();
+    let mut pending = HashSet::new();
+    for p in partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, left(deadline))
+            .map_err(Error::kafka(format!(
+                "reading the end offsets of {topic:?}"
+            )))?;
+        if high > low {
+            list.add_partition_offset(topic, p, Offset::Beginning)
+                .map_err(Error::kafka("assigning the insights topic"))?;
+            pending.insert(p);
+        }
+    }
+    let mut state = TopicState::default();
+    if pending.is_empty() {
+        return Ok(state);
+    }
+    consumer
+        .assign(&list)
+        .map_err(Error::kafka("assigning the insights topic"))?;
+    while !pending.is_empty() {
+        if Instant::now() >= deadline {
+            return Err(Error::Insights(format!(
+                "reading the insights topic {topic:?} from {bootstrap} did not finish within {timeout:?} ({} partition(s) not read to the end)",
+                pending.len()
+            )));
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Ok(message)) => state.apply(message.key(), message.payload()),
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                pending.remove(&p);
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "reading the insights topic"),
+        }
+    }
+    Ok(state)
+}
+
+/// Creates `topic` as a compacted topic when it does not exist yet. (A topic that exists is
+/// left as it is: whoever created it chose its settings.)
+pub async fn ensure(config: &ClientConfig, topic: &str, timeout: Duration) -> Result<()> {
+    let bootstrap = config.get("bootstrap.servers").unwrap_or("?").to_owned();
+    let admin: AdminClient<DefaultClientContext> = config
+        .create()
+        .map_err(|e| Error::Config(format!("admin client settings: {e}")))?;
+    let mut new = NewTopic::new(topic, 1, TopicReplication::Fixed(-1));
+    for (key, value) in TOPIC_CONFIG {
+        new = new.set(key, value);
+    }
+    let options = AdminOptions::new().request_timeout(Some(timeout));
+    let results = admin
+        .create_topics([&new], &options)
+        .await
+        .map_err(Error::kafka(format!(
+            "creating the insights topic {topic:?} on {bootstrap}"
+        )))?;
+    for result in results {
+        match result {
+            Ok(_) => tracing::info!(topic, "created the insights topic (compacted)"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, code)) => {
+                return Err(Error::Config(format!(
+                    "the insights topic {topic:?} is missing on {bootstrap} and could not be created ({code}): create it as a compacted topic (cleanup.policy=compact), or turn publishing off with --insights-topic ''"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn left(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now())
+}
