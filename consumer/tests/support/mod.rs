@@ -31,6 +31,8 @@ impl ConsumerProcess {
             .args(["--group-id", group, "--input-topic", input])
             .args(["--output-topic", output, "--dead-letter-topic", dead_letter])
             .args(["--http-addr", "127.0.0.1:0", "--commit-interval", "200ms"])
+            // Commits wait for published insights: publish often so tests do not wait.
+            .args(["--insights-interval", "1s"])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
