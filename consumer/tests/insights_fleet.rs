@@ -5,6 +5,7 @@
 mod support;
 
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use fetch_consumer::clean::Cleaner;
 use fetch_consumer::generator::{Generator, GeneratorConfig};
@@ -53,6 +54,7 @@ fn truth(records: &[Record]) -> Summary {
         },
         published_at_ms: 0,
         top_cut_to: None,
+        folded: None,
         insights: processor.into_insights(),
     };
     Fleet::merge(&[one], "truth", 0, None, DEFAULT_TOP_CAPACITY).summary(10)
@@ -283,4 +285,82 @@ fn asking_for_a_pipeline_that_never_published_names_those_that_did() {
         stderr.contains("\"nobody\"") && stderr.contains(&group),
         "{stderr}"
     );
+}
+
+#[test]
+fn the_topic_stays_bounded_over_many_restarts_and_the_totals_lose_nothing() {
+    let topics = input_and_outputs();
+    let (group, insights) = (unique("group"), unique("insights"));
+    // Compaction that acts within seconds instead of hours.
+    create_topic_with(
+        &bootstrap(),
+        &insights,
+        1,
+        &[
+            ("cleanup.policy", "compact"),
+            ("segment.ms", "100"),
+            ("min.cleanable.dirty.ratio", "0.01"),
+            ("delete.retention.ms", "0"),
+            ("min.compaction.lag.ms", "0"),
+        ],
+    );
+    let records = fixture(4_000, 23);
+    let truth = serde_json::to_value(truth(&records)).expect("json");
+    let restarts = 6;
+    for (round, chunk) in records.chunks(records.len().div_ceil(restarts)).enumerate() {
+        let replica = start(&group, &topics, &insights);
+        if round > 0 {
+            wait_until("the replica to retire the one before", || {
+                replica
+                    .log()
+                    .contains("folded the insights of replicas that are gone")
+            });
+        }
+        produce(&topics.0, chunk);
+        wait_until("the replica to commit its share", || {
+            committed(&group, &topics.0) == end_offsets(&topics.0)
+        });
+        assert_eq!(replica.terminate().0, Some(0));
+    }
+    let read = || {
+        let config = fetch_consumer::kafka::KafkaSettings {
+            bootstrap_servers: bootstrap(),
+            properties: vec![],
+        }
+        .client();
+        fetch_consumer::kafka::insights_topic::read(config, &insights, Duration::from_secs(20))
+            .expect("read the insights topic")
+    };
+    // Every start folded the totals of the replicas before it into the retired total.
+    let (snapshots, _) = read().snapshots();
+    let totals: Vec<&str> = snapshots
+        .iter()
+        .filter(|s| s.kind == SnapshotKind::Total)
+        .map(|s| s.replica.as_str())
+        .collect();
+    assert_eq!(
+        totals.len(),
+        2,
+        "the retired total and the last replica's: {totals:?}"
+    );
+    let (merged, _) = merged(&insights, &group, &[]);
+    assert_eq!(merged["contributors"], restarts);
+    for field in [
+        "cleaned",
+        "deadLettersByReason",
+        "distinctUsers",
+        "topUsers",
+        "topAppVersions",
+    ] {
+        assert_eq!(
+            merged["totals"][field], truth["totals"][field],
+            "totals.{field}"
+        );
+    }
+    // Compaction removes what was replaced or deleted: the log holds little more than the
+    // latest record per key.
+    wait_until("compaction", || {
+        let state = read();
+        state.records <= state.len() as u64 + 10
+    });
 }

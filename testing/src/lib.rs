@@ -63,8 +63,17 @@ pub fn create_topic(name: &str, partitions: i32) {
 
 /// Creates `name` with `partitions` partitions on the broker at `bootstrap`.
 pub fn create_topic_on(bootstrap: &str, name: &str, partitions: i32) {
+    create_topic_with(bootstrap, name, partitions, &[]);
+}
+
+/// Creates `name` with `partitions` partitions and topic `config` on the broker at `bootstrap`.
+pub fn create_topic_with(bootstrap: &str, name: &str, partitions: i32, config: &[(&str, &str)]) {
+    let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    for (key, value) in config {
+        topic = topic.set(key, value);
+    }
     let results = block_on(admin(bootstrap).create_topics(
-        &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+        &[topic],
         &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
     ))
     .expect("create topics");

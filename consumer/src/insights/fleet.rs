@@ -31,6 +31,8 @@ const LIVE_INTERVALS: i64 = 3;
 #[derive(Debug, Default)]
 pub struct TopicState {
     latest: HashMap<Vec<u8>, Vec<u8>>,
+    /// Records read, tombstones and replaced ones included.
+    pub records: u64,
     /// Records skipped, by why.
     skipped: BTreeMap<String, u64>,
 }
@@ -38,6 +40,7 @@ pub struct TopicState {
 impl TopicState {
     /// Applies one record, in topic order.
     pub fn apply(&mut self, key: Option<&[u8]>, value: Option<&[u8]>) {
+        self.records += 1;
         let Some(key) = key else {
             *self.skipped.entry("no key".into()).or_default() += 1;
             return;
@@ -114,8 +117,8 @@ pub struct Fleet {
     pub pipeline: String,
     /// Everything since the pipeline started.
     pub totals: Insights,
-    /// Processes that contributed (each restart is a new one).
-    pub contributors: usize,
+    /// Processes that contributed (each restart is a new one), retired ones included.
+    pub contributors: u64,
     /// Of those, the ones still publishing.
     pub publishing: usize,
     /// Age of the newest and oldest `total` snapshot, in milliseconds.
@@ -151,7 +154,7 @@ impl Fleet {
         let mut cut = false;
         for s in mine.iter().filter(|s| s.kind == SnapshotKind::Total) {
             totals.merge(&s.insights);
-            contributors += 1;
+            contributors += s.folded.unwrap_or(1);
             ages.push(now_ms - s.published_at_ms);
             span = Some(widen(span, s.span));
             cut |= s.top_cut_to.is_some();
@@ -241,7 +244,7 @@ fn widen(span: Option<Span>, other: Span) -> Span {
 #[serde(rename_all = "camelCase")]
 pub struct Summary {
     pub pipeline: String,
-    pub contributors: usize,
+    pub contributors: u64,
     pub publishing: usize,
     pub newest_snapshot_age_seconds: i64,
     pub oldest_snapshot_age_seconds: i64,
@@ -336,6 +339,7 @@ mod tests {
             },
             published_at_ms: NOW - span.1,
             top_cut_to: None,
+            folded: None,
             insights: i,
         }
     }

@@ -17,6 +17,7 @@ mod breakdown;
 pub mod fleet;
 mod hyperloglog;
 pub mod report;
+pub mod retire;
 pub mod snapshot;
 mod space_saving;
 pub mod worker;

@@ -73,6 +73,10 @@ pub struct Snapshot {
     /// Top-k lists were cut to this many counters to fit the record limit (`None`: not cut).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_cut_to: Option<usize>,
+    /// In the pipeline's retired total (see `insights::retire`): how many replica processes'
+    /// totals were folded into it. `None` for a replica's own snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folded: Option<u64>,
     pub insights: Insights,
 }
 
@@ -225,6 +229,7 @@ mod tests {
             },
             published_at_ms: 1_700_000_030_000,
             top_cut_to: None,
+            folded: None,
             insights,
         }
     }

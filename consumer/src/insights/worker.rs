@@ -113,6 +113,7 @@ impl Periods {
             span,
             published_at_ms: c.now_ms,
             top_cut_to: None,
+            folded: None,
             insights,
         };
         let slot = self.next_slot % c.publisher.window_slots.max(1);

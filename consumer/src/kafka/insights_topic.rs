@@ -3,6 +3,8 @@
 //! Rules:
 //! - The topic is compacted: the latest snapshot per key is kept. Replicas create it when it
 //!   is missing, with segments small enough for compaction to act within an hour.
+//! - Replicas fold the snapshots of replicas that are gone into one retired total per pipeline
+//!   (`insights::retire`), in a transaction, so the topic stays bounded over restarts.
 //! - A reader reads every partition from its start to the end it had when the read began
 //!   (partition EOF, so compacted gaps and transaction markers do not stall it), within a
 //!   deadline: an unreachable broker is an error, never a hang.
@@ -16,10 +18,14 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::cli::MAX_WINDOW;
 use crate::error::{Error, Result};
+use crate::insights::DEFAULT_TOP_CAPACITY;
 use crate::insights::fleet::TopicState;
+use crate::insights::retire;
 
 /// The topic replicas publish to unless told otherwise.
 pub const DEFAULT_TOPIC: &str = "fetch-pipeline-insights";
@@ -133,6 +139,85 @@ pub async fn ensure(config: &ClientConfig, topic: &str, timeout: Duration) -> Re
         }
     }
     Ok(())
+}
+
+/// Folds the snapshots of `pipeline`'s replicas that are gone into its retired total and
+/// deletes them, in one transaction (see `insights::retire`). Returns how many replica totals
+/// were folded in. Blocking.
+pub fn retire(
+    config: &ClientConfig,
+    topic: &str,
+    pipeline: &str,
+    now_ms: i64,
+    timeout: Duration,
+) -> Result<usize> {
+    let mut producer_config = config.clone();
+    producer_config
+        .set(
+            "transactional.id",
+            format!("fetch-insights-retire/{pipeline}"),
+        )
+        .set("transaction.timeout.ms", "30000");
+    let producer: ThreadedProducer<DefaultProducerContext> = producer_config
+        .create()
+        .map_err(|e| Error::Config(format!("insights producer settings: {e}")))?;
+    // Fences any other replica of this pipeline retiring at the same time: its transaction
+    // is aborted, and the read below sees everything committed before.
+    producer
+        .init_transactions(timeout)
+        .map_err(Error::kafka("starting the insights retirement transaction"))?;
+    let state = read(config.clone(), topic, timeout)?;
+    let (snapshots, _) = state.snapshots();
+    let Some(plan) = retire::plan(
+        &snapshots,
+        pipeline,
+        now_ms,
+        MAX_WINDOW,
+        DEFAULT_TOP_CAPACITY,
+    ) else {
+        return Ok(0);
+    };
+    let value = plan
+        .retired
+        .encode()
+        .map_err(|e| Error::Insights(e.to_string()))?;
+    let key = plan.retired.key();
+    let transaction = || -> std::result::Result<(), KafkaError> {
+        producer.begin_transaction()?;
+        send(&producer, BaseRecord::to(topic).key(&key).payload(&value))?;
+        for key in &plan.delete {
+            send(&producer, BaseRecord::<String, [u8]>::to(topic).key(key))?;
+        }
+        producer.commit_transaction(timeout)
+    };
+    if let Err(e) = transaction() {
+        let _ = producer.abort_transaction(timeout);
+        return Err(Error::kafka(
+            "retiring the snapshots of replicas that are gone",
+        )(e));
+    }
+    Ok(plan.folded)
+}
+
+/// Queues one record, waiting while the producer's queue is full.
+fn send<K, P>(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    mut record: BaseRecord<'_, K, P>,
+) -> std::result::Result<(), KafkaError>
+where
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
 }
 
 fn left(deadline: Instant) -> Duration {
