@@ -147,13 +147,17 @@ impl Fleet {
             .iter()
             .filter(|s| s.pipeline == pipeline)
             .collect();
-        let mut totals = Insights::new(top_capacity);
+        let totals_of: Vec<&Snapshot> = mine
+            .iter()
+            .copied()
+            .filter(|s| s.kind == SnapshotKind::Total)
+            .collect();
+        let totals = Insights::merge_all(top_capacity, totals_of.iter().map(|s| &s.insights));
         let mut contributors = 0;
         let mut ages = Vec::new();
         let mut span: Option<Span> = None;
         let mut cut = false;
-        for s in mine.iter().filter(|s| s.kind == SnapshotKind::Total) {
-            totals.merge(&s.insights);
+        for s in totals_of {
             contributors += s.folded.unwrap_or(1);
             ages.push(now_ms - s.published_at_ms);
             span = Some(widen(span, s.span));
@@ -185,15 +189,17 @@ impl Fleet {
         }
         let window = window.map(|w| {
             let from = now_ms - i64::try_from(w.as_millis()).unwrap_or(i64::MAX);
-            let mut insights = Insights::new(top_capacity);
+            let recent: Vec<&Snapshot> = mine
+                .iter()
+                .copied()
+                .filter(|s| matches!(s.kind, SnapshotKind::Window { .. }) && s.span.end_ms > from)
+                .collect();
             let mut covered = None;
-            for s in &mine {
-                if matches!(s.kind, SnapshotKind::Window { .. }) && s.span.end_ms > from {
-                    insights.merge(&s.insights);
-                    covered = Some(widen(covered, s.span));
-                    cut |= s.top_cut_to.is_some();
-                }
+            for s in &recent {
+                covered = Some(widen(covered, s.span));
+                cut |= s.top_cut_to.is_some();
             }
+            let insights = Insights::merge_all(top_capacity, recent.iter().map(|s| &s.insights));
             (insights, covered)
         });
         Fleet {

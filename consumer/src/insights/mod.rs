@@ -153,6 +153,30 @@ impl Insights {
 
     /// Folds in the insights of another replica or another run.
     pub fn merge(&mut self, other: &Insights) {
+        self.merge_counts(other);
+        self.top_users.merge(&other.top_users);
+        self.top_ips.merge(&other.top_ips);
+    }
+
+    /// The merge of many (every replica of a pipeline): like folding each in with
+    /// [`Insights::merge`], with the top-k lists merged in one pass
+    /// ([`SpaceSaving::merge_all`]): faster, and tighter bounds.
+    pub fn merge_all<'a>(
+        top_capacity: usize,
+        parts: impl IntoIterator<Item = &'a Insights>,
+    ) -> Insights {
+        let parts: Vec<&Insights> = parts.into_iter().collect();
+        let mut out = Insights::new(top_capacity);
+        for part in &parts {
+            out.merge_counts(part);
+        }
+        out.top_users = SpaceSaving::merge_all(top_capacity, parts.iter().map(|p| &p.top_users));
+        out.top_ips = SpaceSaving::merge_all(top_capacity, parts.iter().map(|p| &p.top_ips));
+        out
+    }
+
+    /// Folds in everything of `other` but its top-k lists.
+    fn merge_counts(&mut self, other: &Insights) {
         self.cleaned += other.cleaned;
         for (k, v) in &other.rejected {
             *self.rejected.entry(k.clone()).or_default() += v;
@@ -162,8 +186,6 @@ impl Insights {
         }
         self.users.merge(&other.users);
         self.devices.merge(&other.devices);
-        self.top_users.merge(&other.top_users);
-        self.top_ips.merge(&other.top_ips);
         self.by_app_version.merge(&other.by_app_version);
         self.by_locale.merge(&other.by_locale);
         self.first_login = min_opt(self.first_login, other.first_login, i64::min);

@@ -86,11 +86,15 @@ pub fn plan(
     let previous = mine
         .iter()
         .find(|s| s.kind == SnapshotKind::Total && s.replica == RETIRED);
-    let mut insights = Insights::new(top_capacity);
+    let folding: Vec<&Snapshot> = previous
+        .into_iter()
+        .chain(retiring.iter())
+        .copied()
+        .collect();
+    let insights = Insights::merge_all(top_capacity, folding.iter().map(|s| &s.insights));
     let mut folded = 0;
     let mut span: Option<Span> = None;
-    for s in previous.into_iter().chain(retiring.iter()).copied() {
-        insights.merge(&s.insights);
+    for s in folding {
         folded += s.folded.unwrap_or(1);
         span = Some(match span {
             None => s.span,

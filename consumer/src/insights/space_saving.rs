@@ -338,6 +338,54 @@ impl SpaceSaving {
         });
     }
 
+    /// Merges many sketches at once into one of `capacity` counters: the same rule as
+    /// [`Self::merge`] (a key missing from a sketch is credited with that sketch's minimum as
+    /// possible error), cut to size once at the end instead of after every pair, which is
+    /// both faster and tighter when a pipeline has many replicas.
+    pub fn merge_all<'a>(
+        capacity: usize,
+        parts: impl IntoIterator<Item = &'a SpaceSaving>,
+    ) -> Self {
+        // Count and error are each "sum over sketches holding the key of its value, plus the
+        // floors of the others": kept as (sum of value - floor) plus the sum of all floors.
+        let mut floors = 0u64;
+        let mut total = 0u64;
+        let mut merged: HashMap<&'a str, (u64, u64, u64, i64)> = HashMap::new();
+        for part in parts {
+            let floor = part.floor();
+            floors += floor;
+            total += part.total;
+            for &(count, slot) in &part.heap {
+                let s = &part.slots[slot as usize];
+                let e = merged.entry(s.key.as_str()).or_insert((0, 0, 0, i64::MIN));
+                // Counts are at least the floor; errors may be below it.
+                e.0 += count - floor.min(count);
+                e.1 += s.error;
+                e.2 += floor;
+                e.3 = e.3.max(s.last_seen);
+            }
+        }
+        let mut counters: Vec<Counter> = merged
+            .into_iter()
+            .map(
+                |(key, (count_over, error, floors_held, last_seen))| Counter {
+                    key: key.to_owned(),
+                    count: count_over + floors,
+                    // error + the floors of the sketches that do not hold the key.
+                    error: error + (floors - floors_held),
+                    last_seen,
+                },
+            )
+            .collect();
+        counters.sort_unstable_by(|a, b| b.count.cmp(&a.count).then_with(|| a.key.cmp(&b.key)));
+        counters.truncate(capacity.max(1));
+        SpaceSaving::from(Snapshot {
+            capacity: capacity.max(1),
+            total,
+            counters,
+        })
+    }
+
     /// Puts `entry` at `at` and records where its slot now sits.
     fn place(&mut self, at: usize, entry: (u64, u32)) {
         self.heap[at] = entry;
@@ -502,5 +550,41 @@ mod tests {
                 .is_none_or(|c| c.count - c.error <= 6 && c.count >= 6),
             "{c:?}"
         );
+    }
+
+    #[test]
+    fn merging_many_at_once_keeps_the_guarantees_of_merging_pairs() {
+        let mut parts = Vec::new();
+        let mut truth: HashMap<String, u64> = HashMap::new();
+        let mut x = 7u64;
+        for _ in 0..6 {
+            let mut s = SpaceSaving::new(20);
+            for _ in 0..3_000 {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let key = ((x >> 33) % ((x >> 20) % 300 + 1)).to_string();
+                s.insert(&key, (x % 1000) as i64);
+                *truth.entry(key).or_default() += 1;
+            }
+            parts.push(s);
+        }
+        let all = SpaceSaving::merge_all(20, &parts);
+        let mut pairwise = parts[0].clone();
+        for p in &parts[1..] {
+            pairwise.merge(p);
+        }
+        assert_eq!(all.total(), pairwise.total());
+        for c in all.top(20) {
+            let t = truth[&c.key];
+            assert!(c.count >= t && c.count - c.error <= t, "{c:?} true {t}");
+        }
+        // Every key heavier than total / capacity is tracked.
+        let tracked: Vec<String> = all.top(20).into_iter().map(|c| c.key).collect();
+        for (key, n) in &truth {
+            if *n > all.total() / 20 {
+                assert!(tracked.contains(key), "heavy key {key} ({n}) lost");
+            }
+        }
     }
 }
