@@ -266,7 +266,12 @@ pub async fn insights(args: InsightsArgs) -> Result<()> {
     let state = tokio::task::spawn_blocking(move || insights_topic::read(config, &topic, timeout))
         .await
         .map_err(|e| Error::Insights(format!("the reader stopped: {e}")))??;
-    let (snapshots, skipped) = state.snapshots();
+    let (mut snapshots, skipped) = state.snapshots_of(args.pipeline.as_deref());
+    let wanted = args.pipeline.as_deref();
+    if wanted.is_some_and(|p| !snapshots.iter().any(|s| s.pipeline == p)) {
+        // Decode everything, to name the pipelines that did publish.
+        snapshots = state.snapshots().0;
+    }
     for (reason, n) in &skipped {
         eprintln!(
             "warning: skipped {n} record(s) of {:?}: {reason}",

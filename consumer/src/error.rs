@@ -13,6 +13,12 @@ pub enum Error {
         #[source]
         source: rdkafka::error::KafkaError,
     },
+    /// The insights topic does not exist: no replica has published there yet (the first one
+    /// creates it), or another topic was configured.
+    #[error(
+        "the insights topic {topic:?} does not exist on {bootstrap}: no replica has published insights there yet (replicas create it), or another topic was configured"
+    )]
+    InsightsTopicMissing { topic: String, bootstrap: String },
     /// Insights could not be published, read or merged; the message says why.
     #[error("insights: {0}")]
     Insights(String),

@@ -139,7 +139,13 @@ fn three_replicas_report_exactly_what_one_process_reports_over_the_same_input() 
         assert_eq!(r.terminate().0, Some(0));
     }
     // Records that are not snapshots are skipped with a warning, never fatal.
-    produce(&insights, &[(b"junk".to_vec(), Some(b"hello".to_vec()))]);
+    produce(
+        &insights,
+        &[(
+            format!("{group}/junk").into_bytes(),
+            Some(b"hello".to_vec()),
+        )],
+    );
 
     let (merged, stderr) = merged(&insights, &group, &["--window", "1h"]);
     assert!(stderr.contains("skipped 1 record"), "{stderr}");

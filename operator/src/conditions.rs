@@ -5,6 +5,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 pub const READY: &str = "Ready";
 pub const KAFKA_REACHABLE: &str = "KafkaReachable";
+/// Whether `status.insights` is current: read at the last check, or why not.
+pub const INSIGHTS_AVAILABLE: &str = "InsightsAvailable";
 
 /// Sets condition `type_` in `conditions`, keeping its transition time if the status is the same.
 pub fn set(

@@ -6,7 +6,8 @@
 //! on spec changes, on changes to the Deployment, and every `check_interval`, so new
 //! partitions scale the pipeline without any user action. When Kafka cannot be read, the
 //! Deployment keeps its replicas, `KafkaReachable` says why, and the check is retried with
-//! backoff.
+//! backoff. Alongside, it reads the pipeline's insights into the status ([`crate::insights`]),
+//! once per check; a failed read never fails the reconciliation.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -23,10 +24,12 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
+use tokio::sync::Semaphore;
 
-use crate::conditions::{self, KAFKA_REACHABLE, READY};
-use crate::crd::{FetchPipeline, FetchPipelineStatus};
+use crate::conditions::{self, INSIGHTS_AVAILABLE, KAFKA_REACHABLE, READY};
+use crate::crd::{FetchPipeline, FetchPipelineStatus, InsightsStatus};
 use crate::error::{Error, Result};
+use crate::insights::{self, Outcome, Verdict};
 use crate::kafka::{self, KafkaTarget, ProbeError, TopicState};
 use crate::metrics::{Metrics, ReasonLabel};
 use crate::resources;
@@ -59,6 +62,22 @@ pub struct Context {
     recorder: Recorder,
     /// Consecutive failed Kafka checks per pipeline, for the retry backoff.
     kafka_failures: Mutex<HashMap<String, u32>>,
+    /// The last insights read per pipeline, reused by the reconciliations between checks.
+    insights: Mutex<HashMap<String, InsightsRead>>,
+    /// Insights reads at once: each holds the whole insights topic in memory while it runs.
+    insights_reads: Arc<Semaphore>,
+}
+
+/// Reads of the insights topic in flight at once, whatever `--concurrency` is.
+const INSIGHTS_READS_AT_ONCE: usize = 2;
+
+/// One pipeline's last insights read: for which generation and when, and what it gave.
+#[derive(Clone)]
+struct InsightsRead {
+    generation: Option<i64>,
+    at: Instant,
+    status: Option<InsightsStatus>,
+    verdict: Verdict,
 }
 
 /// Runs the controller until `shutdown` completes.
@@ -87,6 +106,8 @@ pub async fn run(
         settings,
         metrics,
         kafka_failures: Mutex::new(HashMap::new()),
+        insights: Mutex::new(HashMap::new()),
+        insights_reads: Arc::new(Semaphore::new(INSIGHTS_READS_AT_ONCE)),
     });
     let (reader, writer) = reflector::store();
     // Only spec changes (new generations) trigger from the pipeline itself: the operator's own
@@ -159,7 +180,14 @@ async fn reconcile_pipeline(fp: &FetchPipeline, ctx: &Context) -> Result<Action>
         .and_then(|s| s.ready_replicas)
         .unwrap_or(0);
 
-    let probe = check_kafka(fp, ctx, &ns).await;
+    let key = format!("{ns}/{name}");
+    let target = kafka_target(fp, &client, &ns).await;
+    // Both talk to Kafka with their own deadlines: side by side, the reconciliation waits
+    // for the slower one, not for the sum.
+    let (probe, (insights_status, verdict)) = tokio::join!(
+        check_kafka(ctx, &target, fp),
+        pipeline_insights(fp, ctx, &key, &target)
+    );
     if let Err(e) = &probe {
         ctx.metrics
             .kafka_failures
@@ -205,8 +233,7 @@ async fn reconcile_pipeline(fp: &FetchPipeline, ctx: &Context) -> Result<Action>
     }
 
     let failures = {
-        let mut map = ctx.kafka_failures.lock().unwrap_or_else(|e| e.into_inner());
-        let key = format!("{ns}/{name}");
+        let mut map = lock(&ctx.kafka_failures);
         match &probe {
             Ok(_) => {
                 map.remove(&key);
@@ -231,7 +258,14 @@ async fn reconcile_pipeline(fp: &FetchPipeline, ctx: &Context) -> Result<Action>
         .await;
     }
 
-    let status = status(fp, &probe, &decision, ready, hash);
+    let status = status(
+        fp,
+        &probe,
+        &decision,
+        ready,
+        hash,
+        (insights_status, &verdict),
+    );
     if fp.status.as_ref() != Some(&status) {
         let api: Api<FetchPipeline> = Api::namespaced(client, &ns);
         let patch = serde_json::json!({
@@ -258,6 +292,7 @@ fn status(
     decision: &scaling::ScaleDecision,
     ready: i32,
     config_hash: String,
+    (insights, verdict): (Option<InsightsStatus>, &Verdict),
 ) -> FetchPipelineStatus {
     let now = Time(Timestamp::now());
     let generation = fp.metadata.generation;
@@ -319,6 +354,15 @@ fn status(
         generation,
         &now,
     );
+    conditions::set(
+        &mut conditions,
+        INSIGHTS_AVAILABLE,
+        verdict.available,
+        verdict.reason,
+        verdict.message.clone(),
+        generation,
+        &now,
+    );
     FetchPipelineStatus {
         observed_generation: generation,
         partitions: probe.as_ref().ok().map(|s| s.partitions),
@@ -327,16 +371,17 @@ fn status(
         scaling_reason: Some(decision.reason.clone()),
         consumer_lag: probe.as_ref().ok().and_then(|s| s.lag),
         config_hash: Some(config_hash),
+        insights,
         conditions,
     }
 }
 
 async fn check_kafka(
-    fp: &FetchPipeline,
     ctx: &Context,
-    ns: &str,
+    target: &Result<KafkaTarget, ProbeError>,
+    fp: &FetchPipeline,
 ) -> Result<TopicState, ProbeError> {
-    let target = kafka_target(fp, &ctx.client, ns).await?;
+    let target = target.clone()?;
     let (topic, group) = (fp.spec.input.topic.clone(), resources::consumer_group(fp));
     let timeout = ctx.settings.kafka_timeout;
     let servers = target.bootstrap_servers.clone();
@@ -353,6 +398,97 @@ async fn check_kafka(
             seconds: (timeout * 4).as_secs(),
         }),
     }
+}
+
+/// `status.insights` and the `InsightsAvailable` verdict: read from the insights topic when
+/// due, else what the last read gave.
+async fn pipeline_insights(
+    fp: &FetchPipeline,
+    ctx: &Context,
+    key: &str,
+    target: &Result<KafkaTarget, ProbeError>,
+) -> (Option<InsightsStatus>, Verdict) {
+    let last = lock(&ctx.insights).get(key).cloned();
+    let due = insights::due(
+        last.as_ref().map(|l| (l.generation, l.at)),
+        fp.metadata.generation,
+        Instant::now(),
+        ctx.settings.check_interval / 2,
+    );
+    let previous = match last {
+        Some(last) if !due => return (last.status, last.verdict),
+        Some(last) => last.status,
+        // After a restart or a leader change: the summary the status holds.
+        None => fp.status.as_ref().and_then(|s| s.insights.clone()),
+    };
+    let outcome = read_pipeline_insights(fp, ctx, target).await;
+    if let Outcome::Failed(why) = &outcome {
+        tracing::warn!(error = %why, "reading insights failed; keeping the last summary");
+    }
+    let (status, verdict) = insights::next(previous.as_ref(), &outcome, &Time(Timestamp::now()));
+    lock(&ctx.insights).insert(
+        key.to_owned(),
+        InsightsRead {
+            generation: fp.metadata.generation,
+            at: Instant::now(),
+            status: status.clone(),
+            verdict: verdict.clone(),
+        },
+    );
+    (status, verdict)
+}
+
+/// Reads the pipeline's insights (see [`crate::insights`]) on a blocking thread, at most
+/// [`INSIGHTS_READS_AT_ONCE`] at a time, within [`insights::READ_TIMEOUT`] plus the wait for
+/// a turn.
+async fn read_pipeline_insights(
+    fp: &FetchPipeline,
+    ctx: &Context,
+    target: &Result<KafkaTarget, ProbeError>,
+) -> Outcome {
+    if !fp.spec.insights.enabled {
+        return Outcome::Disabled;
+    }
+    let target = match target {
+        Ok(target) => target,
+        Err(e) => return Outcome::Failed(e.to_string()),
+    };
+    let config = kafka::client_config(target);
+    let (topic, group) = (
+        fp.spec.insights.topic.clone(),
+        resources::consumer_group(fp),
+    );
+    let timeout = insights::READ_TIMEOUT;
+    let reads = ctx.insights_reads.clone();
+    let read = async move {
+        let turn = reads
+            .acquire_owned()
+            .await
+            .map_err(|e| format!("waiting for a turn to read insights: {e}"))?;
+        tokio::task::spawn_blocking(move || {
+            // The turn ends when the read does, even if the reconciliation stopped waiting.
+            let _turn = turn;
+            insights::read(config, &topic, &group, timeout)
+        })
+        .await
+        .map_err(|e| format!("reading insights: {e}"))
+    };
+    // The read keeps its own deadline; this one also bounds the wait for a turn.
+    match tokio::time::timeout(timeout * 2, read).await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(why)) => Outcome::Failed(why),
+        Err(_) => Outcome::Failed(format!(
+            "reading the insights topic {:?} did not finish within {} s, the wait behind other pipelines' reads included",
+            fp.spec.insights.topic,
+            (timeout * 2).as_secs()
+        )),
+    }
+}
+
+/// Locks a map of the context. A panic while it was held leaves nothing half-written that
+/// matters here (counters and caches), so a poisoned lock is used as it is.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Connection settings for the operator's own Kafka checks, with SASL credentials and the

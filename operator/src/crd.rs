@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -29,13 +29,20 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".status.desiredReplicas"}"#,
     printcolumn = r#"{"name":"Ready","type":"integer","jsonPath":".status.readyReplicas"}"#,
     printcolumn = r#"{"name":"Healthy","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Lag","type":"integer","description":"Records of the input topic not yet processed","jsonPath":".status.consumerLag"}"#,
+    printcolumn = r#"{"name":"Rate","type":"number","description":"Events per second over the replicas' latest insights interval","jsonPath":".status.insights.ratePerSecond"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Users","type":"integer","priority":1,"description":"Distinct users (estimate)","jsonPath":".status.insights.distinctUsers"}"#,
+    printcolumn = r#"{"name":"Cleaned","type":"integer","priority":1,"description":"Events cleaned","jsonPath":".status.insights.cleaned"}"#,
+    printcolumn = r#"{"name":"DeadLettered","type":"integer","priority":1,"description":"Events dead-lettered","jsonPath":".status.insights.deadLettered"}"#,
+    printcolumn = r#"{"name":"Insights-Age","type":"integer","priority":1,"description":"Seconds between the newest insights snapshot and the operator's last read","jsonPath":".status.insights.snapshotAgeSeconds"}"#
 )]
 #[x_kube(
     validation = Rule::new("self.replicas.min <= self.replicas.max").message("spec.replicas.min must not be greater than spec.replicas.max"),
     validation = Rule::new("self.input.topic != self.output.topic").message("spec.output.topic must differ from spec.input.topic: the pipeline would consume its own output"),
     validation = Rule::new("self.input.topic != self.deadLetter.topic").message("spec.deadLetter.topic must differ from spec.input.topic: rejected events would be consumed again"),
     validation = Rule::new("self.output.topic != self.deadLetter.topic").message("spec.deadLetter.topic must differ from spec.output.topic: rejects would mix with cleaned events"),
+    validation = Rule::new("!self.insights.enabled || !(self.insights.topic in [self.input.topic, self.output.topic, self.deadLetter.topic])").message("spec.insights.topic must differ from spec.input.topic, spec.output.topic and spec.deadLetter.topic: insights snapshots would mix with login events"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct FetchPipelineSpec {
@@ -84,6 +91,12 @@ pub struct FetchPipelineSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 64, max = 16777216))]
     pub max_event_bytes: Option<i32>,
+
+    /// Insights: each consumer replica publishes what it has seen (events cleaned and
+    /// dead-lettered, distinct users and devices, the most active users, app versions), and
+    /// the operator sums them up in `status.insights` at every check.
+    #[serde(default)]
+    pub insights: InsightsSpec,
 
     /// CPU and memory for each consumer container. Defaults to requests of 100m CPU and
     /// 128Mi memory, and a 512Mi memory limit.
@@ -236,6 +249,68 @@ impl TopicSpec {
     }
 }
 
+/// Publishing of insights by the consumers, and their summary in the status.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct InsightsSpec {
+    /// Publish insights and show their summary in `status.insights`. With false the replicas
+    /// publish nothing and the status shows no insights. Defaults to true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+
+    /// Kafka topic the replicas publish their insights to: one compacted record per replica,
+    /// keyed by the consumer group, so several pipelines can share it. The first replica
+    /// creates it (compacted) when it is missing. 1 to 249 letters, digits, `.`, `_` or `-`;
+    /// defaults to `fetch-pipeline-insights`.
+    #[serde(default = "InsightsSpec::default_topic")]
+    #[schemars(length(min = 1, max = 249), regex(pattern = r"^[a-zA-Z0-9._-]+$"))]
+    pub topic: String,
+
+    /// How often each replica publishes, e.g. `30s`, `1m` or `1m30s`: whole numbers with the
+    /// units `ms`, `s`, `m` or `h`, between 1s and 1h. Defaults to `30s`. Shorter is fresher
+    /// (`status.insights`, the rate) and writes more to Kafka. While publishing, a replica
+    /// commits its input offsets only once a published snapshot counts their events, so the
+    /// interval is also about the most a replica reprocesses after a crash, and
+    /// `status.consumerLag` includes up to an interval of processed events.
+    #[serde(default = "InsightsSpec::default_interval")]
+    #[schemars(length(min = 1, max = 32))]
+    #[x_kube(
+        validation = Rule::new(INTERVAL_FORMAT_RULE).message("spec.insights.interval must be a duration such as 30s, 1m or 1m30s: whole numbers with the units ms, s, m or h"),
+        validation = Rule::new(INTERVAL_RANGE_RULE).message("spec.insights.interval must be between 1s and 1h"),
+    )]
+    pub interval: String,
+}
+
+/// The durations both the consumer (humantime) and CEL's `duration()` (Go's syntax) read the
+/// same way. Bounded digit and part counts, so `duration()` can never overflow.
+const INTERVAL_FORMAT_RULE: &str = "self.matches('^([0-9]{1,5}(ms|s|m|h)){1,4}$')";
+/// Checked only on a well-formed value: `duration()` of anything else is an evaluation error
+/// whose message would not say what to fix (the format rule does).
+const INTERVAL_RANGE_RULE: &str = "!self.matches('^([0-9]{1,5}(ms|s|m|h)){1,4}$') || (duration(self) >= duration('1s') && duration(self) <= duration('1h'))";
+
+fn default_true() -> bool {
+    true
+}
+
+impl InsightsSpec {
+    pub fn default_topic() -> String {
+        fetch_consumer::kafka::insights_topic::DEFAULT_TOPIC.into()
+    }
+    pub fn default_interval() -> String {
+        "30s".into()
+    }
+}
+
+impl Default for InsightsSpec {
+    fn default() -> Self {
+        InsightsSpec {
+            enabled: true,
+            topic: Self::default_topic(),
+            interval: Self::default_interval(),
+        }
+    }
+}
+
 /// Bounds for the replica count.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReplicasSpec {
@@ -338,8 +413,68 @@ pub struct FetchPipelineStatus {
     /// Hash of the consumer configuration; a change rolls the pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_hash: Option<String>,
+    /// The pipeline's insights, summed over the snapshots its replicas published (see
+    /// `spec.insights`), as of `lastUpdated`. Absent while insights are disabled or nothing
+    /// has been published yet; when a read fails, the last summary stays (see the
+    /// `InsightsAvailable` condition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insights: Option<InsightsStatus>,
     /// `Ready`: the consumers run at the desired scale. `KafkaReachable`: the operator could
-    /// read the input topic's metadata.
+    /// read the input topic's metadata. `InsightsAvailable`: `status.insights` is current.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// A small summary of the pipeline's insights: figures and short top lists, no raw data.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct InsightsStatus {
+    /// Events cleaned and produced to the output topic, summed over every replica that ever
+    /// published (a restarted replica's earlier work included).
+    pub cleaned: i64,
+    /// Events dead-lettered, summed the same way.
+    pub dead_lettered: i64,
+    /// Events (cleaned and dead-lettered) per second over the replicas' latest publishing
+    /// interval, summed over the replicas still publishing. Absent while none is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_per_second: Option<f64>,
+    /// Distinct user ids: an estimate with about 1% standard error.
+    pub distinct_users: i64,
+    /// Distinct device ids: an estimate with about 1% standard error.
+    pub distinct_devices: i64,
+    /// Replica processes whose snapshots were summed (each restart is a new one).
+    pub contributors: i64,
+    /// Age of the newest snapshot, in seconds, when the operator read them at `lastUpdated`.
+    pub snapshot_age_seconds: i64,
+    /// The most active users, most logins first. Counts are upper bounds (a sketch counts
+    /// them), close to the truth for the most active users.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = crate::insights::TOP))]
+    pub top_users: Vec<UserCount>,
+    /// App versions by logins, most first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = crate::insights::TOP))]
+    pub top_app_versions: Vec<AppVersionCount>,
+    /// When the operator read these figures from the insights topic.
+    pub last_updated: Time,
+}
+
+/// A user and their logins.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct UserCount {
+    /// The user id (long ids are shortened, ending in `…`).
+    #[schemars(length(max = crate::insights::MAX_KEY_CHARS))]
+    pub key: String,
+    /// Logins (an upper bound).
+    pub count: i64,
+}
+
+/// An app version and its logins.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct AppVersionCount {
+    /// The app version (long values are shortened, ending in `…`).
+    #[schemars(length(max = crate::insights::MAX_KEY_CHARS))]
+    pub version: String,
+    /// Logins with this version.
+    pub count: i64,
 }

@@ -1,7 +1,8 @@
 //! What the operator asks Kafka: the input topic's partition count, and the group's lag.
 //!
 //! librdkafka calls block, so the controller runs [`probe`] on a blocking thread with a
-//! timeout. The lag arithmetic is pure ([`lag`]) and tested apart.
+//! timeout. The lag arithmetic is pure ([`lag`]) and tested apart. [`client_config`] is how
+//! every operator request (the insights read too) reaches the brokers.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -65,6 +66,20 @@ impl ProbeError {
     }
 }
 
+/// The client settings of every Kafka request the operator makes: the brokers, and the
+/// pipeline's security settings and properties (SASL credentials and CA included), so the
+/// operator reaches Kafka exactly as the pipeline's consumers do.
+pub fn client_config(target: &KafkaTarget) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &target.bootstrap_servers)
+        .set("client.id", "fetch-operator");
+    for (k, v) in &target.properties {
+        config.set(k, v);
+    }
+    config
+}
+
 /// Reads the partition count of `topic` and the lag of `group` on it. Blocking.
 pub fn probe(
     target: &KafkaTarget,
@@ -76,15 +91,10 @@ pub fn probe(
         servers: target.bootstrap_servers.clone(),
         detail,
     };
-    let mut config = ClientConfig::new();
+    let mut config = client_config(target);
     config
-        .set("bootstrap.servers", &target.bootstrap_servers)
         .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("client.id", "fetch-operator");
-    for (k, v) in &target.properties {
-        config.set(k, v);
-    }
+        .set("enable.auto.commit", "false");
     let consumer: BaseConsumer<ProbeContext> = config
         .create_with_context(ProbeContext::default())
         .map_err(|e| unreachable(e.to_string()))?;
@@ -156,6 +166,8 @@ impl ClientContext for ProbeContext {
 
 impl ConsumerContext for ProbeContext {}
 
+/// The group's lag on `topic`: committed offsets and watermarks read, the sum computed by
+/// [`lag`]. `None` when any of it cannot be read: a partial sum would look like real progress.
 fn group_lag(
     consumer: &BaseConsumer<ProbeContext>,
     topic: &str,
@@ -166,44 +178,67 @@ fn group_lag(
     for id in ids {
         list.add_partition(topic, *id);
     }
-    let committed = consumer.committed_offsets(list, timeout).ok()?;
-    let mut offsets = Vec::with_capacity(ids.len());
-    for id in ids {
-        let (low, high) = consumer.fetch_watermarks(topic, *id, timeout).ok()?;
-        let done = committed
-            .find_partition(topic, *id)
-            .and_then(|e| match e.offset() {
+    let committed = match consumer.committed_offsets(list, timeout) {
+        Ok(committed) => committed,
+        Err(e) => {
+            tracing::debug!(error = %e, topic, "committed offsets unreadable; lag unknown");
+            return None;
+        }
+    };
+    let offsets: Vec<Option<PartitionOffsets>> = ids
+        .iter()
+        .map(|id| {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, *id, timeout)
+                .map_err(|e| {
+                    tracing::debug!(error = %e, topic, partition = id, "watermarks unreadable");
+                })
+                .ok()?;
+            let entry = committed.find_partition(topic, *id)?;
+            // A per-partition error (e.g. the coordinator is loading) is not "nothing
+            // committed": counting from the log start would overstate the lag.
+            entry.error().ok()?;
+            let committed = match entry.offset() {
                 Offset::Offset(o) => Some(o),
-                _ => None,
-            });
-        offsets.push(PartitionOffsets {
-            low,
-            high,
-            committed: done,
-        });
-    }
-    Some(lag(&offsets))
+                // What librdkafka reports for a partition the group never committed.
+                Offset::Invalid => None,
+                other => {
+                    tracing::debug!(?other, topic, partition = id, "unexpected committed offset");
+                    return None;
+                }
+            };
+            Some(PartitionOffsets {
+                low,
+                high,
+                committed,
+            })
+        })
+        .collect();
+    lag(&offsets)
 }
 
 /// Offsets of one partition: log start, log end, and the group's committed offset if any.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PartitionOffsets {
     pub low: i64,
     pub high: i64,
     pub committed: Option<i64>,
 }
 
-/// Records still to process, summed over partitions: log end minus the committed offset, or
-/// minus the log start where nothing is committed (a commit older than the log start counts
-/// from the log start too: retention deleted the rest).
-pub fn lag(partitions: &[PartitionOffsets]) -> i64 {
-    partitions
-        .iter()
-        .map(|p| {
-            let from = p.committed.map_or(p.low, |c| c.max(p.low));
-            (p.high - from).max(0)
-        })
-        .sum()
+/// Records still to process, summed over partitions (`None` for a partition whose offsets
+/// could not be read). Per partition: log end minus the committed offset, or minus the log
+/// start where nothing is committed; a commit older than the log start counts from the log
+/// start too (retention deleted the rest, the group cannot read it), and a commit past the
+/// log end (a truncated or recreated topic) counts as no lag, never negative.
+///
+/// Unknown (`None`) when any partition is unknown: a sum over the partitions that happened to
+/// answer would look like progress that did not happen.
+pub fn lag(partitions: &[Option<PartitionOffsets>]) -> Option<i64> {
+    partitions.iter().try_fold(0i64, |sum, p| {
+        let p = p.as_ref()?;
+        let from = p.committed.map_or(p.low, |c| c.max(p.low));
+        Some(sum.saturating_add(p.high.saturating_sub(from).max(0)))
+    })
 }
 
 #[cfg(test)]
@@ -211,25 +246,59 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lag_from_committed_or_log_start() {
-        let p = |low, high, committed| PartitionOffsets {
-            low,
-            high,
-            committed,
+    fn lag_table() {
+        let p = |low, high, committed| {
+            Some(PartitionOffsets {
+                low,
+                high,
+                committed,
+            })
         };
-        assert_eq!(lag(&[p(0, 100, Some(40)), p(0, 50, None)]), 60 + 50);
-        assert_eq!(
-            lag(&[p(30, 100, None)]),
-            70,
-            "nothing committed: from the log start"
-        );
-        assert_eq!(
-            lag(&[p(30, 100, Some(10))]),
-            70,
-            "commit before retention: from the log start"
-        );
-        assert_eq!(lag(&[p(0, 100, Some(100))]), 0);
-        assert_eq!(lag(&[]), 0);
+        type Case = (&'static str, Vec<Option<PartitionOffsets>>, Option<i64>);
+        let cases: &[Case] = &[
+            ("no partitions", vec![], Some(0)),
+            ("committed", vec![p(0, 100, Some(40))], Some(60)),
+            ("caught up", vec![p(0, 100, Some(100))], Some(0)),
+            (
+                "nothing committed: from the log start",
+                vec![p(30, 100, None)],
+                Some(70),
+            ),
+            (
+                "commit before the log start (retention): from the log start",
+                vec![p(30, 100, Some(10))],
+                Some(70),
+            ),
+            (
+                "commit past the log end (topic truncated): zero, never negative",
+                vec![p(0, 100, Some(150))],
+                Some(0),
+            ),
+            (
+                "empty partition, nothing committed",
+                vec![p(0, 0, None)],
+                Some(0),
+            ),
+            (
+                "summed over partitions",
+                vec![p(0, 100, Some(40)), p(0, 50, None), p(10, 20, Some(5))],
+                Some(60 + 50 + 10),
+            ),
+            (
+                "one partition unreadable: unknown",
+                vec![p(0, 100, Some(40)), None],
+                None,
+            ),
+            ("only partition unreadable", vec![None], None),
+            (
+                "huge offsets saturate instead of overflowing",
+                vec![p(0, i64::MAX, None), p(0, i64::MAX, None)],
+                Some(i64::MAX),
+            ),
+        ];
+        for (what, partitions, expected) in cases {
+            assert_eq!(lag(partitions), *expected, "{what}");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! - [`resources`]: the ServiceAccount, metrics Service and Deployment built from a pipeline.
 //! - [`conditions`]: status conditions per the API conventions.
 //! - [`kafka`]: reading partition counts and consumer lag from Kafka.
+//! - [`insights`]: the pipeline's insights, read from the insights topic, in its status.
 //! - [`controller`]: the reconciler and the controller loop.
 //! - [`leader`]: leader election on a Lease.
 //! - [`manifests`]: the generated CRD manifests (plain and as the chart's template).
@@ -21,6 +22,7 @@ pub mod controller;
 pub mod crd;
 pub mod error;
 pub mod http;
+pub mod insights;
 pub mod kafka;
 pub mod leader;
 pub mod manifests;

@@ -211,6 +211,16 @@ pub fn consumer_env(fp: &FetchPipeline) -> Vec<EnvVar> {
             "FETCH_SHUTDOWN_TIMEOUT",
             format!("{SHUTDOWN_TIMEOUT_SECONDS}s"),
         ),
+        // An empty topic is how the consumer is told not to publish.
+        env(
+            "FETCH_INSIGHTS_TOPIC",
+            if spec.insights.enabled {
+                spec.insights.topic.as_str()
+            } else {
+                ""
+            },
+        ),
+        env("FETCH_INSIGHTS_INTERVAL", &spec.insights.interval),
     ];
     if let Some(bytes) = spec.max_event_bytes {
         vars.push(env("FETCH_MAX_EVENT_BYTES", bytes.to_string()));
@@ -431,6 +441,73 @@ mod tests {
             .and_then(|m| m.annotations.as_ref())
             .expect("annotations");
         assert_eq!(annotations[CONFIG_HASH_ANNOTATION], hash);
+    }
+
+    #[test]
+    fn insights_settings_reach_the_consumers() {
+        let fp = pipeline("kafka: {bootstrapServers: 'k:9092'}");
+        let env = env_map(&deployment(&fp, "img", 1).0);
+        assert_eq!(
+            env["FETCH_INSIGHTS_TOPIC"].value.as_deref(),
+            Some("fetch-pipeline-insights"),
+            "on by default"
+        );
+        assert_eq!(env["FETCH_INSIGHTS_INTERVAL"].value.as_deref(), Some("30s"));
+        let fp = pipeline(
+            "kafka: {bootstrapServers: 'k:9092'}\ninsights: {topic: fleet-insights, interval: 1m30s}",
+        );
+        let env = env_map(&deployment(&fp, "img", 1).0);
+        assert_eq!(
+            env["FETCH_INSIGHTS_TOPIC"].value.as_deref(),
+            Some("fleet-insights")
+        );
+        assert_eq!(
+            env["FETCH_INSIGHTS_INTERVAL"].value.as_deref(),
+            Some("1m30s")
+        );
+        let off = pipeline("kafka: {bootstrapServers: 'k:9092'}\ninsights: {enabled: false}");
+        let env = env_map(&deployment(&off, "img", 1).0);
+        assert_eq!(
+            env["FETCH_INSIGHTS_TOPIC"].value.as_deref(),
+            Some(""),
+            "an empty topic turns publishing off"
+        );
+    }
+
+    /// Every variable the operator sets is one `fetch-consumer run` reads: a renamed flag on
+    /// the consumer's side would otherwise be ignored silently by the pods.
+    #[test]
+    fn every_env_var_set_is_one_the_consumer_reads() {
+        use clap::CommandFactory;
+        let cli = fetch_consumer::cli::Cli::command();
+        let run = cli
+            .find_subcommand("run")
+            .expect("fetch-consumer has a run subcommand");
+        // Global flags are declared on the top-level command. The HMAC key is no flag (a
+        // secret stays off command lines): the consumer reads that variable itself.
+        let read: std::collections::BTreeSet<String> = cli
+            .get_arguments()
+            .chain(run.get_arguments())
+            .filter_map(|a| a.get_env())
+            .map(|e| e.to_string_lossy().into_owned())
+            .chain([fetch_consumer::pii::HASH_KEY_ENV.to_owned()])
+            .collect();
+        let everything = pipeline(
+            "kafka:\n  bootstrapServers: 'k:9093'\n  securityProtocol: SASL_SSL\n  sasl: {mechanism: SCRAM-SHA-512, credentialsSecret: {name: kafka-creds}}\n  tls: {caSecret: {name: ca, key: ca.crt}}\npii: {mode: Hash, hashKeySecret: {name: pii, key: hmac}}\nmaxEventBytes: 1024",
+        );
+        let set = env_map(&deployment(&everything, "img", 1).0);
+        let unread: Vec<&String> = set.keys().filter(|name| !read.contains(*name)).collect();
+        assert!(
+            unread.is_empty(),
+            "the operator sets {unread:?}, which `fetch-consumer run` does not read (it reads {read:?})"
+        );
+        for name in [
+            "FETCH_INSIGHTS_TOPIC",
+            "FETCH_INSIGHTS_INTERVAL",
+            "FETCH_MAX_EVENT_BYTES",
+        ] {
+            assert!(set.contains_key(name), "{name} is set");
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 mod support;
 
-use fetch_operator::crd::FetchPipeline;
+use fetch_operator::crd::{FetchPipeline, InsightsSpec};
 use kube::api::{Api, ApiResource, DynamicObject, PostParams};
 use support::*;
 
@@ -39,6 +39,33 @@ async fn invalid_pipelines_are_rejected_by_the_api_server_and_defaults_apply() {
         (created.spec.replicas.min, created.spec.replicas.max),
         (1, 12)
     );
+    assert_eq!(
+        created.spec.insights,
+        InsightsSpec {
+            enabled: true,
+            topic: "fetch-pipeline-insights".into(),
+            interval: "30s".into(),
+        },
+        "insights on by default"
+    );
+    api.create(
+        &PostParams::default(),
+        &pipeline(
+            "insights-ok",
+            serde_json::json!({"kafka": kafka, "insights": {"topic": "fleet.insights", "interval": "1m30s"}}),
+        ),
+    )
+    .await
+    .expect("a compound interval is valid");
+    api.create(
+        &PostParams::default(),
+        &pipeline(
+            "insights-off",
+            serde_json::json!({"kafka": kafka, "insights": {"enabled": false, "topic": "user-login"}}),
+        ),
+    )
+    .await
+    .expect("the topic of disabled insights is not checked against the others");
 
     let cases = [
         (
@@ -80,6 +107,30 @@ async fn invalid_pipelines_are_rejected_by_the_api_server_and_defaults_apply() {
         (
             serde_json::json!({"kafka": kafka, "pii": {"mode": "Scramble"}}),
             "spec.pii.mode",
+        ),
+        (
+            serde_json::json!({"kafka": kafka, "insights": {"interval": "5 parsecs"}}),
+            "spec.insights.interval must be a duration such as 30s, 1m or 1m30s",
+        ),
+        (
+            serde_json::json!({"kafka": kafka, "insights": {"interval": "30"}}),
+            "spec.insights.interval must be a duration such as 30s, 1m or 1m30s",
+        ),
+        (
+            serde_json::json!({"kafka": kafka, "insights": {"interval": "500ms"}}),
+            "spec.insights.interval must be between 1s and 1h",
+        ),
+        (
+            serde_json::json!({"kafka": kafka, "insights": {"interval": "61m"}}),
+            "spec.insights.interval must be between 1s and 1h",
+        ),
+        (
+            serde_json::json!({"kafka": kafka, "insights": {"topic": "no spaces"}}),
+            "spec.insights.topic",
+        ),
+        (
+            serde_json::json!({"kafka": kafka, "insights": {"topic": "processed-user-logins"}}),
+            "spec.insights.topic must differ from spec.input.topic, spec.output.topic and spec.deadLetter.topic",
         ),
     ];
     for (i, (spec, message)) in cases.into_iter().enumerate() {

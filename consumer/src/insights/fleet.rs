@@ -66,9 +66,23 @@ impl TopicState {
 
     /// Decodes every kept record, counting those that are not snapshots.
     pub fn snapshots(&self) -> (Vec<Snapshot>, BTreeMap<String, u64>) {
+        self.snapshots_of(None)
+    }
+
+    /// Like [`Self::snapshots`], decoding only records whose key may belong to `pipeline`
+    /// (keys start with the pipeline's name and a `/`), so a reader interested in one
+    /// pipeline does not hold every pipeline's snapshots in memory. The caller still checks
+    /// each snapshot's pipeline: "a" is a prefix of "a/b"'s keys too.
+    pub fn snapshots_of(&self, pipeline: Option<&str>) -> (Vec<Snapshot>, BTreeMap<String, u64>) {
+        let prefix = pipeline.map(|p| format!("{p}/"));
         let mut skipped = self.skipped.clone();
         let mut out = Vec::with_capacity(self.latest.len());
-        for value in self.latest.values() {
+        let wanted = self.latest.iter().filter(|(key, _)| {
+            prefix
+                .as_ref()
+                .is_none_or(|p| key.starts_with(p.as_bytes()))
+        });
+        for (_, value) in wanted {
             match Snapshot::decode(value) {
                 Ok(s) => out.push(s),
                 Err(e) => {

@@ -65,9 +65,10 @@ pub fn read(mut config: ClientConfig, topic: &str, timeout: Duration) -> Result<
         .map(|t| t.partitions().iter().map(|p| p.id()).collect())
         .unwrap_or_default();
     if partitions.is_empty() {
-        return Err(Error::Config(format!(
-            "the insights topic {topic:?} does not exist on {bootstrap}: no replica has published insights there yet (replicas create it), or another topic was configured"
-        )));
+        return Err(Error::InsightsTopicMissing {
+            topic: topic.to_owned(),
+            bootstrap,
+        });
     }
     let mut list = TopicPartitionList::new();
     let mut pending = HashSet::new();
