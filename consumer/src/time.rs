@@ -1,4 +1,4 @@
-//! Login times: the accepted range of epoch seconds and their RFC 3339 rendering.
+//! Login times: the accepted range of epoch seconds and their RFC 3339 rendering; the clock.
 //!
 //! Formatting is done here by hand (a few integer operations) rather than with a date crate:
 //! it runs once per event on the hot path and needs nothing but UTC.
@@ -8,6 +8,13 @@ pub const MIN_EPOCH_SECONDS: i64 = 946_684_800;
 /// First rejected login time: 2100-01-01T00:00:00Z. Millisecond timestamps land far beyond it,
 /// so they are rejected rather than read as dates thousands of years away.
 pub const MAX_EPOCH_SECONDS: i64 = 4_102_444_800;
+
+/// Now, in milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
 
 /// Whether `secs` lies in the accepted range `[MIN_EPOCH_SECONDS, MAX_EPOCH_SECONDS)`.
 pub fn in_range(secs: i64) -> bool {

@@ -72,21 +72,22 @@ struct Checkpoint {
 struct Periods {
     total: Insights,
     current: Insights,
-    started_ms: Option<i64>,
-    current_start_ms: Option<i64>,
+    started_ms: i64,
+    current_start_ms: i64,
     next_slot: u32,
     /// Whether `total` changed since it was last published.
     total_dirty: bool,
 }
 
 impl Periods {
-    fn new(insights: Insights) -> Self {
+    /// Periods counted from `started_ms`, when the replica started.
+    fn new(insights: Insights, started_ms: i64) -> Self {
         let capacity = insights.top_users.capacity();
         Periods {
             total: Insights::new(capacity),
             current: insights,
-            started_ms: None,
-            current_start_ms: None,
+            started_ms,
+            current_start_ms: started_ms,
             next_slot: 0,
             total_dirty: false,
         }
@@ -96,8 +97,7 @@ impl Periods {
     /// interval (always, so readers see a replica that is idle) and the totals (when they
     /// changed, or on the final checkpoint).
     fn checkpoint(&mut self, c: &Checkpoint) -> Result<Records, EncodeError> {
-        let start = *self.current_start_ms.get_or_insert(c.now_ms);
-        let started = *self.started_ms.get_or_insert(start);
+        let (start, started) = (self.current_start_ms, self.started_ms);
         let capacity = self.current.top_users.capacity();
         let interval = std::mem::replace(&mut self.current, Insights::new(capacity));
         let changed = interval.cleaned + interval.rejected_total() > 0;
@@ -139,7 +139,7 @@ impl Periods {
             records.push((total.key(), total.encode()?));
             self.total_dirty = false;
         }
-        self.current_start_ms = Some(c.now_ms);
+        self.current_start_ms = c.now_ms;
         Ok(records)
     }
 
@@ -228,11 +228,12 @@ pub struct InsightsWorker {
 impl InsightsWorker {
     /// Starts a thread that folds batches into `insights`.
     pub fn spawn(insights: Insights) -> std::io::Result<Self> {
+        let started_ms = crate::time::now_ms();
         let (to_worker, batches) = handoff::channel::<Batch>(QUEUED_BATCHES);
         let thread = std::thread::Builder::new()
             .name("insights".into())
             .spawn(move || {
-                let mut periods = Periods::new(insights);
+                let mut periods = Periods::new(insights, started_ms);
                 while let Some(mut batch) = batches.recv() {
                     batch.record_into(&mut periods.current);
                     if let Some(checkpoint) = batch.checkpoint.take() {
@@ -373,6 +374,7 @@ mod tests {
             window_slots: 2,
         };
         let mut worker = InsightsWorker::spawn(Insights::new(50)).expect("thread");
+        let t0 = crate::time::now_ms();
         let event = |i: u64| {
             format!(
                 r#"{{"user_id":"u{i}","app_version":"1","device_type":"ios","locale":"ny","timestamp":1730000000}}"#
@@ -386,7 +388,7 @@ mod tests {
         record(&mut worker, 100);
         let first = decode(
             &worker
-                .checkpoint(&publisher, 1_000, false)
+                .checkpoint(&publisher, t0 + 1_000, false)
                 .expect("checkpoint"),
         );
         assert_eq!(first.len(), 2);
@@ -400,31 +402,27 @@ mod tests {
         record(&mut worker, 50);
         let second = decode(
             &worker
-                .checkpoint(&publisher, 2_000, false)
+                .checkpoint(&publisher, t0 + 2_000, false)
                 .expect("checkpoint"),
         );
         assert_eq!(second[0].kind, SnapshotKind::Window { slot: 1 });
         assert_eq!(
             second[0].span,
             Span {
-                start_ms: 1_000,
-                end_ms: 2_000
+                start_ms: t0 + 1_000,
+                end_ms: t0 + 2_000
             }
         );
         assert_eq!(second[0].insights.cleaned, 50);
         assert_eq!(second[1].insights.cleaned, 150);
-        assert_eq!(
-            second[1].span,
-            Span {
-                start_ms: 1_000,
-                end_ms: 2_000
-            }
-        );
+        // The totals cover the time since the replica started.
+        assert!(second[1].span.start_ms <= t0, "{:?}", second[1].span);
+        assert_eq!(second[1].span.end_ms, t0 + 2_000);
 
         // Idle: the interval is published (empty, slot reused), the unchanged totals are not.
         let idle = decode(
             &worker
-                .checkpoint(&publisher, 3_000, false)
+                .checkpoint(&publisher, t0 + 3_000, false)
                 .expect("checkpoint"),
         );
         assert_eq!(idle.len(), 1);
@@ -434,7 +432,7 @@ mod tests {
         // The final checkpoint always carries the totals.
         let last = decode(
             &worker
-                .checkpoint(&publisher, 4_000, true)
+                .checkpoint(&publisher, t0 + 4_000, true)
                 .expect("checkpoint"),
         );
         assert!(last.iter().all(|s| s.final_snapshot));

@@ -13,11 +13,12 @@
 //! Pure bookkeeping here; the sending is in `kafka::pipeline`.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::insights::worker::{Publisher, Records};
 use crate::processor::Processor;
+pub use crate::time::now_ms;
 
 /// Where and how often a replica publishes its insights.
 #[derive(Debug, Clone)]
@@ -114,13 +115,6 @@ impl Checkpointer {
             coverage,
         })
     }
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]
