@@ -237,13 +237,11 @@ pub async fn run(args: RunArgs) -> Result<()> {
     }
     let throughput = result.as_ref().ok().map(|s| s.throughput);
     let insights = processor.into_insights();
-    println!(
-        "{}",
-        Report {
-            insights: &insights,
-            throughput
-        }
-    );
+    let report = Report {
+        insights: &insights,
+        throughput,
+    };
+    write_stdout(&format!("{report}\n"))?;
     write_insights(args.cleaning.insights_out.as_deref(), &insights)?;
     match server.await {
         Ok(Err(e)) => tracing::warn!(error = %e, "HTTP endpoints failed"),
@@ -287,22 +285,28 @@ pub async fn insights(args: InsightsArgs) -> Result<()> {
         args.window,
         DEFAULT_TOP_CAPACITY,
     );
-    match args.format {
+    let text = match args.format {
         ReportFormat::Json => {
-            let summary = fleet.summary(10);
-            let json = serde_json::to_string_pretty(&summary)
+            let json = serde_json::to_string_pretty(&fleet.summary(10))
                 .map_err(|e| Error::Insights(e.to_string()))?;
-            println!("{json}");
+            format!("{json}\n")
         }
-        ReportFormat::Text => print!(
-            "{}",
-            crate::insights::report::FleetReport {
-                fleet: &fleet,
-                window: args.window
-            }
-        ),
+        ReportFormat::Text => crate::insights::report::FleetReport {
+            fleet: &fleet,
+            window: args.window,
+        }
+        .to_string(),
+    };
+    write_stdout(&text)
+}
+
+/// Writes `text` to stdout. A reader that stopped early (`| head`) is not an error.
+fn write_stdout(text: &str) -> Result<()> {
+    let mut out = io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(Error::io("writing to stdout")(e)),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// `fetch-consumer process`.
