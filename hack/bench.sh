@@ -8,7 +8,9 @@
 #    BENCH_PARTITIONS (6) partitions; the consumer drains them until every output is
 #    acknowledged (`run --max-records`), once as the pipeline and once as a pass-through
 #    (same clients and settings, bytes copied unchanged on the poll loop's thread); best of
-#    BENCH_ROUNDS (2) each, with the CPU each used per event (consumer and broker).
+#    BENCH_ROUNDS (2) each, with the CPU each used per event (consumer and broker). The
+#    pipeline also runs with insights publishing off (`--insights-topic ''`): publishing must
+#    cost at most 3%, and the line `insights on/off` prints the ratio.
 # 2. Latency: at BENCH_LATENCY_RATE (20,000) events/s for BENCH_LATENCY_SECONDS (15), p50/p99
 #    from the input's produce time to the output's append time (after a 1 s warm-up; the
 #    all-events p99 is printed too).
@@ -68,7 +70,7 @@ drain() {
 
 # CPU per event tells a CPU-bound run from one that waits: with the broker on the same cores,
 # the ratio cannot beat pass-through CPU / pipeline CPU once both keep the cores busy.
-best_pass=0 best_pipe=0 pipe_rss=0 pass_cpu="" pipe_cpu=""
+best_pass=0 best_pipe=0 best_quiet=0 pipe_rss=0 pass_cpu="" pipe_cpu=""
 for round in $(seq "$rounds"); do
   read -r eps _ cpu broker < <(drain "pass-$round" bench-pass --passthrough)
   log "round $round: pass-through $eps events/s (CPU per event: consumer $cpu us, broker $broker us)"
@@ -77,6 +79,9 @@ for round in $(seq "$rounds"); do
   log "round $round: pipeline     $eps events/s (CPU per event: consumer $cpu us, broker $broker us; peak RSS $((rss / 1024)) MB)"
   [ "$eps" -gt "$best_pipe" ] && best_pipe="$eps" pipe_cpu="consumer $cpu us + broker $broker us"
   [ "$rss" -gt "$pipe_rss" ] && pipe_rss="$rss"
+  read -r eps _ cpu broker < <(drain "quiet-$round" bench-out --insights-topic '')
+  log "round $round: pipeline, insights not published $eps events/s (CPU per event: consumer $cpu us, broker $broker us)"
+  [ "$eps" -gt "$best_quiet" ] && best_quiet="$eps"
 done
 
 log "latency at $latency_rate events/s for ${latency_seconds}s"
@@ -110,9 +115,11 @@ users_line="$(grep -E '^users ' "$state/mem-$memory_events.report")"
 top_line="$(grep -E '^most active IPs' "$state/mem-$memory_events.report")"
 
 ratio="$(python3 -c "print(f'{$best_pipe / max($best_pass, 1):.3f}')")"
+insights_ratio="$(python3 -c "print(f'{$best_pipe / max($best_quiet, 1):.3f}')")"
 echo
 echo "throughput  pipeline $best_pipe events/s, pass-through $best_pass events/s (best of $rounds, $events events, $partitions partitions)"
 echo "cpu/event   pipeline $pipe_cpu; pass-through $pass_cpu ($(nproc) cores in all)"
+echo "insights    on/off $insights_ratio: pipeline publishing insights $best_pipe events/s, not publishing $best_quiet events/s"
 echo "$latency"
 echo "memory      peak RSS $((rss_large / 1024)) MB after $memory_events events vs $((rss_small / 1024)) MB after 10,000 (process mode)"
 echo "            $users_line"
