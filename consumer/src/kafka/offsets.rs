@@ -117,6 +117,19 @@ impl OffsetTracker {
         out
     }
 
+    /// Records that the commit of `offset` for `partition` failed: the next call to
+    /// [`Self::take_commits`] sends it again. Without this, a commit lost during a rebalance
+    /// would never be repeated unless newer offsets came, and a revocation would then hand
+    /// the partition over at an older commit (its next owner reprocessing, and duplicating,
+    /// what was already produced).
+    pub fn commit_failed(&mut self, partition: i32, offset: i64) {
+        if let Some(state) = self.partitions.get_mut(&partition)
+            && state.committed == Some(offset)
+        {
+            state.committed = None;
+        }
+    }
+
     /// Forgets revoked partitions; late acknowledgements for them are then ignored.
     pub fn forget(&mut self, partitions: &[i32]) {
         for p in partitions {
@@ -331,5 +344,21 @@ mod tests {
         let checkpoint = Delivered::checkpoint(42).expect("fits");
         assert_eq!(Delivered::decode(checkpoint), Delivered::Checkpoint(42));
         assert_eq!(Delivered::checkpoint(1 << 48), None);
+    }
+
+    #[test]
+    fn a_failed_commit_is_sent_again() {
+        let mut t = OffsetTracker::default();
+        t.track(0, 7);
+        t.ack(0, 7);
+        assert_eq!(t.take_commits(), vec![(0, 8)]);
+        assert!(t.take_commits().is_empty(), "sent once");
+        t.commit_failed(0, 8);
+        assert_eq!(t.take_commits_for(&[0]), vec![(0, 8)], "sent again");
+        t.commit_failed(0, 5);
+        assert!(
+            t.take_commits().is_empty(),
+            "an older failure changes nothing"
+        );
     }
 }

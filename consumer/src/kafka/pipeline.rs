@@ -275,24 +275,46 @@ impl ConsumerContext for GroupContext {
         if let Err(e) = self.producer.flush(self.flush_timeout) {
             tracing::warn!(error = %e, "flush on revocation timed out; unacknowledged records will be reprocessed by the next owner");
         }
-        commit(
-            consumer,
-            &self.shared,
-            &self.input_topic,
-            Some(&partitions),
-            CommitMode::Sync,
-        );
+        // The partitions' next owner starts from this commit: a failure here (a rebalance
+        // racing it, a coordinator moving) would make it reprocess what was produced.
+        let mut committed = false;
+        for attempt in 1..=3 {
+            committed = commit(
+                consumer,
+                &self.shared,
+                &self.input_topic,
+                Some(&partitions),
+                CommitMode::Sync,
+            );
+            if committed {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100 * attempt));
+        }
+        if !committed {
+            tracing::warn!(
+                ?partitions,
+                "could not commit the revoked partitions' offsets; their next owner reprocesses from the last commit (duplicates)"
+            );
+        }
         self.shared.tracker().forget(&partitions);
         self.shared.health.set_ready(false);
-        self.shared.metrics.assigned_partitions.set(0);
+        // Incremental (cooperative) revocations keep the rest of the assignment.
+        let before = consumer.assignment().map_or(0, |a| a.count());
+        self.shared
+            .metrics
+            .assigned_partitions
+            .set(before.saturating_sub(revoked.count()) as i64);
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(assigned) => {
                 let n = assigned.count();
-                tracing::info!(partitions = n, "partitions assigned");
-                self.shared.metrics.assigned_partitions.set(n as i64);
+                // With cooperative assignment `assigned` is what was added, not all there is.
+                let total = consumer.assignment().map_or(n, |a| a.count());
+                tracing::info!(partitions = n, total, "partitions assigned");
+                self.shared.metrics.assigned_partitions.set(total as i64);
                 // A member left without partitions (more replicas than partitions, or a new
                 // pod surging in a rolling update) is a ready standby: requiring a partition
                 // would keep it unready for good and stall the Deployment's rollout.
@@ -311,19 +333,31 @@ impl ConsumerContext for GroupContext {
             .get_or_create(&OutcomeLabel { outcome })
             .inc();
         if let Err(e) = result {
-            tracing::warn!(error = %e, offsets = ?offsets.to_topic_map(), "offset commit failed; a later commit will cover it");
+            tracing::warn!(error = %e, offsets = ?offsets.to_topic_map(), "offset commit failed; it is sent again with the next commit");
+            mark_failed(&self.shared, offsets);
         }
     }
 }
 
-/// Commits the acknowledged offsets (of `only` these partitions, or all).
+/// Marks the offsets of a failed commit to be sent again.
+fn mark_failed(shared: &Shared, offsets: &TopicPartitionList) {
+    let mut tracker = shared.tracker();
+    for e in offsets.elements() {
+        if let Offset::Offset(offset) = e.offset() {
+            tracker.commit_failed(e.partition(), offset);
+        }
+    }
+}
+
+/// Commits the acknowledged offsets (of `only` these partitions, or all). Returns false when
+/// the commit could not be sent or, for a synchronous one, failed.
 fn commit<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     shared: &Shared,
     topic: &str,
     only: Option<&[i32]>,
     mode: CommitMode,
-) {
+) -> bool {
     let offsets = {
         let mut tracker = shared.tracker();
         match only {
@@ -332,7 +366,7 @@ fn commit<C: ConsumerContext>(
         }
     };
     if offsets.is_empty() {
-        return;
+        return true;
     }
     let _span = tracing::info_span!(
         "commit",
@@ -346,9 +380,14 @@ fn commit<C: ConsumerContext>(
             tracing::warn!(error = %e, partition, "cannot build commit");
         }
     }
-    if let Err(e) = consumer.commit(&list, mode) {
-        // Not fatal: the offsets stay uncommitted and those records are reprocessed later.
-        tracing::warn!(error = %e, "offset commit failed");
+    match consumer.commit(&list, mode) {
+        Ok(()) => true,
+        Err(e) => {
+            // Not fatal: the offsets are sent again with the next commit.
+            tracing::warn!(error = %e, "offset commit failed");
+            mark_failed(shared, &list);
+            false
+        }
     }
 }
 
