@@ -52,5 +52,6 @@ log "generator: $rate events/s, 1% malformed, 50,000 recurring users (log: $stat
 generator_pid=$!
 
 log "consumer: Ctrl-C to stop and print the insights${duration:+ (stops by itself after $duration)}"
+log "the merged insights while it runs, from another shell: $bin insights --bootstrap-servers $bootstrap"
 "$bin" run --bootstrap-servers "$bootstrap" --http-addr 127.0.0.1:0 --progress \
   ${duration:+--duration "$duration"} "$@" 2> >(grep -v -E ' (INFO|DEBUG) ' >&2)
