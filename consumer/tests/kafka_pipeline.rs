@@ -244,7 +244,7 @@ fn second_consumer_joins(extra: &[&str]) {
     wait_until("the first consumer's partitions", || {
         first.log().contains("partitions assigned")
     });
-    std::thread::scope(|scope| {
+    let log2 = std::thread::scope(|scope| {
         // A steady stream, so the first consumer is busy when the second one joins.
         scope.spawn(|| {
             for chunk in records.chunks(5_000) {
@@ -267,8 +267,10 @@ fn second_consumer_joins(extra: &[&str]) {
         wait_until("the two consumers to commit everything", || {
             committed(&group, &input) == end_offsets(&input)
         });
+        let log2 = second.log();
         let (code2, _) = second.terminate();
         assert_eq!(code2, Some(0));
+        log2
     });
     let log1 = first.log();
     let (code1, _) = first.terminate();
@@ -280,10 +282,17 @@ fn second_consumer_joins(extra: &[&str]) {
 
     // The revocation waited for the processing stage and committed exactly what was produced;
     // records polled but not yet processed were left to the next owner, so none is doubled.
+    // Should that fail, the warnings of both consumers say where (commits, timeouts).
+    let warnings: Vec<&str> = log1
+        .lines()
+        .chain(log2.lines())
+        .filter(|l| l.contains("\"WARN\"") || l.contains("\"ERROR\""))
+        .collect();
     assert_eq!(
         total(&end_offsets(&output)) as usize,
         valid,
-        "one output per valid event"
+        "one output per valid event; the consumers' warnings:\n{}",
+        warnings.join("\n")
     );
     assert_eq!(
         total(&end_offsets(&output)) + total(&end_offsets(&dlq)),
