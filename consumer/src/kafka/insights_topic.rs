@@ -14,11 +14,15 @@ use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{
+    BaseProducer, BaseRecord, DefaultProducerContext, DeliveryResult, Producer, ProducerContext,
+    ThreadedProducer,
+};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::cli::MAX_WINDOW;
@@ -26,6 +30,30 @@ use crate::error::{Error, Result};
 use crate::insights::DEFAULT_TOP_CAPACITY;
 use crate::insights::fleet::TopicState;
 use crate::insights::retire;
+use crate::kafka::client_log;
+
+/// The context of the client that checks the topic at startup: librdkafka's logs and errors
+/// go to the log (`client_log`), so a broker that refuses the replica says why (a SASL
+/// authentication failure is reported only through the error callback) instead of the start
+/// ending in a bare timeout.
+struct Logged;
+
+impl ClientContext for Logged {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        client_log::log(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        client_log::error(error, reason);
+    }
+}
+
+impl ProducerContext for Logged {
+    type DeliveryOpaque = ();
+
+    // It sends nothing.
+    fn delivery(&self, _: &DeliveryResult<'_>, _: ()) {}
+}
 
 /// The topic replicas publish to unless told otherwise.
 pub const DEFAULT_TOPIC: &str = "fetch-pipeline-insights";
@@ -114,6 +142,13 @@ pub fn read(mut config: ClientConfig, topic: &str, timeout: Duration) -> Result<
 /// left as it is: whoever created it chose its settings.)
 pub async fn ensure(config: &ClientConfig, topic: &str, timeout: Duration) -> Result<()> {
     let bootstrap = config.get("bootstrap.servers").unwrap_or("?").to_owned();
+    let (probe, name) = (config.clone(), topic.to_owned());
+    let exists = tokio::task::spawn_blocking(move || exists(&probe, &name, timeout))
+        .await
+        .map_err(|e| Error::Insights(format!("the insights topic check stopped: {e}")))??;
+    if exists {
+        return Ok(());
+    }
     let admin: AdminClient<DefaultClientContext> = config
         .create()
         .map_err(|e| Error::Config(format!("admin client settings: {e}")))?;
@@ -140,6 +175,33 @@ pub async fn ensure(config: &ClientConfig, topic: &str, timeout: Duration) -> Re
         }
     }
     Ok(())
+}
+
+/// Whether `topic` exists. A broker that cannot be reached is an error, and its reason is
+/// logged: the request fails with a bare transport error, while the cause (e.g. a SASL
+/// authentication failure) waits in the client's event queue for the error callback, which
+/// only a poll serves. Blocking.
+fn exists(config: &ClientConfig, topic: &str, timeout: Duration) -> Result<bool> {
+    let bootstrap = config.get("bootstrap.servers").unwrap_or("?").to_owned();
+    let mut config = config.clone();
+    // A producer's metadata request may otherwise have the broker create the topic, with the
+    // broker's defaults (not compacted: its snapshots would expire).
+    config.set("allow.auto.create.topics", "false");
+    let producer: BaseProducer<Logged> = config
+        .create_with_context(Logged)
+        .map_err(|e| Error::Config(format!("insights client settings: {e}")))?;
+    match producer.client().fetch_metadata(Some(topic), timeout) {
+        Ok(metadata) => Ok(metadata
+            .topics()
+            .iter()
+            .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())),
+        Err(e) => {
+            producer.poll(Duration::from_millis(100));
+            Err(Error::kafka(format!(
+                "reading metadata of the insights topic {topic:?} from {bootstrap}"
+            ))(e))
+        }
+    }
 }
 
 /// Folds the snapshots of `pipeline`'s replicas that are gone into its retired total and
@@ -192,6 +254,12 @@ pub fn retire(
         producer.commit_transaction(timeout)
     };
     if let Err(e) = transaction() {
+        if fenced(&e) {
+            // Another replica of the pipeline started retiring after this one: it does the
+            // work, with everything this one saw.
+            tracing::info!("another replica of the pipeline took over retiring");
+            return Ok(0);
+        }
         let _ = producer.abort_transaction(timeout);
         return Err(Error::kafka(
             "retiring the snapshots of replicas that are gone",
@@ -219,6 +287,14 @@ where
             Err((e, _)) => return Err(e),
         }
     }
+}
+
+/// Whether a newer producer with the same transactional id took over.
+fn fenced(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced)
+    )
 }
 
 fn left(deadline: Instant) -> Duration {
