@@ -1,8 +1,14 @@
 //! End-to-end: `docker compose` with `compose/compose.yaml`, as a user runs it on a laptop.
 //! Kafka (the apache/kafka image) becomes healthy, the topics are created, the generator and
 //! the consumer run; cleaned events and dead letters are read from the host on
-//! localhost:29092; `docker compose down` makes the consumer print its insights report and exit
-//! 0 within its grace period, and leaves nothing of the project behind.
+//! localhost:29092; `docker compose exec consumer fetch-consumer insights` reports the
+//! pipeline's insights as the consumer published them; `docker compose down` makes the consumer
+//! print its insights report and exit 0 within its grace period, and leaves nothing of the
+//! project behind.
+//!
+//! The only change to the compose file is an override of the test's own
+//! ([`INSIGHTS_OVERRIDE`]): the consumer publishes its insights every 2 s instead of 30 s, so
+//! the insights command has figures within seconds.
 //!
 //! Needs the Docker engine, the compose plugin (`hack/compose.sh`) and the images
 //! (`hack/images.sh all`; the project image is named by `FETCH_E2E_IMAGE`). The compose file's
@@ -28,23 +34,46 @@ const DEAD_LETTER_TOPIC: &str = "user-login-dlq";
 const GRACE: Duration = Duration::from_secs(45);
 const TIMEOUT: Duration = Duration::from_secs(180);
 const REPORT_BANNER: &str = "==================== insights ====================";
+/// The consumer group of the compose file's consumer (`FETCH_GROUP_ID` in its env file): the
+/// pipeline its insights are published under.
+const PIPELINE: &str = "fetch-consumer";
+/// Laid over the compose file with a second `-f`: insights every 2 s instead of 30 s.
+const INSIGHTS_OVERRIDE: &str =
+    "services:\n  consumer:\n    environment:\n      FETCH_INSIGHTS_INTERVAL: 2s\n";
 
 /// A compose project of this test's own; taken down when dropped (also when the test fails).
 struct Project {
     name: String,
+    /// The test's override file ([`INSIGHTS_OVERRIDE`]).
+    override_file: String,
 }
 
 impl Project {
     fn new() -> Self {
         let name = format!("fetch-e2e-compose-{}", std::process::id());
-        let project = Self { name };
+        let override_file = std::env::temp_dir().join(format!("{name}.override.yaml"));
+        std::fs::write(&override_file, INSIGHTS_OVERRIDE)
+            .unwrap_or_else(|e| panic!("writing {}: {e}", override_file.display()));
+        let override_file = override_file.to_string_lossy().into_owned();
+        let project = Self {
+            name,
+            override_file,
+        };
         // Leftovers of an earlier, interrupted run of the same name.
         project.compose(&["down", "--remove-orphans", "--timeout", "5"]);
         project
     }
 
     fn args<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
-        let mut all = vec!["compose", "-p", &self.name, "-f", COMPOSE_FILE];
+        let mut all = vec![
+            "compose",
+            "-p",
+            &self.name,
+            "-f",
+            COMPOSE_FILE,
+            "-f",
+            &self.override_file,
+        ];
         all.extend_from_slice(args);
         all
     }
@@ -90,6 +119,7 @@ impl Project {
 impl Drop for Project {
     fn drop(&mut self) {
         self.compose(&["down", "--remove-orphans", "--timeout", "5"]);
+        let _ = std::fs::remove_file(&self.override_file);
     }
 }
 
@@ -197,6 +227,46 @@ fn output_of(child: Child) -> String {
     )
 }
 
+/// `fetch-consumer insights ARGS` in the running consumer's container, as a compose user runs
+/// it (`docker compose exec consumer fetch-consumer insights`): the broker's address and the
+/// pipeline come from the service's env file. Its output, or why it failed.
+fn insights(project: &Project, args: &[&str]) -> Result<String, String> {
+    let mut all = vec!["exec", "-T", "consumer", "fetch-consumer", "insights"];
+    all.extend_from_slice(args);
+    let out = project.compose(&all);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if out.status.success() {
+        Ok(stdout)
+    } else {
+        Err(format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+/// Runs `fetch-consumer insights --format json` until it reports cleaned events (the first
+/// snapshot comes an insights interval after the consumer started): the report, as JSON.
+fn await_insights(project: &Project) -> serde_json::Value {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let last = match insights(project, &["--format", "json"]) {
+            Ok(out) => {
+                let summary: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| {
+                    panic!("`fetch-consumer insights --format json` prints JSON ({e}):\n{out}")
+                });
+                if summary["totals"]["cleaned"].as_u64() > Some(0) {
+                    return summary;
+                }
+                out
+            }
+            Err(e) => e,
+        };
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for `fetch-consumer insights` to report cleaned events; last answer:\n{last}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
 #[test]
 fn compose_up_runs_the_pipeline_and_down_stops_it_with_the_report() {
     let version = run("docker", &["compose", "version"]);
@@ -298,6 +368,32 @@ fn compose_up_runs_the_pipeline_and_down_stops_it_with_the_report() {
     assert!(status.contains(" 200"), "/metrics answers 200: {status}");
     assert!(!metrics.is_empty(), "/metrics has a body");
 
+    // The insights the consumer published (every 2 s here), merged by the insights command.
+    let summary = await_insights(&project);
+    assert_eq!(
+        summary["pipeline"], PIPELINE,
+        "the report is the compose consumer's group: {summary:#}"
+    );
+    assert!(
+        summary["contributors"].as_u64() >= Some(1) && summary["publishing"].as_u64() >= Some(1),
+        "the running consumer contributed and is publishing: {summary:#}"
+    );
+    println!(
+        "insights after {:.1?}: {} cleaned, {} dead-lettered, {} contributor(s), rate {}",
+        started.elapsed(),
+        summary["totals"]["cleaned"],
+        summary["totals"]["deadLettered"],
+        summary["contributors"],
+        summary["rate"]
+    );
+    let text = insights(&project, &[]).unwrap_or_else(|e| panic!("`fetch-consumer insights`: {e}"));
+    let first = text.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with(&format!("pipeline    {PIPELINE}: "))
+            && first.contains("replica process(es) contributed"),
+        "the text report starts with the pipeline and its contributors:\n{text}"
+    );
+
     // Follow the consumer to its end: its exit code and its whole log, before `down` removes it.
     let exit_code = spawn_docker(&["wait", &consumer]);
     let log = spawn_docker(&["logs", "--follow", &consumer]);
@@ -308,6 +404,13 @@ fn compose_up_runs_the_pipeline_and_down_stops_it_with_the_report() {
     println!("compose down took {down:.1?}");
     let exit_code = output_of(exit_code);
     let log = output_of(log);
+    // Warnings are not failures (e.g. insights housekeeping the broker refused), but are shown.
+    for line in log
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+    {
+        println!("consumer log: {line}");
+    }
     assert_eq!(
         exit_code.trim(),
         "0",

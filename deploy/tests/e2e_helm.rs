@@ -113,18 +113,7 @@ async fn more_input_partitions_bring_more_ready_consumers_each_with_partitions()
     fetch_testing::add_partitions(&topics.input, 4);
     let pods = ready_consumers(&client, ns, "logins", 4).await;
     // Each consumer owns a partition once the group has rebalanced.
-    eventually("every consumer assigned a partition", || async {
-        pods.iter()
-            .all(|p| {
-                metric(
-                    &pod_get(p, "/metrics"),
-                    "fetch_consumer_assigned_partitions",
-                )
-                .is_some_and(|n| n >= 1.0)
-            })
-            .then_some(())
-    })
-    .await;
+    await_assigned(&pods).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -406,6 +395,138 @@ async fn sasl_ssl_pipeline_flows_and_wrong_credentials_show_without_leaking() {
         assert!(!text.contains(&password), "the password leaked:\n{text}");
         assert!(!text.contains(wrong), "the wrong password leaked:\n{text}");
     }
+}
+
+/// `status.insights` of pipeline `name` in `ns`, as JSON (`Null` while there is none).
+fn status_insights(ns: &str, name: &str) -> serde_json::Value {
+    let out = kubectl(&[
+        "get",
+        "fp",
+        name,
+        "-n",
+        ns,
+        "-o",
+        "jsonpath={.status.insights}",
+    ]);
+    if out.trim().is_empty() {
+        return serde_json::Value::Null;
+    }
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("status.insights is JSON ({e}): {out}"))
+}
+
+/// `fetch-consumer insights --format json` run in `pod`, with the pod's own settings (the
+/// broker, the insights topic and the consumer group come from its environment).
+fn insights_in_pod(ns: &str, pod: &str) -> Result<serde_json::Value, String> {
+    let out = try_kubectl(&[
+        "exec",
+        "-n",
+        ns,
+        pod,
+        "--",
+        "fetch-consumer",
+        "insights",
+        "--format",
+        "json",
+    ])?;
+    serde_json::from_str(&out).map_err(|e| format!("not JSON ({e}): {out}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insights_in_the_status_and_from_the_insights_command_count_every_event() {
+    let client = client().await;
+    ensure_chart(&client).await;
+    let ns = "e2e-insights";
+    let _ns = TestNamespace::restricted(&client, ns).await;
+    let replicas = 3;
+    let topics = Topics::create(ns, replicas as i32);
+    // Snapshots every 2 s instead of 30 s: the figures follow the events within seconds.
+    apply(&pipeline(
+        "logins",
+        ns,
+        &topics,
+        &bootstrap(),
+        "  insights: {interval: 2s}",
+    ));
+    let pods = ready_consumers(&client, ns, "logins", replicas).await;
+    // A stable group: with no partition changing hands, no event is processed (and counted)
+    // twice, so the totals can be compared with the input exactly.
+    await_assigned(&pods).await;
+
+    let events = events(3_000, 8);
+    let cleaned = (events.records.len() - events.rejected_records) as u64;
+    let dead_lettered = events.rejected_records as u64;
+    let producing = produce_over(&topics.input, &events, 10, Duration::from_secs(10));
+    // (a) While events flow, `kubectl get fp` shows the lag and the rate.
+    let table = eventually("kubectl get fp showing Lag and Rate", || async {
+        let table = kubectl(&["get", "fp", "logins", "-n", ns]);
+        let lag = table_cell(&table, "LAG")?;
+        let rate = table_cell(&table, "RATE")?;
+        assert!(
+            lag.parse::<u64>().is_ok() && rate.parse::<f64>().is_ok_and(|r| r >= 0.0),
+            "Lag and Rate are numbers:\n{table}"
+        );
+        Some(table)
+    })
+    .await;
+    eprintln!("{table}");
+    producing.join().expect("producer");
+    await_pipeline_output(&topics, &events);
+
+    // The status counts every event once: all published, none twice (the group is stable).
+    let status = eventually("status.insights counting every event", || async {
+        let s = status_insights(ns, "logins");
+        (s["cleaned"].as_u64()? >= cleaned && s["deadLettered"].as_u64()? >= dead_lettered)
+            .then_some(s)
+    })
+    .await;
+    assert_eq!(
+        (status["cleaned"].as_u64(), status["deadLettered"].as_u64()),
+        (Some(cleaned), Some(dead_lettered)),
+        "status.insights counts each of the {} events once (cleaned, dead-lettered): {status:#}",
+        events.records.len()
+    );
+    assert!(
+        status["contributors"].as_u64() >= Some(replicas as u64),
+        "each of the {replicas} replicas contributed: {status:#}"
+    );
+    assert!(
+        status["distinctUsers"].as_u64() > Some(0)
+            && status["topUsers"][0]["count"].as_u64() >= Some(1),
+        "users counted: {status:#}"
+    );
+    let wide = kubectl(&["get", "fp", "logins", "-n", ns, "-o", "wide"]);
+    assert_eq!(
+        table_cell(&wide, "CLEANED"),
+        Some(cleaned.to_string()),
+        "-o wide shows the cleaned count:\n{wide}"
+    );
+    eprintln!("{wide}");
+
+    // (b) The insights command in a consumer pod merges the same snapshots.
+    let pod = pods[0].name_any();
+    let report = eventually(
+        "`fetch-consumer insights` in a pod agreeing with the status",
+        || {
+            let report = insights_in_pod(ns, &pod)
+                .ok()
+                .filter(|r| r["totals"]["cleaned"] == status["cleaned"]);
+            async move { report }
+        },
+    )
+    .await;
+    assert_eq!(
+        report["pipeline"],
+        group_of(ns, "logins"),
+        "the report is the pipeline's: {report:#}"
+    );
+    assert_eq!(
+        report["totals"]["deadLettered"], status["deadLettered"],
+        "the command and the status agree: {report:#}"
+    );
+    assert!(
+        report["contributors"].as_u64() >= Some(replicas as u64),
+        "each replica contributed: {report:#}"
+    );
 }
 
 /// The default consumer group of pipeline `name` in `ns`.

@@ -417,3 +417,44 @@ pub fn metric(exposition: &str, name: &str) -> Option<f64> {
         .lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
+
+/// Waits until every one of `pods` owns at least one partition of its input: the consumer
+/// group is stable, so no partition changes hands (and no event is processed twice) while the
+/// test's events flow.
+pub async fn await_assigned(pods: &[Pod]) {
+    eventually("every consumer assigned a partition", || async {
+        pods.iter()
+            .all(|p| {
+                metric(
+                    &pod_get(p, "/metrics"),
+                    "fetch_consumer_assigned_partitions",
+                )
+                .is_some_and(|n| n >= 1.0)
+            })
+            .then_some(())
+    })
+    .await;
+}
+
+/// The cell of column `header` in the first row of a `kubectl get` table, `None` when the cell
+/// is empty or `<none>` (or the table has no such column). Cells are cut at the header's
+/// positions, as kubectl aligns them, so an empty cell does not shift the others.
+pub fn table_cell(table: &str, header: &str) -> Option<String> {
+    let mut lines = table.lines();
+    let head = lines.next()?;
+    let row = lines.next()?;
+    let starts: Vec<usize> = head
+        .char_indices()
+        .filter(|&(i, c)| c != ' ' && (i == 0 || head.as_bytes()[i - 1] == b' '))
+        .map(|(i, _)| i)
+        .collect();
+    let column = starts
+        .iter()
+        .position(|&i| head[i..].split(' ').next() == Some(header))?;
+    let from = starts[column].min(row.len());
+    let to = starts
+        .get(column + 1)
+        .map_or(row.len(), |&e| e.min(row.len()));
+    let cell = row.get(from..to)?.trim();
+    (!cell.is_empty() && cell != "<none>").then(|| cell.to_owned())
+}
