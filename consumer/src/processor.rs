@@ -9,7 +9,7 @@ use std::borrow::Cow;
 
 use crate::clean::{CleanEvent, Cleaner, Rejection};
 use crate::insights::snapshot::EncodeError;
-use crate::insights::worker::{Publisher, Records};
+use crate::insights::worker::{Publisher, Records, Then};
 use crate::insights::{Insights, InsightsWorker};
 use crate::output_json;
 use crate::reason::RejectReason;
@@ -108,6 +108,24 @@ impl Processor {
             InsightsSink::Inline(_) => None,
             InsightsSink::Thread(worker) => {
                 Some(worker.checkpoint(publisher, now_ms, final_snapshot))
+            }
+        }
+    }
+
+    /// Like [`Self::checkpoint`] without waiting (see [`InsightsWorker::checkpoint_then`]).
+    /// Returns false, `then` unused, when the insights are kept inline.
+    pub fn checkpoint_then(
+        &mut self,
+        publisher: &Publisher,
+        now_ms: i64,
+        final_snapshot: bool,
+        then: Then,
+    ) -> bool {
+        match &mut self.insights {
+            InsightsSink::Inline(_) => false,
+            InsightsSink::Thread(worker) => {
+                worker.checkpoint_then(publisher, now_ms, final_snapshot, then);
+                true
             }
         }
     }

@@ -64,7 +64,26 @@ struct Checkpoint {
     publisher: Publisher,
     now_ms: i64,
     final_snapshot: bool,
-    reply: mpsc::SyncSender<Result<Records, EncodeError>>,
+    reply: Reply,
+}
+
+/// What becomes of a checkpoint's snapshots.
+pub type Then = Box<dyn FnOnce(Result<Records, EncodeError>) + Send>;
+
+enum Reply {
+    /// Sent back to a caller that waits.
+    Wait(mpsc::SyncSender<Result<Records, EncodeError>>),
+    /// Handed to a function, on the insights thread: the caller goes on meanwhile.
+    Then(Then),
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Reply::Wait(_) => "Wait",
+            Reply::Then(_) => "Then",
+        })
+    }
 }
 
 /// The insights thread's state: totals up to the last checkpoint, and the interval since.
@@ -238,7 +257,14 @@ impl InsightsWorker {
                     batch.record_into(&mut periods.current);
                     if let Some(checkpoint) = batch.checkpoint.take() {
                         // The caller may have given up waiting; nothing to do then.
-                        let _ = checkpoint.reply.send(periods.checkpoint(&checkpoint));
+                        let records = periods.checkpoint(&checkpoint);
+                        match checkpoint.reply {
+                            // The caller may have given up waiting; nothing to do then.
+                            Reply::Wait(reply) => {
+                                let _ = reply.send(records);
+                            }
+                            Reply::Then(then) => then(records),
+                        }
                     }
                     batch.clear();
                     batches.give_back(batch);
@@ -284,6 +310,33 @@ impl InsightsWorker {
         final_snapshot: bool,
     ) -> Result<Records, EncodeError> {
         let (reply, answer) = mpsc::sync_channel(1);
+        self.send_checkpoint(publisher, now_ms, final_snapshot, Reply::Wait(reply));
+        answer.recv().map_err(|_| {
+            EncodeError::Io(std::io::Error::other(
+                "the insights thread stopped before the checkpoint",
+            ))
+        })?
+    }
+
+    /// Like [`Self::checkpoint`] without waiting: `then` gets the snapshots on the insights
+    /// thread (encoding a full snapshot takes tens of milliseconds; the caller goes on).
+    pub fn checkpoint_then(
+        &mut self,
+        publisher: &Publisher,
+        now_ms: i64,
+        final_snapshot: bool,
+        then: Then,
+    ) {
+        self.send_checkpoint(publisher, now_ms, final_snapshot, Reply::Then(then));
+    }
+
+    fn send_checkpoint(
+        &mut self,
+        publisher: &Publisher,
+        now_ms: i64,
+        final_snapshot: bool,
+        reply: Reply,
+    ) {
         self.batch.checkpoint = Some(Box::new(Checkpoint {
             publisher: publisher.clone(),
             now_ms,
@@ -291,11 +344,6 @@ impl InsightsWorker {
             reply,
         }));
         self.flush();
-        answer.recv().map_err(|_| {
-            EncodeError::Io(std::io::Error::other(
-                "the insights thread stopped before the checkpoint",
-            ))
-        })?
     }
 
     /// Hands over what is pending, waits for the thread and returns the insights.

@@ -98,22 +98,58 @@ impl Checkpointer {
         self.last.elapsed() >= self.publishing.interval
     }
 
-    /// Takes a checkpoint of everything `processor` handled so far.
+    /// Takes a checkpoint of everything `processor` handled so far, and waits for it.
     pub fn take(&mut self, processor: &mut Processor, final_snapshot: bool) -> Result<Taken> {
-        self.last = Instant::now();
-        let number = self.next;
-        self.next += 1;
+        let (number, coverage) = self.next_checkpoint();
         let records = processor
             .checkpoint(&self.publishing.publisher, now_ms(), final_snapshot)
             .ok_or_else(|| Error::Insights("they are not kept on their own thread".into()))?
             .map_err(|e| Error::Insights(e.to_string()))?;
-        let mut coverage: Coverage = self.handled.iter().map(|(p, o)| (*p, *o)).collect();
-        coverage.sort_unstable();
         Ok(Taken {
             number,
             records,
             coverage,
         })
+    }
+
+    /// Takes a checkpoint without waiting: `then` gets it on the insights thread once its
+    /// snapshots are encoded, so the processing stage does not stop for the encoding.
+    pub fn take_then(
+        &mut self,
+        processor: &mut Processor,
+        then: impl FnOnce(Result<Taken>) + Send + 'static,
+    ) {
+        let (number, coverage) = self.next_checkpoint();
+        let sent = processor.checkpoint_then(
+            &self.publishing.publisher,
+            now_ms(),
+            false,
+            Box::new(move |records| {
+                then(
+                    records
+                        .map(|records| Taken {
+                            number,
+                            records,
+                            coverage,
+                        })
+                        .map_err(|e| Error::Insights(e.to_string())),
+                )
+            }),
+        );
+        if !sent {
+            tracing::error!(
+                "insights checkpoint skipped: the insights are not kept on their own thread"
+            );
+        }
+    }
+
+    fn next_checkpoint(&mut self) -> (u64, Coverage) {
+        self.last = Instant::now();
+        let number = self.next;
+        self.next += 1;
+        let mut coverage: Coverage = self.handled.iter().map(|(p, o)| (*p, *o)).collect();
+        coverage.sort_unstable();
+        (number, coverage)
     }
 }
 

@@ -230,7 +230,7 @@ pub fn retire(
         .init_transactions(timeout)
         .map_err(Error::kafka("starting the insights retirement transaction"))?;
     let state = read(config.clone(), topic, timeout)?;
-    let (snapshots, _) = state.snapshots();
+    let (snapshots, _) = state.snapshots_of(Some(pipeline));
     let Some(plan) = retire::plan(
         &snapshots,
         pipeline,

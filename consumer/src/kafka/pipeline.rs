@@ -461,6 +461,8 @@ pub fn run(
         let mut stage = if config.passthrough {
             None
         } else {
+            let publish_to = (producer.clone(), shared.clone());
+            let idle_publish_to = publish_to.clone();
             let (shared, producer, state) = (&*shared, &*producer, &stage_state);
             Some(Stage::spawn(
                 scope,
@@ -479,13 +481,12 @@ pub fn run(
                         }
                     }
                     serve_delivery_reports(producer, shared);
-                    checkpoint_if_wanted(&mut state, producer, shared)
+                    checkpoint_if_wanted(&mut state, &publish_to);
+                    Ok(())
                 },
                 move || {
                     serve_delivery_reports(producer, shared);
-                    if let Err(e) = checkpoint_if_wanted(&mut lock(state), producer, shared) {
-                        tracing::error!(error = %e, "insights checkpoint failed");
-                    }
+                    checkpoint_if_wanted(&mut lock(state), &idle_publish_to);
                 },
             )?)
         };
@@ -599,23 +600,25 @@ fn lock<'a, T>(mutex: &'a Mutex<T>) -> MutexGuard<'a, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Takes and sends a checkpoint when the interval has passed or a revocation asks for one.
-fn checkpoint_if_wanted(
-    state: &mut StageState<'_>,
-    producer: &Producer_,
-    shared: &Shared,
-) -> Result<()> {
+/// Takes a checkpoint when the interval has passed or a revocation asks for one. Its
+/// snapshots are encoded and sent from the insights thread, so the stage goes on meanwhile.
+fn checkpoint_if_wanted(state: &mut StageState<'_>, to: &(Arc<Producer_>, Arc<Shared>)) {
     let Some(c) = &mut state.checkpointer else {
-        return Ok(());
+        return;
     };
-    let wanted = shared.checkpoint_wanted.swap(false, Ordering::AcqRel);
+    let wanted = to.1.checkpoint_wanted.swap(false, Ordering::AcqRel);
     if !wanted && !c.due() {
-        return Ok(());
+        return;
     }
-    let taken = c.take(state.processor, false)?;
-    let sent = publish(taken, &c.publishing.topic, producer, shared);
-    shared.checkpoints_sent.fetch_add(1, Ordering::AcqRel);
-    sent
+    let (producer, shared, topic) = (to.0.clone(), to.1.clone(), c.publishing.topic.clone());
+    c.take_then(state.processor, move |taken| {
+        let sent = taken.and_then(|taken| publish(taken, &topic, &producer, &shared));
+        if let Err(e) = sent {
+            shared.metrics.insights_publish_failures.inc();
+            tracing::error!(error = %e, "insights checkpoint failed; commits wait for the next one");
+        }
+        shared.checkpoints_sent.fetch_add(1, Ordering::AcqRel);
+    });
 }
 
 /// Sends a checkpoint's snapshots; its coverage applies once the broker acknowledged them all.
