@@ -169,12 +169,15 @@ pub async fn run(args: RunArgs) -> Result<()> {
     };
     if let Some(p) = &insights {
         tracing::info!(topic = %p.topic, replica = %p.publisher.replica, interval = ?p.interval, "publishing insights");
-        // Beside the pipeline, not before it: retiring is housekeeping. On a thread of its
+        // Beside the pipeline, not before it: retiring is housekeeping, so it waits one
+        // interval, out of the way of a start that catches up on a backlog. On a thread of its
         // own that does not hold up exiting: a retirement cut short is aborted by the next.
         let (client, topic, pipeline) = (kafka.client(), p.topic.clone(), args.group_id.clone());
+        let after = p.interval;
         let retiring = std::thread::Builder::new()
             .name("insights-retire".into())
             .spawn(move || {
+                std::thread::sleep(after);
                 match insights_topic::retire(&client, &topic, &pipeline, now_ms(), Duration::from_secs(30)) {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(replicas = n, "folded the insights of replicas that are gone into the retired total"),
