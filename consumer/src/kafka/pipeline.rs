@@ -85,10 +85,13 @@ struct Shared {
     ledger: Mutex<Ledger>,
     /// Whether insights are published (and commits wait for them).
     publishing: bool,
-    /// Set to ask the stage for a checkpoint now (on revocation).
-    checkpoint_wanted: AtomicBool,
-    /// Checkpoints the stage has sent.
-    checkpoints_sent: AtomicU64,
+    /// Checkpoints asked for (by revocations), numbered from 1.
+    checkpoints_asked: AtomicU64,
+    /// The highest request number a sent checkpoint was taken after. A revocation waits for
+    /// its own number: a checkpoint taken before it (an interval's, still being encoded) does
+    /// not count what the stage finished for the revocation, and committing on it would hand
+    /// the partitions over behind what was produced.
+    checkpoints_answered: AtomicU64,
 }
 
 impl Shared {
@@ -105,10 +108,9 @@ impl Shared {
     /// Asks the stage for a checkpoint and waits until it is sent, up to `timeout`. Once the
     /// stage has stopped (at shutdown, when the final checkpoint is taken), nothing waits.
     fn checkpoint_now(&self, timeout: Duration) -> bool {
-        let before = self.checkpoints_sent.load(Ordering::Acquire);
-        self.checkpoint_wanted.store(true, Ordering::Release);
+        let ticket = self.checkpoints_asked.fetch_add(1, Ordering::AcqRel) + 1;
         let deadline = Instant::now() + timeout;
-        while self.checkpoints_sent.load(Ordering::Acquire) == before {
+        while self.checkpoints_answered.load(Ordering::Acquire) < ticket {
             if self.stage.is_stopped() {
                 return true;
             }
@@ -416,8 +418,8 @@ pub fn run(
         stage: StageProgress::default(),
         ledger: Mutex::new(Ledger::default()),
         publishing: publishing.is_some(),
-        checkpoint_wanted: AtomicBool::new(false),
-        checkpoints_sent: AtomicU64::new(0),
+        checkpoints_asked: AtomicU64::new(0),
+        checkpoints_answered: AtomicU64::new(0),
     });
     let producer: Arc<Producer_> = Arc::new(
         config
@@ -456,6 +458,7 @@ pub fn run(
     let stage_state = Mutex::new(StageState {
         processor,
         checkpointer: publishing.cloned().map(Checkpointer::new),
+        asked_answered: 0,
     });
     let outcome: Result<()> = std::thread::scope(|scope| {
         let mut stage = if config.passthrough {
@@ -472,6 +475,7 @@ pub fn run(
                     let StageState {
                         processor,
                         checkpointer,
+                        ..
                     } = &mut *state;
                     for record in batch.iter() {
                         let (partition, offset) = (record.partition, record.offset);
@@ -593,6 +597,8 @@ pub fn run(
 struct StageState<'p> {
     processor: &'p mut Processor,
     checkpointer: Option<Checkpointer>,
+    /// The last checkpoint request a checkpoint was taken for.
+    asked_answered: u64,
 }
 
 fn lock<'a, T>(mutex: &'a Mutex<T>) -> MutexGuard<'a, T> {
@@ -606,10 +612,12 @@ fn checkpoint_if_wanted(state: &mut StageState<'_>, to: &(Arc<Producer_>, Arc<Sh
     let Some(c) = &mut state.checkpointer else {
         return;
     };
-    let wanted = to.1.checkpoint_wanted.swap(false, Ordering::AcqRel);
-    if !wanted && !c.due() {
+    // Requests up to `asked` are answered by this checkpoint: it is taken after them.
+    let asked = to.1.checkpoints_asked.load(Ordering::Acquire);
+    if asked <= state.asked_answered && !c.due() {
         return;
     }
+    state.asked_answered = asked;
     let (producer, shared, topic) = (to.0.clone(), to.1.clone(), c.publishing.topic.clone());
     c.take_then(state.processor, move |taken| {
         let sent = taken.and_then(|taken| publish(taken, &topic, &producer, &shared));
@@ -617,7 +625,8 @@ fn checkpoint_if_wanted(state: &mut StageState<'_>, to: &(Arc<Producer_>, Arc<Sh
             shared.metrics.insights_publish_failures.inc();
             tracing::error!(error = %e, "insights checkpoint failed; commits wait for the next one");
         }
-        shared.checkpoints_sent.fetch_add(1, Ordering::AcqRel);
+        // Callbacks run in order on the insights thread: answers only grow.
+        shared.checkpoints_answered.fetch_max(asked, Ordering::AcqRel);
     });
 }
 
