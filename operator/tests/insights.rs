@@ -22,16 +22,6 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use support::*;
 
-fn pipeline(name: &str, spec: serde_json::Value) -> FetchPipeline {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "fetch-pipeline.dev/v1alpha1",
-        "kind": "FetchPipeline",
-        "metadata": {"name": name},
-        "spec": spec,
-    }))
-    .expect("valid pipeline")
-}
-
 fn now_ms() -> i64 {
     let since = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

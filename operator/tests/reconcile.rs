@@ -13,16 +13,6 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use support::*;
 
-fn pipeline(name: &str, spec: serde_json::Value) -> FetchPipeline {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "fetch-pipeline.dev/v1alpha1",
-        "kind": "FetchPipeline",
-        "metadata": {"name": name},
-        "spec": spec,
-    }))
-    .expect("valid pipeline")
-}
-
 async fn replicas_of(deployments: &Api<Deployment>, name: &str) -> Option<i32> {
     deployments
         .get_opt(name)
