@@ -325,6 +325,7 @@ up() {
   if [ -d "$DIR" ] && [ ! -f "$DIR/.fetch-cluster" ] && [ -n "$(ls -A "$DIR")" ]; then
     die "$DIR exists and is not a cluster state directory; set FETCH_CLUSTER_DIR elsewhere"
   fi
+  need_space "$(dirname "$DIR")" 2 "the cluster (etcd, containerd's images, the pods' logs)"
   mkdir -p "$DIR" "$RUN" "$LOGS"
   touch "$DIR/.fetch-cluster"
   certs
@@ -335,6 +336,10 @@ up() {
     --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
     --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
     --initial-cluster "fetch=http://127.0.0.1:$ETCD_PEER_PORT" --unsafe-no-fsync --log-level warn
+
+  # The API server gives up on an unreachable etcd after 20s with only "context deadline
+  # exceeded": wait for etcd first, so that its own log is what a failure shows.
+  wait_for "curl -sf --max-time 2 http://127.0.0.1:$ETCD_PORT/health" 30 || fail_with_log etcd
 
   start containerd containerd --config "$DIR/conf/containerd.toml"
 

@@ -30,6 +30,16 @@ free_port() {
 }
 
 # Waits until "$1" (a command string) succeeds, up to "$2" seconds.
+# need_space DIR GIB WHAT: die unless DIR's filesystem has GIB GiB free. A full disk makes
+# etcd, containerd and the broker fail in ways whose logs do not say so (a refused connection).
+need_space() {
+  local dir="$1" gib="$2" what="$3" free_kib
+  mkdir -p "$dir"
+  free_kib="$(df -Pk "$dir" | awk 'NR == 2 { print $4 }')"
+  [ "$free_kib" -ge $((gib * 1024 * 1024)) ] \
+    || die "$dir has $((free_kib / 1024)) MiB free; $what needs at least $gib GiB (free some space, e.g. cargo clean, docker system prune)"
+}
+
 wait_for() {
   local check="$1" timeout="$2" waited=0
   until eval "$check" >/dev/null 2>&1; do
