@@ -64,9 +64,15 @@ impl KafkaSettings {
     /// that pause starved the loop: it spent 80% of its time waiting for records and drained
     /// 96,000 events/s; with a 10 ms pause it drains 4x as many from a 4 MB queue, and as
     /// many again from a 2 MB one, with ~20 MB less peak RSS (docs/benchmarks.md).
+    ///
+    /// Assignment is cooperative-sticky: when a replica joins or leaves (a scale event), only
+    /// the partitions that move are paused, not the whole group's (docs/benchmarks.md has the
+    /// measured cost). `-X partition.assignment.strategy=range,roundrobin` restores
+    /// librdkafka's eager default; every member of a group must use the same kind.
     pub fn consumer(&self, group_id: &str) -> ClientConfig {
         let mut c = self.base();
         c.set("group.id", group_id)
+            .set("partition.assignment.strategy", "cooperative-sticky")
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
