@@ -13,7 +13,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// A Kafka pipeline that cleans `user-login` events: the operator runs `fetch-consumer`
-/// replicas for it, one per input partition within `replicas.min`..`replicas.max`.
+/// replicas for it, one per input partition within `replicas.min`..`replicas.max`, or as
+/// many as its backlog and throughput need with `spec.autoscaling`.
 #[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "fetch-pipeline.dev",
@@ -24,6 +25,11 @@ use serde::{Deserialize, Serialize};
     namespaced,
     status = "FetchPipelineStatus",
     derive = "PartialEq",
+    scale(
+        spec_replicas_path = ".spec.replicas.fixed",
+        status_replicas_path = ".status.desiredReplicas",
+        label_selector_path = ".status.selector"
+    ),
     printcolumn = r#"{"name":"Input","type":"string","jsonPath":".spec.input.topic"}"#,
     printcolumn = r#"{"name":"Partitions","type":"integer","jsonPath":".status.partitions"}"#,
     printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".status.desiredReplicas"}"#,
@@ -39,6 +45,7 @@ use serde::{Deserialize, Serialize};
 )]
 #[x_kube(
     validation = Rule::new("self.replicas.min <= self.replicas.max").message("spec.replicas.min must not be greater than spec.replicas.max"),
+    validation = Rule::new("!self.autoscaling.enabled || has(self.autoscaling.lagPerReplica) || has(self.autoscaling.catchUpSeconds)").message("spec.autoscaling needs a target when enabled: set lagPerReplica, catchUpSeconds or both"),
     validation = Rule::new("self.input.topic != self.output.topic").message("spec.output.topic must differ from spec.input.topic: the pipeline would consume its own output"),
     validation = Rule::new("self.input.topic != self.deadLetter.topic").message("spec.deadLetter.topic must differ from spec.input.topic: rejected events would be consumed again"),
     validation = Rule::new("self.output.topic != self.deadLetter.topic").message("spec.deadLetter.topic must differ from spec.output.topic: rejects would mix with cleaned events"),
@@ -63,9 +70,15 @@ pub struct FetchPipelineSpec {
     pub dead_letter: TopicSpec,
 
     /// Bounds for the replica count. Within them the operator runs one replica per input
-    /// partition (more would sit idle); it re-reads the partition count periodically.
+    /// partition (more would sit idle), or what `autoscaling` asks for; it re-reads the
+    /// partition count periodically.
     #[serde(default)]
     pub replicas: ReplicasSpec,
+
+    /// Scaling on the backlog and the throughput instead of one replica per partition. Off
+    /// by default.
+    #[serde(default)]
+    pub autoscaling: AutoscalingSpec,
 
     /// Scale the consumers to zero without deleting anything; offsets stay committed, and
     /// setting it back to false resumes where the pipeline stopped.
@@ -313,6 +326,7 @@ impl Default for InsightsSpec {
 
 /// Bounds for the replica count.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
 pub struct ReplicasSpec {
     /// Fewest replicas while not paused, even with fewer partitions (spares take over
     /// partitions at once when a replica fails).
@@ -323,6 +337,13 @@ pub struct ReplicasSpec {
     #[serde(default = "default_max")]
     #[schemars(range(min = 1, max = 1000))]
     pub max: i32,
+    /// A fixed replica count, set by `kubectl scale fp NAME --replicas N` or by an HPA or a
+    /// KEDA ScaledObject through the `/scale` subresource. While it is set it wins over both
+    /// one-replica-per-partition and `spec.autoscaling`, kept within `min`..`max` and the
+    /// partition count. Remove it to hand the scale back to the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub fixed: Option<i32>,
 }
 
 fn default_min() -> i32 {
@@ -338,6 +359,73 @@ impl Default for ReplicasSpec {
         ReplicasSpec {
             min: default_min(),
             max: default_max(),
+            fixed: None,
+        }
+    }
+}
+
+/// Scaling on the backlog and the throughput. The operator measures, at every check, the
+/// consumer lag, the rate records arrive at (log end offsets over time) and the rate the
+/// replicas process them (committed offsets over time), and runs as many replicas as the
+/// targets need: never more than the partition count (a replica beyond it would sit idle),
+/// always within `spec.replicas.min`..`spec.replicas.max`. It scales up at once, and down
+/// only once every check of the last `scaleDownStabilization` agreed, to the highest count
+/// any of them asked for. It never scales on missing data: while the lag cannot be read the
+/// replicas stay as they are. With `spec.replicas.min: 0` an idle pipeline (no backlog, no new
+/// records) scales to zero, and the first new record brings one replica back at the next
+/// check.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalingSpec {
+    /// Turn autoscaling on. Defaults to false: one replica per input partition.
+    #[serde(default)]
+    pub enabled: bool,
+
+    /// Records of backlog one replica should carry: with a lag of 120000 and 25000 per
+    /// replica, the pipeline runs 5 replicas (fewer if it has fewer partitions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub lag_per_replica: Option<i64>,
+
+    /// Drain the backlog within this many seconds, at the per-replica rate measured so far,
+    /// while keeping up with the records arriving. Until a rate has been measured (replicas
+    /// that had a backlog for a whole check), a backlog gets one replica, or what
+    /// `lagPerReplica` asks for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub catch_up_seconds: Option<i32>,
+
+    /// How long lower replica counts must have been asked for before the pipeline scales
+    /// down, e.g. `5m` or `90s`: whole numbers with the units `s`, `m` or `h`, up to 1h.
+    /// Defaults to `5m`. Scaling down moves partitions between replicas (a rebalance), so
+    /// this keeps a bursty input from doing it at every check.
+    #[serde(default = "AutoscalingSpec::default_stabilization")]
+    #[schemars(length(min = 1, max = 32))]
+    #[x_kube(
+        validation = Rule::new(STABILIZATION_FORMAT_RULE).message("spec.autoscaling.scaleDownStabilization must be a duration such as 5m, 90s or 1m30s: whole numbers with the units s, m or h"),
+        validation = Rule::new(STABILIZATION_RANGE_RULE).message("spec.autoscaling.scaleDownStabilization must be at most 1h"),
+    )]
+    pub scale_down_stabilization: String,
+}
+
+/// Like [`INTERVAL_FORMAT_RULE`], without milliseconds (no use at this scale).
+const STABILIZATION_FORMAT_RULE: &str = "self.matches('^([0-9]{1,5}(s|m|h)){1,4}$')";
+const STABILIZATION_RANGE_RULE: &str =
+    "!self.matches('^([0-9]{1,5}(s|m|h)){1,4}$') || duration(self) <= duration('1h')";
+
+impl AutoscalingSpec {
+    pub fn default_stabilization() -> String {
+        "5m".into()
+    }
+}
+
+impl Default for AutoscalingSpec {
+    fn default() -> Self {
+        AutoscalingSpec {
+            enabled: false,
+            lag_per_replica: None,
+            catch_up_seconds: None,
+            scale_down_stabilization: Self::default_stabilization(),
         }
     }
 }
@@ -403,13 +491,26 @@ pub struct FetchPipelineStatus {
     /// Replicas of the consumer Deployment that are ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_replicas: Option<i32>,
-    /// Why the replica count is what it is, e.g. "6 partitions, capped at replicas.max 4".
+    /// Why the replica count is what it is, e.g. "6 partitions, capped at replicas.max 4" or
+    /// "backlog 120,000 records, 25,000 per replica -> 5 of 6 partitions".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scaling_reason: Option<String>,
+    /// The label selector of the consumer pods, for the `/scale` subresource (an HPA reads it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
     /// Records not yet processed: per partition, log end offset minus the group's committed
     /// offset (or minus the log start where nothing is committed yet), summed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumer_lag: Option<i64>,
+    /// Records per second arriving on the input topic, measured from its log end offsets over
+    /// the last few checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_rate_per_second: Option<f64>,
+    /// Records per second the replicas process, measured from the group's committed offsets
+    /// over the last few checks (commits follow the insights interval, so this is smoothed
+    /// over it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processing_rate_per_second: Option<f64>,
     /// Hash of the consumer configuration; a change rolls the pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_hash: Option<String>,

@@ -1,7 +1,8 @@
-//! What the operator asks Kafka: the input topic's partition count, and the group's lag.
+//! What the operator asks Kafka: the input topic's partition count, and the group's progress
+//! on it (lag, and the offset sums the rates are measured from).
 //!
 //! librdkafka calls block, so the controller runs [`probe`] on a blocking thread with a
-//! timeout. The lag arithmetic is pure ([`lag`]) and tested apart. [`client_config`] is how
+//! timeout. The lag arithmetic is pure ([`progress`]) and tested apart. [`client_config`] is how
 //! every operator request (the insights read too) reaches the brokers.
 
 use std::collections::BTreeMap;
@@ -35,7 +36,18 @@ impl std::fmt::Debug for KafkaTarget {
 pub struct TopicState {
     pub partitions: i32,
     /// `None` when the offsets could not be read (the partition count still counts).
-    pub lag: Option<i64>,
+    pub progress: Option<Progress>,
+}
+
+/// The group's progress on the input topic, summed over its partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Records still to process (see [`progress`] for the rules).
+    pub lag: i64,
+    /// Sum of the log end offsets: grows with every record produced to the input.
+    pub log_end: i64,
+    /// Sum of the offsets the group will read from next: grows as the replicas commit.
+    pub position: i64,
 }
 
 /// Why the topic could not be read; the variant becomes the `KafkaReachable` condition reason.
@@ -131,7 +143,7 @@ pub fn probe(
     let partitions = i32::try_from(ids.len()).unwrap_or(i32::MAX);
     Ok(TopicState {
         partitions,
-        lag: group_lag(&consumer, topic, &ids, timeout),
+        progress: group_progress(&consumer, topic, &ids, timeout),
     })
 }
 
@@ -166,14 +178,15 @@ impl ClientContext for ProbeContext {
 
 impl ConsumerContext for ProbeContext {}
 
-/// The group's lag on `topic`: committed offsets and watermarks read, the sum computed by
-/// [`lag`]. `None` when any of it cannot be read: a partial sum would look like real progress.
-fn group_lag(
+/// The group's progress on `topic`: committed offsets and watermarks read, the sums computed
+/// by [`progress`]. `None` when any of it cannot be read: a partial sum would look like real
+/// progress.
+fn group_progress(
     consumer: &BaseConsumer<ProbeContext>,
     topic: &str,
     ids: &[i32],
     timeout: Duration,
-) -> Option<i64> {
+) -> Option<Progress> {
     let mut list = TopicPartitionList::new();
     for id in ids {
         list.add_partition(topic, *id);
@@ -214,7 +227,7 @@ fn group_lag(
             })
         })
         .collect();
-    lag(&offsets)
+    progress(&offsets)
 }
 
 /// Offsets of one partition: log start, log end, and the group's committed offset if any.
@@ -225,20 +238,31 @@ pub struct PartitionOffsets {
     pub committed: Option<i64>,
 }
 
-/// Records still to process, summed over partitions (`None` for a partition whose offsets
-/// could not be read). Per partition: log end minus the committed offset, or minus the log
-/// start where nothing is committed; a commit older than the log start counts from the log
-/// start too (retention deleted the rest, the group cannot read it), and a commit past the
-/// log end (a truncated or recreated topic) counts as no lag, never negative.
+/// The group's progress summed over partitions (`None` for a partition whose offsets could
+/// not be read). Per partition, the group reads next from its committed offset, or from the
+/// log start where nothing is committed; a commit older than the log start counts from the
+/// log start too (retention deleted the rest, the group cannot read it), and a commit past
+/// the log end (a truncated or recreated topic) counts as no lag, never negative.
 ///
 /// Unknown (`None`) when any partition is unknown: a sum over the partitions that happened to
 /// answer would look like progress that did not happen.
-pub fn lag(partitions: &[Option<PartitionOffsets>]) -> Option<i64> {
-    partitions.iter().try_fold(0i64, |sum, p| {
-        let p = p.as_ref()?;
-        let from = p.committed.map_or(p.low, |c| c.max(p.low));
-        Some(sum.saturating_add(p.high.saturating_sub(from).max(0)))
-    })
+pub fn progress(partitions: &[Option<PartitionOffsets>]) -> Option<Progress> {
+    partitions.iter().try_fold(
+        Progress {
+            lag: 0,
+            log_end: 0,
+            position: 0,
+        },
+        |sum, p| {
+            let p = p.as_ref()?;
+            let from = p.committed.map_or(p.low, |c| c.max(p.low)).min(p.high);
+            Some(Progress {
+                lag: sum.lag.saturating_add(p.high.saturating_sub(from).max(0)),
+                log_end: sum.log_end.saturating_add(p.high),
+                position: sum.position.saturating_add(from),
+            })
+        },
+    )
 }
 
 #[cfg(test)]
@@ -297,8 +321,29 @@ mod tests {
             ),
         ];
         for (what, partitions, expected) in cases {
-            assert_eq!(lag(partitions), *expected, "{what}");
+            assert_eq!(progress(partitions).map(|p| p.lag), *expected, "{what}");
         }
+    }
+
+    #[test]
+    fn positions_count_from_the_log_start_and_never_pass_the_log_end() {
+        let p = |low, high, committed| {
+            Some(PartitionOffsets {
+                low,
+                high,
+                committed,
+            })
+        };
+        let sums = progress(&[p(30, 100, None), p(0, 50, Some(10)), p(0, 20, Some(90))])
+            .expect("all readable");
+        assert_eq!(
+            sums,
+            Progress {
+                lag: 70 + 40,
+                log_end: 170,
+                position: 30 + 10 + 20,
+            }
+        );
     }
 
     #[test]

@@ -1,15 +1,19 @@
 //! fetch-operator: reconciles `FetchPipeline` resources into `fetch-consumer` Deployments
-//! scaled by the input topic's partition count.
+//! scaled by the input topic's partition count, or by its backlog and throughput.
 //!
 //! A map of the crate, from pure logic to I/O:
 //!
 //! - [`crd`]: the `FetchPipeline` resource (spec, status, schema, CEL validation rules).
-//! - [`scaling`]: partition count and bounds to a replica count, with the reason.
+//! - [`scaling`]: partitions, bounds, backlog and rates to a replica count, with the reason.
+//! - [`rates`]: arrival and processing rates from offsets sampled over time.
+//! - [`status`]: the status after a check, and the retry backoff.
+//! - [`memory`]: what the operator remembers per pipeline between checks.
 //! - [`resources`]: the ServiceAccount, metrics Service and Deployment built from a pipeline.
 //! - [`conditions`]: status conditions per the API conventions.
 //! - [`kafka`]: reading partition counts and consumer lag from Kafka.
 //! - [`insights`]: the pipeline's insights, read from the insights topic, in its status.
-//! - [`controller`]: the reconciler and the controller loop.
+//! - [`observe`]: a check's first step, reading the Deployment and Kafka.
+//! - [`controller`]: the reconciler (observe, decide, apply, report) and the controller loop.
 //! - [`leader`]: leader election on a Lease.
 //! - [`manifests`]: the generated CRD manifests (plain and as the chart's template).
 //! - [`metrics`], [`http`]: Prometheus metrics and the `/healthz`, `/metrics` endpoints.
@@ -26,8 +30,12 @@ pub mod insights;
 pub mod kafka;
 pub mod leader;
 pub mod manifests;
+pub mod memory;
 pub mod metrics;
+pub mod observe;
+pub mod rates;
 pub mod resources;
 pub mod scaling;
+pub mod status;
 
 pub use error::{Error, Result};

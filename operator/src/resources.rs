@@ -62,6 +62,16 @@ pub fn selector_labels(fp: &FetchPipeline) -> BTreeMap<String, String> {
     ])
 }
 
+/// [`selector_labels`] as a label selector string, for `status.selector` (the `/scale`
+/// subresource's, which an HPA reads).
+pub fn selector(fp: &FetchPipeline) -> String {
+    selector_labels(fp)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// The recommended `app.kubernetes.io/*` labels of every object made for the pipeline.
 pub fn labels(fp: &FetchPipeline) -> BTreeMap<String, String> {
     let mut labels = selector_labels(fp);

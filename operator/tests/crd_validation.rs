@@ -2,7 +2,7 @@
 
 mod support;
 
-use fetch_operator::crd::{FetchPipeline, InsightsSpec};
+use fetch_operator::crd::{AutoscalingSpec, FetchPipeline, InsightsSpec};
 use kube::api::{Api, ApiResource, DynamicObject, PostParams};
 use support::*;
 
@@ -48,6 +48,25 @@ async fn invalid_pipelines_are_rejected_by_the_api_server_and_defaults_apply() {
         },
         "insights on by default"
     );
+    assert_eq!(
+        created.spec.autoscaling,
+        AutoscalingSpec {
+            enabled: false,
+            lag_per_replica: None,
+            catch_up_seconds: None,
+            scale_down_stabilization: "5m".into(),
+        },
+        "autoscaling off by default"
+    );
+    api.create(
+        &PostParams::default(),
+        &pipeline(
+            "autoscaling-ok",
+            serde_json::json!({"kafka": kafka, "replicas": {"min": 0}, "autoscaling": {"enabled": true, "catchUpSeconds": 300, "scaleDownStabilization": "1m30s"}}),
+        ),
+    )
+    .await
+    .expect("autoscaling with a catch-up target and min 0 is valid");
     api.create(
         &PostParams::default(),
         &pipeline(
@@ -131,6 +150,30 @@ async fn invalid_pipelines_are_rejected_by_the_api_server_and_defaults_apply() {
         (
             serde_json::json!({"kafka": kafka, "insights": {"topic": "processed-user-logins"}}),
             "spec.insights.topic must differ from spec.input.topic, spec.output.topic and spec.deadLetter.topic",
+        ),
+        (
+            serde_json::json!({"kafka": kafka, "autoscaling": {"enabled": true}}),
+            "spec.autoscaling needs a target when enabled: set lagPerReplica, catchUpSeconds or both",
+        ),
+        (
+            serde_json::json!({"kafka": kafka, "autoscaling": {"enabled": true, "lagPerReplica": 0}}),
+            "spec.autoscaling.lagPerReplica",
+        ),
+        (
+            serde_json::json!({"kafka": kafka, "autoscaling": {"enabled": true, "catchUpSeconds": 100000}}),
+            "spec.autoscaling.catchUpSeconds",
+        ),
+        (
+            serde_json::json!({"kafka": kafka, "autoscaling": {"enabled": true, "lagPerReplica": 10, "scaleDownStabilization": "soon"}}),
+            "spec.autoscaling.scaleDownStabilization must be a duration such as 5m, 90s or 1m30s",
+        ),
+        (
+            serde_json::json!({"kafka": kafka, "autoscaling": {"enabled": true, "lagPerReplica": 10, "scaleDownStabilization": "2h"}}),
+            "spec.autoscaling.scaleDownStabilization must be at most 1h",
+        ),
+        (
+            serde_json::json!({"kafka": kafka, "replicas": {"fixed": -1}}),
+            "spec.replicas.fixed",
         ),
     ];
     for (i, (spec, message)) in cases.into_iter().enumerate() {

@@ -34,6 +34,26 @@ pub fn bootstrap() -> String {
     })
 }
 
+/// The workspace's `fetch-consumer` binary, for tests of other crates that run it as a real
+/// process. It sits beside the test executables' directory; `cargo test --workspace` (and so
+/// `hack/test.sh`) builds it. Panics with the fix when it is missing.
+pub fn consumer_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    // target/<profile>/deps/<test>: the binaries are in target/<profile>.
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("fetch-consumer"))
+        .expect("the test executable is in target/<profile>/deps");
+    assert!(
+        path.is_file(),
+        "{} is missing: build it with `cargo build -p fetch-consumer`, or run the tests with \
+         `cargo test --workspace` (hack/test.sh does), which builds it",
+        path.display()
+    );
+    path
+}
+
 /// A name no other test (or earlier run) uses.
 pub fn unique(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
@@ -95,8 +115,13 @@ pub fn add_partitions(name: &str, total: usize) {
 
 /// Produces `records` (key, value; `None` value = no payload) and waits for every ack.
 pub fn produce(topic: &str, records: &[(Vec<u8>, Option<Vec<u8>>)]) {
+    produce_to(&bootstrap(), topic, records);
+}
+
+/// [`produce`] to the broker at `bootstrap` (a test's own [`Broker`]).
+pub fn produce_to(bootstrap: &str, topic: &str, records: &[(Vec<u8>, Option<Vec<u8>>)]) {
     let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
+        .set("bootstrap.servers", bootstrap)
         .set("linger.ms", "20")
         .set("queue.buffering.max.messages", "1000000")
         .create()
