@@ -66,13 +66,17 @@ impl KafkaSettings {
     /// many again from a 2 MB one, with ~20 MB less peak RSS (docs/benchmarks.md).
     ///
     /// Assignment is cooperative-sticky: when a replica joins or leaves (a scale event), only
-    /// the partitions that move are paused, not the whole group's (docs/benchmarks.md has the
-    /// measured cost). `-X partition.assignment.strategy=range,roundrobin` restores
-    /// librdkafka's eager default; every member of a group must use the same kind.
+    /// the partitions that move are paused, not the whole group's. It takes two rebalance
+    /// rounds, and the members learn of the second one at their next heartbeat: at
+    /// librdkafka's 3 s interval the moved partitions paused 3 s, at 1 s about 1 s (less than
+    /// eager's pause of every partition; `hack/rebalance-cost.sh`, docs/benchmarks.md).
+    /// `-X partition.assignment.strategy=range,roundrobin` restores librdkafka's eager
+    /// default; every member of a group must use the same kind.
     pub fn consumer(&self, group_id: &str) -> ClientConfig {
         let mut c = self.base();
         c.set("group.id", group_id)
             .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("heartbeat.interval.ms", "1000")
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
