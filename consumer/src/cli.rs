@@ -13,6 +13,7 @@ use crate::kafka::KafkaProperty;
 use crate::kafka::insights_topic::DEFAULT_TOPIC as DEFAULT_INSIGHTS_TOPIC;
 use crate::pii::PiiMode;
 use crate::telemetry::LogFormat;
+use crate::telemetry::duration::{self, parse_within};
 
 /// Cleans `user-login` events from Kafka and reports insights.
 #[derive(Debug, Parser)]
@@ -118,13 +119,13 @@ pub struct RunArgs {
           value_parser = clap::value_parser!(u64).range(1..=1_000_000).map(|v| v as usize))]
     pub batch_size: usize,
     /// How often acknowledged offsets are committed (e.g. 1s, 500ms).
-    #[arg(long, env = "FETCH_COMMIT_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, env = "FETCH_COMMIT_INTERVAL", default_value = "1s", value_parser = duration::parse)]
     pub commit_interval: Duration,
     /// Longest wait for the producer to deliver what it holds when stopping.
-    #[arg(long, env = "FETCH_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "FETCH_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = duration::parse)]
     pub shutdown_timeout: Duration,
     /// Stop by itself after this long (e.g. 60s, 5m); default: run until SIGINT/SIGTERM.
-    #[arg(long, env = "FETCH_DURATION", value_parser = parse_duration)]
+    #[arg(long, env = "FETCH_DURATION", value_parser = duration::parse)]
     pub duration: Option<Duration>,
     /// Print a live progress line on stderr.
     #[arg(long, env = "FETCH_PROGRESS")]
@@ -175,7 +176,7 @@ pub struct InsightsArgs {
     #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
     pub format: ReportFormat,
     /// Longest wait for the broker.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = duration::parse)]
     pub timeout: Duration,
 }
 
@@ -227,33 +228,25 @@ pub struct ProcessArgs {
     pub dead_letter: PathBuf,
 }
 
-/// A duration such as `500ms`, `30s`, `5m` or `1h 30m`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim())
-        .map_err(|e| format!("expected a duration like 30s, 500ms, 5m or 1h; got {text:?} ({e})"))
-}
-
 /// Snapshot windows are kept for an hour (see `insights::worker`).
 pub const MAX_WINDOW: Duration = Duration::from_secs(3600);
 
 fn parse_interval(text: &str) -> Result<Duration, String> {
-    let d = parse_duration(text)?;
-    if d < Duration::from_secs(1) || d > Duration::from_secs(3600) {
-        return Err(format!(
-            "expected an insights interval between 1s and 1h, e.g. 30s; got {text:?}"
-        ));
-    }
-    Ok(d)
+    parse_within(
+        text,
+        Duration::from_secs(1)..=Duration::from_secs(3600),
+        "an insights interval between 1s and 1h, e.g. 30s",
+    )
 }
 
+/// Above zero and up to [`MAX_WINDOW`]. The message's "1s" is the shortest useful window (the
+/// shortest `--insights-interval`), not a bound: shorter ones are accepted, as they always were.
 fn parse_window(text: &str) -> Result<Duration, String> {
-    let d = parse_duration(text)?;
-    if d.is_zero() || d > MAX_WINDOW {
-        return Err(format!(
-            "expected a window between 1s and 1h (replicas keep an hour of intervals), e.g. 5m; got {text:?}"
-        ));
-    }
-    Ok(d)
+    parse_within(
+        text,
+        Duration::from_nanos(1)..=MAX_WINDOW,
+        "a window between 1s and 1h (replicas keep an hour of intervals), e.g. 5m",
+    )
 }
 
 fn ratio(text: &str) -> Result<f64, String> {
@@ -285,12 +278,46 @@ mod tests {
     }
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert!(parse_duration("5 parsecs").is_err());
-        assert!(parse_duration("").is_err());
+    fn duration_flags_take_humantime_units() {
+        let cli = Cli::try_parse_from([
+            "fetch-consumer",
+            "run",
+            "--commit-interval",
+            "500ms",
+            "--shutdown-timeout",
+            "5m",
+            "--duration",
+            "30s",
+        ])
+        .expect("valid durations");
+        let Command::Run(run) = cli.command else {
+            panic!("not run: {:?}", cli.command)
+        };
+        assert_eq!(run.commit_interval, Duration::from_millis(500));
+        assert_eq!(run.shutdown_timeout, Duration::from_secs(300));
+        assert_eq!(run.duration, Some(Duration::from_secs(30)));
+        for bad in ["5 parsecs", ""] {
+            let err = Cli::try_parse_from(["fetch-consumer", "run", "--commit-interval", bad])
+                .expect_err(bad);
+            assert!(err.to_string().contains("like 30s"), "{err}");
+        }
+    }
+
+    #[test]
+    fn windows_take_any_length_up_to_an_hour() {
+        fn window(w: &str) -> Option<Duration> {
+            match Cli::try_parse_from(["fetch-consumer", "insights", "--window", w])
+                .ok()?
+                .command
+            {
+                Command::Insights(args) => args.window,
+                other => panic!("not insights: {other:?}"),
+            }
+        }
+        assert_eq!(window("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(window("1h"), Some(MAX_WINDOW));
+        assert_eq!(window("0s"), None);
+        assert_eq!(window("61m"), None);
     }
 
     #[test]

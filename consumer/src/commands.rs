@@ -4,11 +4,8 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-
-use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 use crate::clean::Cleaner;
 use crate::cli::{
@@ -19,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::file_mode;
 use crate::generator::{Generator, GeneratorConfig};
 use crate::health::Health;
+use crate::http::ConsumerOps;
 use crate::insights::fleet::{Fleet, choose_pipeline};
 use crate::insights::worker::Publisher;
 use crate::insights::{DEFAULT_TOP_CAPACITY, Insights, Report, Throughput};
@@ -29,7 +27,8 @@ use crate::kafka::{insights_topic, pipeline};
 use crate::metrics::Metrics;
 use crate::pii::{HASH_KEY_ENV, PiiPolicy};
 use crate::processor::Processor;
-use crate::{http, progress};
+use crate::progress;
+use crate::telemetry::{Shutdown, signal};
 
 fn processor(args: &CleaningArgs) -> Result<Processor> {
     let key = std::env::var_os(HASH_KEY_ENV).map(|k| k.into_encoded_bytes());
@@ -68,53 +67,6 @@ fn write_insights(path: Option<&Path>, insights: &Insights) -> Result<()> {
     serde_json::to_writer(BufWriter::new(file), insights).map_err(|e| Error::io(&context)(e.into()))
 }
 
-/// Completes on SIGINT or SIGTERM, or once `limit` has passed. A second signal while
-/// shutting down exits at once.
-pub async fn shutdown_signal(limit: Option<Duration>) {
-    let after = async {
-        match limit {
-            Some(d) => tokio::time::sleep(d).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        () = signal() => {
-            tokio::spawn(async {
-                signal().await;
-                eprintln!("second signal: exiting without a clean shutdown");
-                std::process::exit(130);
-            });
-        }
-        () = after => tracing::info!("--duration reached"),
-    }
-}
-
-async fn signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                    let _ = interrupt.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
-}
-
-async fn stopped(mut rx: watch::Receiver<bool>) {
-    let _ = rx.wait_for(|stop| *stop).await;
-}
-
 /// Most window slots a replica keeps: at short intervals the window reaches back less than
 /// [`MAX_WINDOW`], so a fast publisher does not leave thousands of keys behind.
 const MAX_WINDOW_SLOTS: u32 = 240;
@@ -145,6 +97,10 @@ fn replica_id() -> String {
 
 /// `fetch-consumer run`.
 pub async fn run(args: RunArgs) -> Result<()> {
+    // From the start: a signal during the setup below stops the pipeline before its first
+    // batch, cleanly, instead of killing the process.
+    let shutdown = Shutdown::new();
+    signal::trigger_on_signal(&shutdown, args.duration);
     let processor = processor(&args.cleaning)?;
     let kafka = kafka_settings(&args.kafka);
     let insights = if args.insights_topic.is_empty() || args.passthrough {
@@ -203,38 +159,20 @@ pub async fn run(args: RunArgs) -> Result<()> {
     };
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::default());
-    let listener = TcpListener::bind(args.http_addr)
-        .await
-        .map_err(Error::io(format!(
-            "binding the HTTP endpoints to {}",
-            args.http_addr
-        )))?;
-    let addr = listener
-        .local_addr()
-        .map_err(Error::io("reading the bound address"))?;
-    tracing::info!(%addr, "serving /healthz, /readyz and /metrics");
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let server = tokio::spawn(http::serve(
-        listener,
-        health.clone(),
-        metrics.clone(),
-        stopped(stop_rx.clone()),
-    ));
+    let ops = Arc::new(ConsumerOps {
+        health: health.clone(),
+        metrics: metrics.clone(),
+    });
+    let server = crate::telemetry::http::serve(args.http_addr, ops, &shutdown).await?;
     let progress = args
         .progress
-        .then(|| tokio::spawn(progress::run(metrics.clone(), stopped(stop_rx.clone()))));
+        .then(|| tokio::spawn(progress::run(metrics.clone(), shutdown.wait_owned())));
 
-    let (result, processor) = pipeline::run_until(
-        config,
-        processor,
-        metrics,
-        health,
-        shutdown_signal(args.duration),
-    )
-    .await;
+    let (result, processor) =
+        pipeline::run_until(config, processor, metrics, health, &shutdown).await;
 
-    let _ = stop_tx.send(true);
+    // However the pipeline stopped (asked to, done, or a fatal error), the rest stops with it.
+    shutdown.trigger();
     if let Some(p) = progress {
         let _ = p.await;
     }
@@ -246,11 +184,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     };
     write_stdout(&format!("{report}\n"))?;
     write_insights(args.cleaning.insights_out.as_deref(), &insights)?;
-    match server.await {
-        Ok(Err(e)) => tracing::warn!(error = %e, "HTTP endpoints failed"),
-        Err(e) => tracing::warn!(error = %e, "HTTP task failed"),
-        Ok(Ok(())) => {}
-    }
+    server.stopped().await;
     let summary = result?;
     tracing::info!(
         consumed = summary.throughput.records,
@@ -373,25 +307,19 @@ pub async fn generate(args: GenerateArgs) -> Result<()> {
         return generate_to_file(&mut generator, path, pace);
     }
     let settings = kafka_settings(&args.kafka);
-    let stop = Arc::new(AtomicBool::new(false));
+    let shutdown = Shutdown::new();
+    signal::trigger_on_signal(&shutdown, None);
     let sent = Arc::new(AtomicU64::new(0));
     tracing::info!(topic = %args.topic, seed, rate = ?pace.rate, count = ?pace.count, "generating events");
     let started = Instant::now();
     let mut task = tokio::task::spawn_blocking({
-        let (stop, sent, topic) = (stop.clone(), sent.clone(), args.topic.clone());
-        move || generate::produce(&settings, &topic, &mut generator, pace, &stop, &sent)
+        let (shutdown, sent, topic) = (shutdown.clone(), sent.clone(), args.topic.clone());
+        move || generate::produce(&settings, &topic, &mut generator, pace, &shutdown, &sent)
     });
     let mut ticker = tokio::time::interval(Duration::from_secs(10));
-    let shutdown = shutdown_signal(None);
-    tokio::pin!(shutdown);
-    let mut stopping = false;
     let joined = loop {
         tokio::select! {
             joined = &mut task => break joined,
-            () = &mut shutdown, if !stopping => {
-                stopping = true;
-                stop.store(true, Ordering::Relaxed);
-            }
             _ = ticker.tick() => tracing::info!(sent = sent.load(Ordering::Relaxed), "generating"),
         }
     };

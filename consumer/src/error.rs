@@ -31,6 +31,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The shared runtime failed, e.g. the HTTP endpoints' address could not be bound.
+    #[error(transparent)]
+    Runtime(#[from] fetch_telemetry::Error),
 }
 
 impl Error {

@@ -1,52 +1,43 @@
-//! The operations endpoints: `/healthz`, `/readyz` and `/metrics`.
+//! What the consumer's operations endpoints answer: `/healthz` from the consume loop's
+//! liveness, `/readyz` from its group membership, `/metrics` from its metrics. Serving them is
+//! the shared runtime's (`telemetry::http`), the same as the operator's.
 
-use std::future::Future;
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
-use tokio::net::TcpListener;
+use axum::routing::{MethodRouter, get};
 
-use crate::error::{Error, Result};
 use crate::health::Health;
 use crate::metrics::Metrics;
+use crate::telemetry::http::Ops;
 
-#[derive(Clone)]
-struct Ops {
-    health: Arc<Health>,
-    metrics: Arc<Metrics>,
+/// The state the endpoints read.
+pub struct ConsumerOps {
+    pub health: Arc<Health>,
+    pub metrics: Arc<Metrics>,
 }
 
-/// Serves the endpoints on `listener` until `shutdown` completes.
-pub async fn serve(
-    listener: TcpListener,
-    health: Arc<Health>,
-    metrics: Arc<Metrics>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<()> {
-    let app = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
-        .with_state(Ops { health, metrics });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(Error::io("serving HTTP endpoints"))
-}
+impl Ops for ConsumerOps {
+    fn metrics(&self) -> String {
+        self.metrics.encode()
+    }
 
-async fn healthz(State(ops): State<Ops>) -> impl IntoResponse {
-    if ops.health.is_live() {
-        (StatusCode::OK, "ok\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "consume loop stalled\n")
+    fn liveness(&self) -> Result<(), &'static str> {
+        if self.health.is_live() {
+            Ok(())
+        } else {
+            Err("consume loop stalled")
+        }
+    }
+
+    fn routes() -> Vec<(&'static str, MethodRouter<Arc<Self>>)> {
+        vec![("/readyz", get(readyz))]
     }
 }
 
-async fn readyz(State(ops): State<Ops>) -> impl IntoResponse {
+async fn readyz(State(ops): State<Arc<ConsumerOps>>) -> impl IntoResponse {
     if ops.health.is_ready() {
         (StatusCode::OK, "ready\n")
     } else {
@@ -55,14 +46,4 @@ async fn readyz(State(ops): State<Ops>) -> impl IntoResponse {
             "not assigned any partition yet\n",
         )
     }
-}
-
-async fn metrics_text(State(ops): State<Ops>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        ops.metrics.encode(),
-    )
 }

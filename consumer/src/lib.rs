@@ -17,7 +17,8 @@
 //! - [`file_mode`]: the `process` subcommand over JSON lines, no broker.
 //! - [`kafka`]: client settings, at-least-once offset tracking, the pipeline loop and its
 //!   processing thread, generation.
-//! - [`metrics`], [`health`], [`http`]: Prometheus metrics and the probe/metrics endpoints.
+//! - [`metrics`], [`health`], [`http`]: Prometheus metrics and what the probe/metrics
+//!   endpoints answer (served by the shared runtime, [`telemetry`]).
 //! - [`progress`]: the live progress line.
 //! - [`cli`], [`commands`]: the command line and the subcommands wired from it.
 
@@ -43,5 +44,6 @@ pub mod reason;
 pub mod time;
 
 pub use error::{Error, Result};
-/// Logging and tracing setup, shared with the operator.
+/// Logs, traces and the process runtime (shutdown, signals, the endpoints' server, duration
+/// flags), shared with the operator.
 pub use fetch_telemetry as telemetry;

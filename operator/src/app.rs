@@ -1,50 +1,28 @@
 //! `fetch-operator run`: the HTTP endpoints, leader election and the controller, wired together.
+//!
+//! The rule: one [`Shutdown`] for the process. A signal triggers it and every part stops; a
+//! part that fails (the controller, the Lease) ends `run` with its error, so the process exits
+//! non-zero and its pod restarts, instead of idling as a leader that does nothing.
 
 use std::sync::Arc;
 
+use fetch_telemetry::{Shutdown, signal};
 use kube::Client;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 use crate::cli::RunArgs;
 use crate::controller::{self, Settings};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::leader::{self, LeaseSettings};
 use crate::metrics::Metrics;
 
-/// Completes once `rx` turns true. Cheap to create many times from clones of one channel.
-async fn stopped(mut rx: watch::Receiver<bool>) {
-    let _ = rx.wait_for(|stop| *stop).await;
-}
-
-/// Runs until SIGINT/SIGTERM (then shuts down cleanly) or until leadership is lost (an error,
-/// so the process exits and its pod restarts as a standby).
+/// Runs until SIGINT/SIGTERM (then shuts down cleanly), or until the controller fails or
+/// leadership is lost (an error, so the process exits and its pod restarts as a standby).
 pub async fn run(args: RunArgs) -> Result<()> {
+    let shutdown = Shutdown::new();
+    signal::trigger_on_signal(&shutdown, None);
     let client = Client::try_default().await?;
     let metrics = Arc::new(Metrics::default());
-    let listener = TcpListener::bind(args.http_addr)
-        .await
-        .map_err(|source| Error::Io {
-            context: format!("binding {}", args.http_addr),
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| Error::Io {
-        context: "local address".into(),
-        source,
-    })?;
-    tracing::info!(%addr, "serving /healthz and /metrics");
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(async move {
-        signal().await;
-        tracing::info!("shutdown requested");
-        let _ = stop_tx.send(true);
-    });
-    let server = tokio::spawn(crate::http::serve(
-        listener,
-        metrics.clone(),
-        stopped(stop_rx.clone()),
-    ));
+    let server = fetch_telemetry::http::serve(args.http_addr, metrics.clone(), &shutdown).await?;
 
     let settings = Settings {
         consumer_image: args.consumer_image,
@@ -63,29 +41,32 @@ pub async fn run(args: RunArgs) -> Result<()> {
             renew_every: args.leader.renew_every,
         };
         let gauge = metrics.clone();
-        let (work_client, work_metrics, work_stop) =
-            (client.clone(), metrics.clone(), stop_rx.clone());
+        let (work_client, work_metrics, work_shutdown) =
+            (client.clone(), metrics.clone(), shutdown.clone());
         leader::lead(
             client,
             lease,
-            stopped(stop_rx.clone()),
+            shutdown.wait_owned(),
             move |leading| {
                 gauge.leader.set(i64::from(leading));
             },
-            move || async move {
-                if let Err(e) =
-                    controller::run(work_client, settings, work_metrics, stopped(work_stop)).await
-                {
-                    tracing::error!(error = %e, "controller failed");
-                }
+            move || {
+                controller::run(
+                    work_client,
+                    settings,
+                    work_metrics,
+                    work_shutdown.wait_owned(),
+                )
             },
         )
         .await
     } else {
         metrics.leader.set(1);
-        controller::run(client, settings, metrics, stopped(stop_rx.clone())).await
+        controller::run(client, settings, metrics, shutdown.wait_owned()).await
     };
-    server.abort();
+    // Asked to stop, or failed: either way the endpoints stop too.
+    shutdown.trigger();
+    server.stopped().await;
     result
 }
 
@@ -94,19 +75,4 @@ fn default_identity() -> String {
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "fetch-operator".into());
     format!("{host}-{}", std::process::id())
-}
-
-async fn signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = interrupt => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = interrupt.await;
-        }
-    }
 }

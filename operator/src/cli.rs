@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
-use fetch_telemetry::LogFormat;
+use fetch_telemetry::{LogFormat, duration};
 
 /// Runs FetchPipelines on Kubernetes: consumer Deployments scaled by partition count.
 #[derive(Debug, Parser)]
@@ -35,10 +35,10 @@ pub struct RunArgs {
     #[arg(long, env = "FETCH_OPERATOR_CONSUMER_IMAGE", default_value = concat!("ghcr.io/fetch-pipeline/fetch-pipeline:", env!("CARGO_PKG_VERSION")))]
     pub consumer_image: String,
     /// How often each pipeline's input partition count is re-read (e.g. 30s).
-    #[arg(long, env = "FETCH_OPERATOR_CHECK_INTERVAL", default_value = "30s", value_parser = duration)]
+    #[arg(long, env = "FETCH_OPERATOR_CHECK_INTERVAL", default_value = "30s", value_parser = duration::parse)]
     pub check_interval: Duration,
     /// Longest wait for one Kafka request.
-    #[arg(long, env = "FETCH_OPERATOR_KAFKA_TIMEOUT", default_value = "5s", value_parser = duration)]
+    #[arg(long, env = "FETCH_OPERATOR_KAFKA_TIMEOUT", default_value = "5s", value_parser = duration::parse)]
     pub kafka_timeout: Duration,
     /// Reconciliations run at once (each may wait on Kafka for up to --kafka-timeout).
     #[arg(long, env = "FETCH_OPERATOR_CONCURRENCY", default_value_t = 16,
@@ -74,16 +74,11 @@ pub struct LeaderArgs {
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
     /// How long a leader's Lease lasts without renewal before another replica takes over.
-    #[arg(long, env = "FETCH_OPERATOR_LEASE_DURATION", default_value = "15s", value_parser = duration)]
+    #[arg(long, env = "FETCH_OPERATOR_LEASE_DURATION", default_value = "15s", value_parser = duration::parse)]
     pub lease_duration: Duration,
     /// How often the leader renews (and standbys retry).
-    #[arg(long, env = "FETCH_OPERATOR_RENEW_EVERY", default_value = "5s", value_parser = duration)]
+    #[arg(long, env = "FETCH_OPERATOR_RENEW_EVERY", default_value = "5s", value_parser = duration::parse)]
     pub renew_every: Duration,
-}
-
-fn duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim())
-        .map_err(|e| format!("expected a duration like 30s, 500ms or 5m; got {text:?} ({e})"))
 }
 
 #[cfg(test)]

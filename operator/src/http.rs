@@ -1,43 +1,14 @@
-//! `/healthz` and `/metrics` of the operator.
+//! What the operator's operations endpoints answer: `/healthz` (always ok: a process that
+//! answers is alive; losing the Lease or the controller ends the process instead) and
+//! `/metrics`. Serving them is the shared runtime's (`fetch_telemetry::http`), the same as the
+//! consumer's.
 
-use std::future::Future;
-use std::sync::Arc;
+use fetch_telemetry::http::Ops;
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
-use axum::routing::get;
-use tokio::net::TcpListener;
-
-use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 
-/// Serves until `shutdown` completes.
-pub async fn serve(
-    listener: TcpListener,
-    metrics: Arc<Metrics>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<()> {
-    let app = Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(metrics_text))
-        .with_state(metrics);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|source| Error::Io {
-            context: "serving HTTP endpoints".into(),
-            source,
-        })
-}
-
-async fn metrics_text(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        metrics.encode(),
-    )
+impl Ops for Metrics {
+    fn metrics(&self) -> String {
+        self.encode()
+    }
 }

@@ -4,8 +4,10 @@
 //! The holder renews the Lease every `renew_every`; another replica takes it over once it has
 //! not been renewed for `lease_duration`. Writes use the Lease's `resourceVersion`, so when two
 //! replicas race, the API server lets exactly one win. A leader that fails to renew in time
-//! stops reconciling (it may no longer be the only one). On shutdown the leader releases the
-//! Lease so a standby takes over at once.
+//! stops reconciling (it may no longer be the only one). When the leader's work fails, it
+//! stops leading with that error: a leader that does no work must not keep the Lease from the
+//! standbys. On shutdown or failure the leader releases the Lease so a standby takes over at
+//! once.
 
 use std::future::Future;
 use std::time::Duration;
@@ -156,8 +158,9 @@ async fn release(api: &Api<Lease>, settings: &LeaseSettings) {
 }
 
 /// Waits to become leader, then runs `work` while renewing the Lease. Returns when `shutdown`
-/// completes (after releasing the Lease) or with an error when leadership is lost.
-/// `on_change(true/false)` is told when leadership starts and ends.
+/// completes or `work` ends (after releasing the Lease): with `work`'s error if it failed, or
+/// with an error when leadership is lost. `on_change(true/false)` is told when leadership
+/// starts and ends.
 pub async fn lead<W, F>(
     client: Client,
     settings: LeaseSettings,
@@ -167,7 +170,7 @@ pub async fn lead<W, F>(
 ) -> Result<()>
 where
     W: FnOnce() -> F,
-    F: Future<Output = ()>,
+    F: Future<Output = Result<()>>,
 {
     let api: Api<Lease> = Api::namespaced(client, &settings.namespace);
     tokio::pin!(shutdown);
@@ -191,7 +194,7 @@ where
     let result = loop {
         tokio::select! {
             () = &mut shutdown => break Ok(()),
-            () = &mut work => break Ok(()),
+            done = &mut work => break done,
             () = tokio::time::sleep(settings.renew_every) => {
                 match try_hold(&api, &settings).await {
                     Ok(true) => last_renewal = tokio::time::Instant::now(),

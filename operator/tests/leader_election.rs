@@ -1,5 +1,6 @@
 //! Two `fetch-operator` processes against one API server: one leads, the other waits, and the
-//! waiting one takes over when the leader dies.
+//! waiting one takes over when the leader dies. A leader whose controller fails exits
+//! non-zero, so its pod restarts instead of holding the Lease while doing nothing.
 
 mod support;
 
@@ -7,8 +8,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use fetch_operator::crd::FetchPipeline;
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::Api;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+use kube::api::{Api, DeleteParams};
 use support::*;
 
 struct Operator {
@@ -91,5 +95,57 @@ async fn two_operators_one_leader_and_a_takeover() {
         standby.led().then_some(())
     })
     .await;
+    let _ = std::fs::remove_file(kubeconfig);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_controller_fails_exits_non_zero_and_releases_the_lease() {
+    let (server, client) = control_plane().await;
+    // Without the CRD the controller cannot list FetchPipelines: it fails as soon as it starts.
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.delete(FetchPipeline::crd_name(), &DeleteParams::default())
+        .await
+        .expect("delete the CRD");
+    eventually("the CRD to be gone", || async {
+        matches!(crds.get_opt(FetchPipeline::crd_name()).await, Ok(None)).then_some(())
+    })
+    .await;
+    let kubeconfig = kubeconfig_file(&server);
+    let mut operator = Operator::start(&kubeconfig, "operator-a");
+    let leases: Api<Lease> = Api::namespaced(client, "default");
+
+    let status = eventually("the operator to exit", || {
+        let exited = operator.child.try_wait().expect("try_wait");
+        async move { exited }
+    })
+    .await;
+    // The log is read on a thread of its own: give it a moment to reach the end.
+    for _ in 0..50 {
+        if operator
+            .log
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|l| l.starts_with("error: "))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = operator.log.lock().expect("lock").join("\n");
+    assert!(operator.led(), "it led before failing; log:\n{log}");
+    assert!(
+        status.code().is_some_and(|code| code != 0),
+        "a failed controller exits non-zero, not {status}; log:\n{log}"
+    );
+    assert!(
+        log.contains("cannot list FetchPipelines"),
+        "the error says why; log:\n{log}"
+    );
+    assert_eq!(
+        holder(&leases).await.filter(|h| !h.is_empty()),
+        None,
+        "the Lease is released for a standby"
+    );
     let _ = std::fs::remove_file(kubeconfig);
 }

@@ -1,7 +1,7 @@
 //! `fetch-consumer generate` into Kafka: paced production of synthetic events.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::ClientContext;
@@ -13,6 +13,7 @@ use super::client_log;
 use super::config::KafkaSettings;
 use crate::error::{Error, Result};
 use crate::generator::Generator;
+use crate::telemetry::Shutdown;
 
 /// How much to send and how fast.
 #[derive(Debug, Clone, Copy)]
@@ -65,14 +66,15 @@ impl ProducerContext for Reports {
     }
 }
 
-/// Sends generated events to `topic` until the count is reached or `stop` is set; returns the
-/// number of events the broker acknowledged. `sent` is updated as events are handed over.
+/// Sends generated events to `topic` until the count is reached or `shutdown` is triggered;
+/// returns the number of events the broker acknowledged. `sent` is updated as events are handed
+/// over.
 pub fn produce(
     settings: &KafkaSettings,
     topic: &str,
     generator: &mut Generator,
     pace: Pace,
-    stop: &AtomicBool,
+    shutdown: &Shutdown,
     sent: &AtomicU64,
 ) -> Result<u64> {
     let producer: BaseProducer<Reports> = settings
@@ -82,7 +84,7 @@ pub fn produce(
     let started = Instant::now();
     let (mut key, mut value) = (Vec::new(), Vec::new());
     let mut n = 0u64;
-    while pace.count.is_none_or(|c| n < c) && !stop.load(Ordering::Relaxed) {
+    while pace.count.is_none_or(|c| n < c) && !shutdown.is_triggered() {
         if let Some(rate) = pace.rate {
             let due = started + Duration::from_secs_f64(n as f64 / rate);
             let now = Instant::now();

@@ -14,8 +14,7 @@
 //! With insights publishing on, the stage also takes checkpoints (`kafka::checkpoint`) and an
 //! offset is committed only once a published snapshot counts its event.
 
-use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -39,6 +38,7 @@ use crate::health::Health;
 use crate::insights::Throughput;
 use crate::metrics::{Metrics, OutcomeLabel, PartitionLabel};
 use crate::processor::{Processor, Routed};
+use crate::telemetry::Shutdown;
 
 /// What the pipeline reads, writes and how.
 #[derive(Debug, Clone)]
@@ -393,13 +393,14 @@ fn commit<C: ConsumerContext>(
     }
 }
 
-/// Runs the pipeline on the current thread until `stop` is set or delivery fails for good.
+/// Runs the pipeline on the current thread until `shutdown` is triggered or delivery fails for
+/// good.
 pub fn run(
     config: &PipelineConfig,
     processor: &mut Processor,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
-    stop: &AtomicBool,
+    shutdown: &Shutdown,
 ) -> Result<RunSummary> {
     let _span =
         tracing::info_span!("pipeline", group = %config.group_id, input = %config.input_topic)
@@ -496,8 +497,7 @@ pub fn run(
         };
         let looped = loop {
             health.beat();
-            if stop.load(Ordering::Relaxed) || config.max_records.is_some_and(|max| consumed >= max)
-            {
+            if shutdown.is_triggered() || config.max_records.is_some_and(|max| consumed >= max) {
                 break Ok(());
             }
             let batch_started = Instant::now();
@@ -840,30 +840,21 @@ fn require_topics(producer: &Producer_, config: &PipelineConfig) -> Result<()> {
     Ok(())
 }
 
-/// Runs [`run`] on a blocking thread until `shutdown` completes, then stops it gracefully.
+/// Runs [`run`] on a blocking thread until `shutdown` is triggered, then stops it gracefully.
 /// Returns the summary and the processor (with its insights).
 pub async fn run_until(
     config: PipelineConfig,
     mut processor: Processor,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
-    shutdown: impl Future<Output = ()>,
+    shutdown: &Shutdown,
 ) -> (Result<RunSummary>, Processor) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let loop_stop = stop.clone();
-    let mut task = tokio::task::spawn_blocking(move || {
-        let result = run(&config, &mut processor, metrics, health, &loop_stop);
+    let shutdown = shutdown.clone();
+    let task = tokio::task::spawn_blocking(move || {
+        let result = run(&config, &mut processor, metrics, health, &shutdown);
         (result, processor)
     });
-    let joined = tokio::select! {
-        joined = &mut task => joined,
-        () = shutdown => {
-            tracing::info!("shutdown requested");
-            stop.store(true, Ordering::Relaxed);
-            task.await
-        }
-    };
-    match joined {
+    match task.await {
         Ok(pair) => pair,
         Err(e) => std::panic::resume_unwind(e.into_panic()),
     }
