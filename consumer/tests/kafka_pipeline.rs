@@ -213,19 +213,16 @@ fn a_consumer_killed_mid_stream_and_restarted_loses_nothing() {
     assert_eq!(missing, 0, "{missing} valid events lost");
 }
 
-/// With eager rebalancing (librdkafka's default, still a user's choice with `-X`): every
-/// partition is revoked and reassigned.
 #[test]
 fn a_second_consumer_joining_mid_stream_takes_over_partitions_without_loss_or_duplicates() {
-    second_consumer_joins(&["-X", "partition.assignment.strategy=range,roundrobin"]);
+    second_consumer_joins(&[]);
 }
 
-/// The same with incremental rebalancing (the default): the first consumer keeps some
-/// partitions, so the records of those it polled before the revocation must be kept, not
-/// dropped.
+/// The same with incremental rebalancing: the first consumer keeps some partitions, so the
+/// records of those it polled before the revocation must be kept, not dropped.
 #[test]
 fn with_cooperative_rebalancing_kept_partitions_lose_nothing_either() {
-    second_consumer_joins(&[]);
+    second_consumer_joins(&["-X", "partition.assignment.strategy=cooperative-sticky"]);
 }
 
 fn second_consumer_joins(extra: &[&str]) {

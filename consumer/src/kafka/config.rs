@@ -65,17 +65,15 @@ impl KafkaSettings {
     /// 96,000 events/s; with a 10 ms pause it drains 4x as many from a 4 MB queue, and as
     /// many again from a 2 MB one, with ~20 MB less peak RSS (docs/benchmarks.md).
     ///
-    /// Assignment is cooperative-sticky: when a replica joins or leaves (a scale event), only
-    /// the partitions that move are paused, not the whole group's. It takes two rebalance
-    /// rounds, and the members learn of the second one at their next heartbeat: at
-    /// librdkafka's 3 s interval the moved partitions paused 3 s, at 1 s about 1 s (less than
-    /// eager's pause of every partition; `hack/rebalance-cost.sh`, docs/benchmarks.md).
-    /// `-X partition.assignment.strategy=range,roundrobin` restores librdkafka's eager
-    /// default; every member of a group must use the same kind.
+    /// Heartbeats every second: the members of a group learn of a rebalance at their next
+    /// heartbeat, and at librdkafka's 3 s a scale event paused partitions for up to 3 s longer
+    /// (`hack/rebalance-cost.sh`, docs/benchmarks.md). Assignment stays librdkafka's eager
+    /// default: with cooperative-sticky, partitions kept through a revocation were sometimes
+    /// never committed again, and a shutdown could hang in the incremental unassign (open in
+    /// issue 13); `-X partition.assignment.strategy=cooperative-sticky` opts in.
     pub fn consumer(&self, group_id: &str) -> ClientConfig {
         let mut c = self.base();
         c.set("group.id", group_id)
-            .set("partition.assignment.strategy", "cooperative-sticky")
             .set("heartbeat.interval.ms", "1000")
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
