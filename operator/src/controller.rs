@@ -77,12 +77,6 @@ pub struct Context {
 /// Reads of the insights topic in flight at once, whatever `--concurrency` is.
 pub(crate) const INSIGHTS_READS_AT_ONCE: usize = 2;
 
-/// The span the rates are measured over: a few checks, and at least a minute, so that the
-/// consumers' commits (one per insights interval, 30 s by default) average out.
-fn rate_window(check_interval: Duration) -> Duration {
-    (check_interval * 4).max(Duration::from_secs(60))
-}
-
 /// Runs the controller until `shutdown` completes.
 pub async fn run(
     client: Client,
@@ -107,7 +101,7 @@ pub async fn run(
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), Reporter::from(MANAGER)),
         client,
-        memory: Memory::new(rate_window(settings.check_interval)),
+        memory: Memory::default(),
         settings,
         metrics,
         pipelines: reader.clone(),

@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::crd::InsightsStatus;
 use crate::insights::Verdict;
@@ -37,27 +37,19 @@ pub struct InsightsRead {
 }
 
 /// Every pipeline's memory, keyed by `namespace/name`.
+#[derive(Default)]
 pub struct Memory {
-    rate_window: Duration,
     pipelines: Mutex<HashMap<String, PipelineMemory>>,
 }
 
 impl Memory {
-    /// Memory whose rates are measured over `rate_window`.
-    pub fn new(rate_window: Duration) -> Self {
-        Memory {
-            rate_window,
-            pipelines: Mutex::new(HashMap::new()),
-        }
-    }
-
     /// Runs `f` on the memory of pipeline `key`, created empty if there is none.
     pub fn with<T>(&self, key: &str, f: impl FnOnce(&mut PipelineMemory) -> T) -> T {
         let mut map = self.lock();
         let entry = map.entry(key.to_owned()).or_insert_with(|| PipelineMemory {
             kafka_failures: 0,
             insights: None,
-            samples: Samples::new(self.rate_window),
+            samples: Samples::default(),
             history: History::default(),
         });
         f(entry)
@@ -93,7 +85,7 @@ mod tests {
 
     #[test]
     fn memory_starts_empty_per_pipeline_and_persists_between_checks() {
-        let memory = Memory::new(Duration::from_secs(60));
+        let memory = Memory::default();
         memory.with("ns/a", |m| m.kafka_failures += 1);
         memory.with("ns/a", |m| m.kafka_failures += 1);
         assert_eq!(memory.with("ns/a", |m| m.kafka_failures), 2);
@@ -102,7 +94,7 @@ mod tests {
 
     #[test]
     fn deleted_pipelines_are_forgotten() {
-        let memory = Memory::new(Duration::from_secs(60));
+        let memory = Memory::default();
         for key in ["ns/a", "ns/b", "other/a"] {
             memory.with(key, |_| ());
         }

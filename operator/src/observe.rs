@@ -6,7 +6,7 @@
 //! Kafka reads run side by side with their own deadlines, so a check waits for the slower
 //! one, not for the sum. Nothing here changes the cluster.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
@@ -22,7 +22,7 @@ use crate::insights::{self, Outcome, Verdict};
 use crate::kafka::{self, KafkaTarget, ProbeError, TopicState};
 use crate::memory::InsightsRead;
 use crate::metrics::ReasonLabel;
-use crate::rates::{Rates, Sample};
+use crate::rates::{self, Rates, Sample};
 use crate::resources;
 
 /// What one check observed.
@@ -71,7 +71,9 @@ pub async fn observe(
             .inc();
     }
     let progress = probe.as_ref().ok().and_then(|s| s.progress);
+    let window = rates::window(ctx.settings.check_interval, commit_interval(fp));
     let (rates, kafka_failures) = ctx.memory.with(key, |m| {
+        m.samples.set_window(window);
         m.kafka_failures = if probe.is_ok() {
             0
         } else {
@@ -96,6 +98,17 @@ pub async fn observe(
         verdict,
         kafka_failures,
     })
+}
+
+/// How often the pipeline's replicas commit: once per insights interval while they publish
+/// (commits wait for a snapshot), else every second (the consumer's `--commit-interval`).
+fn commit_interval(fp: &FetchPipeline) -> Duration {
+    let insights = &fp.spec.insights;
+    if insights.enabled {
+        humantime::parse_duration(&insights.interval).unwrap_or(Duration::from_secs(30))
+    } else {
+        Duration::from_secs(1)
+    }
 }
 
 async fn check_kafka(

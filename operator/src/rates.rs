@@ -40,6 +40,19 @@ pub struct Rates {
 /// Shortest span of samples a rate is computed over: shorter ones are mostly noise.
 pub const MIN_SPAN: Duration = Duration::from_secs(5);
 
+/// The window of a pipeline whose replicas commit every `commits` and whose offsets are read
+/// every `checks`: a few checks and two commit intervals, so that the commits (which come in
+/// steps) average out.
+pub fn window(checks: Duration, commits: Duration) -> Duration {
+    (checks * 4).max(commits * 2).max(MIN_SPAN * 2)
+}
+
+impl Default for Samples {
+    fn default() -> Self {
+        Samples::new(Duration::from_secs(60))
+    }
+}
+
 /// A pipeline's recent samples and its last capacity measurement.
 #[derive(Debug, Clone)]
 pub struct Samples {
@@ -51,10 +64,15 @@ pub struct Samples {
 impl Samples {
     pub fn new(window: Duration) -> Self {
         Samples {
-            window,
+            window: window.max(MIN_SPAN * 2),
             samples: VecDeque::new(),
             capacity: None,
         }
+    }
+
+    /// Measures over `window` from now on (at least twice [`MIN_SPAN`]).
+    pub fn set_window(&mut self, window: Duration) {
+        self.window = window.max(MIN_SPAN * 2);
     }
 
     /// Adds a sample and returns the rates over the window that ends with it. A sample whose
@@ -180,6 +198,18 @@ mod tests {
         s.record(sample(t0, 0, 100_000, 0, 1));
         let r = s.record(sample(t0, 20, 100_000, 40_000, 2));
         assert_eq!(r.capacity_per_replica, None);
+    }
+
+    #[test]
+    fn the_window_spans_checks_and_commit_intervals() {
+        let s = Duration::from_secs;
+        assert_eq!(window(s(30), s(30)), s(120));
+        assert_eq!(window(s(5), s(30)), s(60));
+        assert_eq!(
+            window(s(1), s(1)),
+            s(10),
+            "never under twice the minimum span"
+        );
     }
 
     #[test]

@@ -90,7 +90,7 @@ async fn a_backlog_scales_up_at_once_and_the_drained_pipeline_scales_down_after_
     let spec = serde_json::json!({
         "kafka": {"bootstrapServers": bootstrap()},
         "input": {"topic": input}, "output": {"topic": output}, "deadLetter": {"topic": dead_letter},
-        "consumerGroup": group,
+        "consumerGroup": group, "insights": {"interval": "1s"},
         "replicas": {"min": 1, "max": 8},
         "autoscaling": {"enabled": true, "lagPerReplica": 500, "scaleDownStabilization": "20s"},
     });
@@ -165,7 +165,7 @@ async fn idle_with_min_zero_goes_to_zero_and_the_first_record_brings_a_replica_b
     let spec = serde_json::json!({
         "kafka": {"bootstrapServers": bootstrap()},
         "input": {"topic": input}, "output": {"topic": output}, "deadLetter": {"topic": dead_letter},
-        "consumerGroup": group,
+        "consumerGroup": group, "insights": {"interval": "1s"},
         "replicas": {"min": 0, "max": 4},
         "autoscaling": {"enabled": true, "lagPerReplica": 1000, "scaleDownStabilization": "5s"},
     });
