@@ -252,7 +252,16 @@ async fn report(
             decision.replicas, decision.reason
         );
         tracing::info!("{note}");
-        publish(ctx, fp, EventType::Normal, "Scaled", "Scale", note).await;
+        publish(
+            ctx,
+            fp,
+            EventType::Normal,
+            "Scaled",
+            "Scale",
+            note,
+            Series::Never,
+        )
+        .await;
     }
     if let (Err(e), 1) = (&seen.probe, seen.kafka_failures) {
         publish(
@@ -262,6 +271,7 @@ async fn report(
             e.reason(),
             "CheckKafka",
             e.to_string(),
+            Series::Fold,
         )
         .await;
     }
@@ -300,6 +310,14 @@ async fn report(
     )))
 }
 
+/// Whether a repeat of an event joins the first one's series.
+enum Series {
+    /// Repeats within a few minutes count in the first event (its note stays).
+    Fold,
+    /// Every event stands alone: its note is the news (e.g. each scale change's reason).
+    Never,
+}
+
 async fn publish(
     ctx: &Context,
     fp: &FetchPipeline,
@@ -307,6 +325,7 @@ async fn publish(
     reason: &str,
     action: &str,
     note: String,
+    series: Series,
 ) {
     let event = Event {
         type_,
@@ -315,7 +334,18 @@ async fn publish(
         action: action.to_owned(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &fp.object_ref(&())).await {
+    // kube-runtime's recorder folds events of the same reason and action into a series that
+    // keeps the first note, whatever the later notes say: a scale-down a minute after a
+    // scale-up showed as the scale-up, twice. A recorder of its own has no earlier event.
+    let fresh;
+    let recorder = match series {
+        Series::Fold => &ctx.recorder,
+        Series::Never => {
+            fresh = Recorder::new(ctx.client.clone(), Reporter::from(MANAGER));
+            &fresh
+        }
+    };
+    if let Err(e) = recorder.publish(&event, &fp.object_ref(&())).await {
         tracing::warn!(error = %e, "publishing an event failed");
     }
 }

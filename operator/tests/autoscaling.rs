@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use fetch_operator::crd::FetchPipeline;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use support::*;
 
@@ -142,6 +143,27 @@ async fn a_backlog_scales_up_at_once_and_the_drained_pipeline_scales_down_after_
             .starts_with("idle (no backlog, nothing arriving) -> 0, raised to replicas.min 1"),
         "{}",
         reason(&fp)
+    );
+    let notes: Vec<String> = Api::<Event>::namespaced(client.clone(), "default")
+        .list(&Default::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("Scaled"))
+        .filter_map(|e| e.note)
+        .collect();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains(" to 4 replicas: backlog 4,000 records")),
+        "{notes:?}"
+    );
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with("Scaled consumers from 4 to 1 replicas: idle")),
+        "each scale change is an event with its own reason: {notes:?}"
     );
     let status = fp.status.expect("status");
     assert_eq!(status.input_rate_per_second, Some(0.0));
