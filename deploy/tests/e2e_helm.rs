@@ -145,6 +145,79 @@ async fn a_spec_change_rolls_the_pods_and_loses_no_event() {
     await_pipeline_output(&topics, &events);
 }
 
+/// One field of pipeline `logins`'s status in `ns`, as kubectl prints it.
+fn status_of(ns: &str, field: &str) -> String {
+    let path = format!("jsonpath={{.status.{field}}}");
+    kubectl(&["get", "fp", "logins", "-n", ns, "-o", &path])
+}
+
+/// Autoscaling with real pods: a backlog grows the consumers to the partition count at the
+/// first check, they drain it, and they shrink to `min` once the stabilization window has
+/// agreed, not before. Prints the timeline (`-- --nocapture` shows it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autoscaling_grows_real_pods_on_a_backlog_and_shrinks_them_after_it_drains() {
+    let client = client().await;
+    ensure_chart(&client).await;
+    let ns = "e2e-autoscale";
+    let _namespace = TestNamespace::restricted(&client, ns).await;
+    let topics = Topics::create(ns, 4);
+    let events = events(20_000, 7);
+    fetch_testing::produce(&topics.input, &events.records);
+
+    let started = Instant::now();
+    let at = |what: &str| eprintln!("{:>6.1}s  {what}", started.elapsed().as_secs_f64());
+    apply(&pipeline(
+        "logins",
+        ns,
+        &topics,
+        &bootstrap(),
+        "  replicas: {min: 1, max: 8}\n  autoscaling: {enabled: true, lagPerReplica: 2000, scaleDownStabilization: 30s}\n  insights: {interval: 1s}",
+    ));
+    at("pipeline applied over a backlog of 20,000 records in 4 partitions");
+    // 20,000 records at 2,000 per replica ask for 10: the 4 partitions cap it.
+    ready_consumers(&client, ns, "logins", 4).await;
+    at("4 consumer pods ready");
+    let reason = status_of(ns, "scalingReason");
+    at(&format!("scalingReason: {reason}"));
+
+    await_pipeline_output(&topics, &events);
+    at("every event routed");
+    eventually("status.consumerLag 0", || async {
+        let lag = status_of(ns, "consumerLag");
+        (lag.trim() == "0").then_some(())
+    })
+    .await;
+    let drained = Instant::now();
+    at("status.consumerLag 0");
+
+    ready_consumers(&client, ns, "logins", 1).await;
+    let waited = drained.elapsed();
+    at("scaled down to 1 pod (replicas.min)");
+    let reason = status_of(ns, "scalingReason");
+    at(&format!("scalingReason: {reason}"));
+    // The last check asking for 4 came at most a check interval (5 s) before the lag read 0.
+    assert!(
+        waited >= Duration::from_secs(24),
+        "scaled down {waited:?} after draining, before the 30 s window"
+    );
+    let scaled = kubectl(&[
+        "get",
+        "events",
+        "-n",
+        ns,
+        "--field-selector",
+        "reason=Scaled",
+        "-o",
+        "jsonpath={range .items[*]}{.message}{\"\\n\"}{end}",
+    ]);
+    at(&format!("Scaled events:\n{scaled}"));
+    assert!(scaled.contains(" to 4 replicas: backlog"), "{scaled}");
+    assert!(
+        scaled.contains("from 4 to 1 replicas: idle"),
+        "each scale change is an event with its own reason: {scaled}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_consumer_pod_is_replaced_and_nothing_is_lost() {
     let client = client().await;
