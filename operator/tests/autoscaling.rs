@@ -14,16 +14,6 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use support::*;
 
-async fn replicas_of(deployments: &Api<Deployment>, name: &str) -> Option<i32> {
-    deployments
-        .get_opt(name)
-        .await
-        .ok()
-        .flatten()?
-        .spec?
-        .replicas
-}
-
 /// `n` records with distinct keys, so they spread over the partitions.
 fn backlog(topic: &str, n: usize) {
     backlog_on(&bootstrap(), topic, n);
@@ -100,12 +90,7 @@ async fn a_backlog_scales_up_at_once_and_the_drained_pipeline_scales_down_after_
         .await
         .expect("create");
     // 4,000 records at 500 per replica ask for 8; the 4 partitions cap it.
-    eventually("4 replicas for the backlog", || async {
-        replicas_of(&deployments, "burst-consumer")
-            .await
-            .filter(|r| *r == 4)
-    })
-    .await;
+    await_replicas(&deployments, "burst-consumer", 4).await;
     let fp = pipelines.get("burst").await.expect("pipeline");
     assert_eq!(
         reason(&fp),
@@ -124,12 +109,7 @@ async fn a_backlog_scales_up_at_once_and_the_drained_pipeline_scales_down_after_
     })
     .await;
     let drained = Instant::now();
-    eventually("the scale-down to min 1", || async {
-        replicas_of(&deployments, "burst-consumer")
-            .await
-            .filter(|r| *r == 1)
-    })
-    .await;
+    await_replicas(&deployments, "burst-consumer", 1).await;
     let waited = drained.elapsed();
     // The last check that asked for 4 came at most a check (1 s) and a status write before
     // the drained lag showed: the scale-down had to wait the 20 s window from there.
@@ -195,28 +175,13 @@ async fn idle_with_min_zero_goes_to_zero_and_the_first_record_brings_a_replica_b
         .create(&PostParams::default(), &pipeline("quiet", spec))
         .await
         .expect("create");
-    eventually("an empty topic to run no replica", || async {
-        replicas_of(&deployments, "quiet-consumer")
-            .await
-            .filter(|r| *r == 0)
-    })
-    .await;
+    await_replicas(&deployments, "quiet-consumer", 0).await;
 
     backlog(&input, 1);
-    eventually("one record to bring one replica", || async {
-        replicas_of(&deployments, "quiet-consumer")
-            .await
-            .filter(|r| *r == 1)
-    })
-    .await;
+    await_replicas(&deployments, "quiet-consumer", 1).await;
 
     let replica = Replica::start(&group, &input, &output, &dead_letter);
-    eventually("back to zero once processed and idle", || async {
-        replicas_of(&deployments, "quiet-consumer")
-            .await
-            .filter(|r| *r == 0)
-    })
-    .await;
+    await_replicas(&deployments, "quiet-consumer", 0).await;
     drop(replica);
     let fp = pipelines.get("quiet").await.expect("pipeline");
     let ready = fp
@@ -227,12 +192,7 @@ async fn idle_with_min_zero_goes_to_zero_and_the_first_record_brings_a_replica_b
     assert_eq!(ready, Some(("True".into(), "ScaledToZero".into())));
 
     backlog(&input, 1);
-    eventually("the next record to bring one back again", || async {
-        replicas_of(&deployments, "quiet-consumer")
-            .await
-            .filter(|r| *r == 1)
-    })
-    .await;
+    await_replicas(&deployments, "quiet-consumer", 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -254,12 +214,7 @@ async fn a_kafka_outage_changes_nothing_under_autoscaling() {
         .await
         .expect("create");
     backlog_on(&broker.bootstrap, &topic, 2_000);
-    eventually("2 replicas for the backlog", || async {
-        replicas_of(&deployments, "steady-consumer")
-            .await
-            .filter(|r| *r == 2)
-    })
-    .await;
+    await_replicas(&deployments, "steady-consumer", 2).await;
     drop(broker);
     eventually("KafkaReachable=False", || async {
         let fp = pipelines.get("steady").await.ok()?;
@@ -302,12 +257,7 @@ async fn kubectl_scale_sets_a_fixed_count_that_wins_until_removed() {
         .create(&PostParams::default(), &pipeline("manual", spec))
         .await
         .expect("create");
-    eventually("4 replicas (6 partitions, max 4)", || async {
-        replicas_of(&deployments, "manual-consumer")
-            .await
-            .filter(|r| *r == 4)
-    })
-    .await;
+    await_replicas(&deployments, "manual-consumer", 4).await;
 
     // What `kubectl scale fp manual --replicas 2` sends.
     let scale = serde_json::json!({"spec": {"replicas": 2}});
@@ -315,12 +265,7 @@ async fn kubectl_scale_sets_a_fixed_count_that_wins_until_removed() {
         .patch_scale("manual", &PatchParams::default(), &Patch::Merge(&scale))
         .await
         .expect("patch /scale");
-    eventually("2 replicas", || async {
-        replicas_of(&deployments, "manual-consumer")
-            .await
-            .filter(|r| *r == 2)
-    })
-    .await;
+    await_replicas(&deployments, "manual-consumer", 2).await;
     let read = pipelines.get_scale("manual").await.expect("get /scale");
     assert_eq!(read.spec.and_then(|s| s.replicas), Some(2));
     let status = read.status.expect("scale status");
@@ -336,10 +281,5 @@ async fn kubectl_scale_sets_a_fixed_count_that_wins_until_removed() {
         .patch("manual", &PatchParams::default(), &Patch::Merge(&remove))
         .await
         .expect("remove spec.replicas.fixed");
-    eventually("back to 4", || async {
-        replicas_of(&deployments, "manual-consumer")
-            .await
-            .filter(|r| *r == 4)
-    })
-    .await;
+    await_replicas(&deployments, "manual-consumer", 4).await;
 }

@@ -13,16 +13,6 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use support::*;
 
-async fn replicas_of(deployments: &Api<Deployment>, name: &str) -> Option<i32> {
-    deployments
-        .get_opt(name)
-        .await
-        .ok()
-        .flatten()?
-        .spec?
-        .replicas
-}
-
 fn hash_of(d: &Deployment) -> Option<String> {
     d.spec
         .as_ref()?
@@ -66,13 +56,7 @@ async fn pipelines_scale_with_partitions_roll_on_changes_and_survive_kafka_outag
         .create(&PostParams::default(), &pipeline("logins", spec))
         .await
         .expect("create");
-    let replicas = eventually("a Deployment with 4 replicas", || async {
-        replicas_of(&deployments, "logins-consumer")
-            .await
-            .filter(|r| *r == 4)
-    })
-    .await;
-    assert_eq!(replicas, 4);
+    await_replicas(&deployments, "logins-consumer", 4).await;
     let deployment = deployments
         .get("logins-consumer")
         .await
@@ -148,12 +132,7 @@ async fn pipelines_scale_with_partitions_roll_on_changes_and_survive_kafka_outag
         )
         .await
         .expect("pause");
-    eventually("0 replicas while paused", || async {
-        replicas_of(&deployments, "logins-consumer")
-            .await
-            .filter(|r| *r == 0)
-    })
-    .await;
+    await_replicas(&deployments, "logins-consumer", 0).await;
 
     // Partitions added to the topic raise the replicas on the next check.
     let growing = unique("growing");
@@ -164,19 +143,9 @@ async fn pipelines_scale_with_partitions_roll_on_changes_and_survive_kafka_outag
         .create(&PostParams::default(), &pipeline("growing", spec))
         .await
         .expect("create");
-    eventually("2 replicas", || async {
-        replicas_of(&deployments, "growing-consumer")
-            .await
-            .filter(|r| *r == 2)
-    })
-    .await;
+    await_replicas(&deployments, "growing-consumer", 2).await;
     add_partitions(&growing, 5);
-    eventually("5 replicas after adding partitions", || async {
-        replicas_of(&deployments, "growing-consumer")
-            .await
-            .filter(|r| *r == 5)
-    })
-    .await;
+    await_replicas(&deployments, "growing-consumer", 5).await;
 
     // A missing topic: a condition says so, and nothing is scaled on missing information.
     let spec = serde_json::json!({"kafka": {"bootstrapServers": bootstrap}, "input": {"topic": unique("absent")}});
@@ -209,12 +178,7 @@ async fn kafka_stopped_leaves_the_deployment_untouched() {
         .create(&PostParams::default(), &pipeline("outage", spec))
         .await
         .expect("create");
-    eventually("3 replicas", || async {
-        replicas_of(&deployments, "outage-consumer")
-            .await
-            .filter(|r| *r == 3)
-    })
-    .await;
+    await_replicas(&deployments, "outage-consumer", 3).await;
     let before = deployments
         .get("outage-consumer")
         .await

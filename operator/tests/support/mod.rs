@@ -16,3 +16,29 @@ pub fn pipeline(name: &str, spec: serde_json::Value) -> fetch_operator::crd::Fet
     }))
     .expect("valid pipeline")
 }
+
+/// The replicas Deployment `name` asks for (`None` while it does not exist).
+pub async fn replicas_of(
+    deployments: &kube::Api<k8s_openapi::api::apps::v1::Deployment>,
+    name: &str,
+) -> Option<i32> {
+    deployments
+        .get_opt(name)
+        .await
+        .ok()
+        .flatten()?
+        .spec?
+        .replicas
+}
+
+/// Waits until Deployment `name` asks for `n` replicas.
+pub async fn await_replicas(
+    deployments: &kube::Api<k8s_openapi::api::apps::v1::Deployment>,
+    name: &str,
+    n: i32,
+) {
+    eventually(&format!("{name} at {n} replicas"), || async {
+        replicas_of(deployments, name).await.filter(|r| *r == n)
+    })
+    .await;
+}
