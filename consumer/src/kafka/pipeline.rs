@@ -382,7 +382,17 @@ fn commit<C: ConsumerContext>(
             tracing::warn!(error = %e, partition, "cannot build commit");
         }
     }
-    match consumer.commit(&list, mode) {
+    let result = consumer.commit(&list, mode);
+    if matches!(mode, CommitMode::Sync) {
+        // The commit callback never sees a sync commit: count its outcome here.
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        shared
+            .metrics
+            .commits
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+    }
+    match result {
         Ok(()) => true,
         Err(e) => {
             // Not fatal: the offsets are sent again with the next commit.
@@ -538,7 +548,11 @@ pub fn run(
                     &shared,
                     &config.input_topic,
                     None,
-                    CommitMode::Async,
+                    // Not Async: rust-rdkafka's BaseConsumer never reports the outcome of an
+                    // async commit (fede1024/rust-rdkafka#856), so a commit refused during a
+                    // rebalance was lost silently, its offsets marked as committed and never
+                    // sent again. A sync commit on loopback costs about a millisecond a second.
+                    CommitMode::Sync,
                 );
                 last_commit = Instant::now();
             }
