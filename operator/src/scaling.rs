@@ -15,6 +15,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use fetch_consumer::insights::report::group;
+
 use crate::crd::{AutoscalingSpec, ReplicasSpec};
 use crate::rates::Rates;
 
@@ -302,20 +304,11 @@ fn ceil_f(x: f64) -> i32 {
     }
 }
 
-/// 120000 as "120,000": the status is read by people.
+/// 120000 as "120,000": the status is read by people. The consumer's report groups the same
+/// way ([`group`]).
 fn grouped(n: i64) -> String {
-    let digits = n.unsigned_abs().to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
-    if n < 0 {
-        out.push('-');
-    }
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+    let digits = group(n.unsigned_abs());
+    if n < 0 { format!("-{digits}") } else { digits }
 }
 
 #[cfg(test)]
