@@ -591,6 +591,7 @@ pub fn run(
     );
     let unacknowledged = shared.tracker().in_flight();
     metrics.in_flight.set(unacknowledged as i64);
+    leave_group(&consumer, config.flush_timeout);
     drop(consumer);
     let outcome = outcome.and_then(|()| match take_failure(&shared) {
         Some(failure) => Err(Error::Delivery(failure)),
@@ -605,6 +606,38 @@ pub fn run(
         },
         unacknowledged,
     })
+}
+
+/// Leaves the group before the consumer is closed: unsubscribes, then serves the revocation
+/// here, in an ordinary poll, until nothing is assigned.
+///
+/// Closing a member that still holds partitions makes librdkafka run the revocation inside
+/// the close, and a close that receives an assignment meanwhile (another replica leaving at the
+/// same moment) can wait forever in the unassign (confluentinc/librdkafka#4527, #4884, seen
+/// with cooperative-sticky). Once unsubscribed, no assignment can arrive, and the close has
+/// nothing left to revoke. Records fetched before the revocation are dropped uncommitted:
+/// their next owner reads them.
+fn leave_group<C: ConsumerContext>(consumer: &BaseConsumer<C>, timeout: Duration) {
+    consumer.unsubscribe();
+    let deadline = Instant::now() + timeout;
+    loop {
+        match consumer.assignment() {
+            Ok(assigned) if assigned.count() == 0 => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the assignment while leaving the group");
+                return;
+            }
+            Ok(_) if Instant::now() >= deadline => {
+                tracing::warn!(
+                    "the revocation did not come in time; the consumer's close revokes what is left"
+                );
+                return;
+            }
+            Ok(_) => {
+                let _ = consumer.poll(Duration::from_millis(100));
+            }
+        }
+    }
 }
 
 /// What the processing stage works with: the processor and, when publishing, the checkpoints.
