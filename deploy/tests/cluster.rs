@@ -220,7 +220,8 @@ async fn every_pod_the_project_creates_meets_the_restricted_standard() {
         "spec": {"kafka": {"bootstrapServers": "k:9092"}},
     }))
     .expect("pipeline");
-    let (consumer, _) = fetch_operator::resources::deployment(&fp, "img", 1);
+    let rollout = fetch_operator::rollout::Rollout::Rolling;
+    let (consumer, _) = fetch_operator::resources::deployment(&fp, "img", 1, rollout);
     templates.push(("consumer".into(), consumer.spec.expect("spec").template));
     assert!(
         templates.len() >= 4,

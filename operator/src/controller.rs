@@ -38,6 +38,7 @@ use crate::memory::Memory;
 use crate::metrics::{Metrics, ReasonLabel};
 use crate::observe::{self, Observation};
 use crate::resources;
+use crate::rollout::{self, Rollout};
 use crate::scaling::{self, ScaleDecision, Targets};
 use crate::status::{self, Report};
 
@@ -168,7 +169,16 @@ async fn reconcile_pipeline(fp: &FetchPipeline, ctx: &Context) -> Result<Action>
 
     let seen = observe::observe(fp, ctx, &ns, &key).await?;
     let decision = decide(fp, ctx, &key, &seen);
-    let config_hash = apply(fp, ctx, &ns, decision.replicas).await?;
+    let rollout = rollout::choose(
+        seen.probe.as_ref().ok().and_then(|s| s.group_protocol),
+        resources::consumer_protocol(fp),
+    );
+    if rollout == Rollout::Recreate {
+        tracing::info!(
+            "the consumer group runs the other rebalance protocol than the pods: a new template replaces every pod at once"
+        );
+    }
+    let config_hash = apply(fp, ctx, &ns, decision.replicas, rollout).await?;
     report(fp, ctx, &ns, seen, decision, config_hash).await
 }
 
@@ -210,7 +220,13 @@ fn decide(fp: &FetchPipeline, ctx: &Context, key: &str, seen: &Observation) -> S
 
 /// Applies the pipeline's objects with `replicas` consumers; returns the configuration hash
 /// the pods roll on.
-async fn apply(fp: &FetchPipeline, ctx: &Context, ns: &str, replicas: i32) -> Result<String> {
+async fn apply(
+    fp: &FetchPipeline,
+    ctx: &Context,
+    ns: &str,
+    replicas: i32,
+    rollout: Rollout,
+) -> Result<String> {
     let child = resources::child_name(fp);
     let apply = PatchParams::apply(MANAGER).force();
     Api::<ServiceAccount>::namespaced(ctx.client.clone(), ns)
@@ -227,8 +243,30 @@ async fn apply(fp: &FetchPipeline, ctx: &Context, ns: &str, replicas: i32) -> Re
             &Patch::Apply(resources::metrics_service(fp)),
         )
         .await?;
-    let (deployment, hash) = resources::deployment(fp, &ctx.settings.consumer_image, replicas);
-    Api::<Deployment>::namespaced(ctx.client.clone(), ns)
+    let deployments = Api::<Deployment>::namespaced(ctx.client.clone(), ns);
+    if rollout == Rollout::Recreate {
+        // A Deployment applied before the operator set a strategy carries the API server's
+        // default RollingUpdate parameters, which no field manager owns, so an apply cannot
+        // remove them, and Recreate with them is invalid: clear them first.
+        let clear =
+            serde_json::json!({"spec": {"strategy": {"type": "Recreate", "rollingUpdate": null}}});
+        let update = PatchParams {
+            field_manager: Some(MANAGER.into()),
+            ..PatchParams::default()
+        };
+        match deployments
+            .patch(&child, &update, &Patch::Merge(&clear))
+            .await
+        {
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            other => {
+                other?;
+            }
+        }
+    }
+    let (deployment, hash) =
+        resources::deployment(fp, &ctx.settings.consumer_image, replicas, rollout);
+    deployments
         .patch(&child, &apply, &Patch::Apply(&deployment))
         .await?;
     Ok(hash)

@@ -15,6 +15,8 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::{ClientConfig, ClientContext};
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::rollout::Protocol;
+
 /// How to connect: bootstrap servers plus librdkafka properties (credentials included).
 #[derive(Clone)]
 pub struct KafkaTarget {
@@ -37,6 +39,9 @@ pub struct TopicState {
     pub partitions: i32,
     /// `None` when the offsets could not be read (the partition count still counts).
     pub progress: Option<Progress>,
+    /// The rebalance protocol the group's members run now; `None` for a group without
+    /// members, or when it could not be read.
+    pub group_protocol: Option<Protocol>,
 }
 
 /// The group's progress on the input topic, summed over its partitions.
@@ -144,7 +149,23 @@ pub fn probe(
     Ok(TopicState {
         partitions,
         progress: group_progress(&consumer, topic, &ids, timeout),
+        group_protocol: group_protocol(&consumer, group, timeout),
     })
+}
+
+/// The rebalance protocol of the assignor `group` runs now (see [`crate::rollout`]).
+fn group_protocol(
+    consumer: &BaseConsumer<ProbeContext>,
+    group: &str,
+    timeout: Duration,
+) -> Option<Protocol> {
+    let list = consumer
+        .fetch_group_list(Some(group), timeout)
+        .map_err(|e| tracing::debug!(error = %e, group, "group unreadable; protocol unknown"))
+        .ok()?;
+    let info = list.groups().iter().find(|g| g.name() == group)?;
+    // An empty group (no members) has no protocol: anything can join it.
+    Protocol::of_assignors(info.protocol())
 }
 
 /// Keeps the authentication failure librdkafka reports through its error callback (and

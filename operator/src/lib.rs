@@ -8,6 +8,7 @@
 //! - [`rates`]: arrival and processing rates from offsets sampled over time.
 //! - [`status`]: the status after a check, and the retry backoff.
 //! - [`memory`]: what the operator remembers per pipeline between checks.
+//! - [`rollout`]: replica by replica, or all at once when the group's protocol changes.
 //! - [`resources`]: the ServiceAccount, metrics Service and Deployment built from a pipeline.
 //! - [`conditions`]: status conditions per the API conventions.
 //! - [`kafka`]: reading partition counts and consumer lag from Kafka.
@@ -35,6 +36,7 @@ pub mod metrics;
 pub mod observe;
 pub mod rates;
 pub mod resources;
+pub mod rollout;
 pub mod scaling;
 pub mod status;
 

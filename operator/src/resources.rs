@@ -18,6 +18,7 @@ use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
 use crate::crd::{FetchPipeline, PiiMode};
+use crate::rollout::{self, Protocol, Rollout};
 
 /// Pod-template annotation carrying the hash of the consumer configuration.
 pub const CONFIG_HASH_ANNOTATION: &str = "fetch-pipeline.dev/config-hash";
@@ -153,6 +154,18 @@ fn env_from_secret(name: &str, secret: &str, key: &str) -> EnvVar {
         }),
         ..EnvVar::default()
     }
+}
+
+/// The rebalance protocol the pods' consumers use: the user's `partition.assignment.strategy`,
+/// or the consumer's default.
+pub fn consumer_protocol(fp: &FetchPipeline) -> Protocol {
+    let assignors = fp
+        .spec
+        .kafka
+        .properties
+        .get(rollout::ASSIGNMENT_STRATEGY)
+        .map_or(rollout::CONSUMER_DEFAULT_ASSIGNOR, String::as_str);
+    Protocol::of_assignors(assignors).unwrap_or(Protocol::Cooperative)
 }
 
 /// librdkafka properties for the consumer, as `fetch-consumer`'s `FETCH_KAFKA_PROPERTIES`.
@@ -354,8 +367,14 @@ pub fn config_hash(template: &PodTemplateSpec) -> String {
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The consumer Deployment with `replicas`, and the config hash stamped on its pod template.
-pub fn deployment(fp: &FetchPipeline, default_image: &str, replicas: i32) -> (Deployment, String) {
+/// The consumer Deployment with `replicas` rolling out as `rollout`, and the config hash
+/// stamped on its pod template.
+pub fn deployment(
+    fp: &FetchPipeline,
+    default_image: &str,
+    replicas: i32,
+    rollout: Rollout,
+) -> (Deployment, String) {
     let image = fp.spec.image.as_deref().unwrap_or(default_image);
     let mut template = pod_template(fp, image);
     let hash = config_hash(&template);
@@ -374,6 +393,7 @@ pub fn deployment(fp: &FetchPipeline, default_image: &str, replicas: i32) -> (De
                 ..LabelSelector::default()
             },
             template,
+            strategy: Some(rollout::strategy(rollout)),
             ..DeploymentSpec::default()
         }),
         ..Deployment::default()
@@ -414,7 +434,7 @@ mod tests {
         let fp = pipeline(
             "kafka: {bootstrapServers: 'kafka.data:9092', properties: {fetch.max.bytes: '1048576'}}",
         );
-        let (d, hash) = deployment(&fp, "img:1", 4);
+        let (d, hash) = deployment(&fp, "img:1", 4, Rollout::Rolling);
         let spec = d.spec.as_ref().expect("spec");
         assert_eq!(spec.replicas, Some(4));
         assert_eq!(d.metadata.name.as_deref(), Some("logins-consumer"));
@@ -456,7 +476,7 @@ mod tests {
     #[test]
     fn insights_settings_reach_the_consumers() {
         let fp = pipeline("kafka: {bootstrapServers: 'k:9092'}");
-        let env = env_map(&deployment(&fp, "img", 1).0);
+        let env = env_map(&deployment(&fp, "img", 1, Rollout::Rolling).0);
         assert_eq!(
             env["FETCH_INSIGHTS_TOPIC"].value.as_deref(),
             Some("fetch-pipeline-insights"),
@@ -466,7 +486,7 @@ mod tests {
         let fp = pipeline(
             "kafka: {bootstrapServers: 'k:9092'}\ninsights: {topic: fleet-insights, interval: 1m30s}",
         );
-        let env = env_map(&deployment(&fp, "img", 1).0);
+        let env = env_map(&deployment(&fp, "img", 1, Rollout::Rolling).0);
         assert_eq!(
             env["FETCH_INSIGHTS_TOPIC"].value.as_deref(),
             Some("fleet-insights")
@@ -476,7 +496,7 @@ mod tests {
             Some("1m30s")
         );
         let off = pipeline("kafka: {bootstrapServers: 'k:9092'}\ninsights: {enabled: false}");
-        let env = env_map(&deployment(&off, "img", 1).0);
+        let env = env_map(&deployment(&off, "img", 1, Rollout::Rolling).0);
         assert_eq!(
             env["FETCH_INSIGHTS_TOPIC"].value.as_deref(),
             Some(""),
@@ -505,7 +525,7 @@ mod tests {
         let everything = pipeline(
             "kafka:\n  bootstrapServers: 'k:9093'\n  securityProtocol: SASL_SSL\n  sasl: {mechanism: SCRAM-SHA-512, credentialsSecret: {name: kafka-creds}}\n  tls: {caSecret: {name: ca, key: ca.crt}}\npii: {mode: Hash, hashKeySecret: {name: pii, key: hmac}}\nmaxEventBytes: 1024",
         );
-        let set = env_map(&deployment(&everything, "img", 1).0);
+        let set = env_map(&deployment(&everything, "img", 1, Rollout::Rolling).0);
         let unread: Vec<&String> = set.keys().filter(|name| !read.contains(*name)).collect();
         assert!(
             unread.is_empty(),
@@ -523,17 +543,47 @@ mod tests {
     #[test]
     fn hash_follows_configuration_not_scale() {
         let fp = pipeline("kafka: {bootstrapServers: 'k:9092'}");
-        let (_, h1) = deployment(&fp, "img:1", 1);
-        let (_, h2) = deployment(&fp, "img:1", 7);
+        let (_, h1) = deployment(&fp, "img:1", 1, Rollout::Rolling);
+        let (_, h2) = deployment(&fp, "img:1", 7, Rollout::Rolling);
         assert_eq!(h1, h2, "scaling does not roll pods");
         let changed = pipeline("kafka: {bootstrapServers: 'k:9092'}\noutput: {topic: other}");
-        assert_ne!(deployment(&changed, "img:1", 1).1, h1);
-        assert_ne!(deployment(&fp, "img:2", 1).1, h1, "a new image rolls pods");
+        assert_ne!(deployment(&changed, "img:1", 1, Rollout::Rolling).1, h1);
+        assert_ne!(
+            deployment(&fp, "img:2", 1, Rollout::Rolling).1,
+            h1,
+            "a new image rolls pods"
+        );
+    }
+
+    #[test]
+    fn the_pods_protocol_is_cooperative_unless_the_user_names_eager_assignors() {
+        let default = pipeline("kafka: {bootstrapServers: 'k:9092'}");
+        assert_eq!(consumer_protocol(&default), Protocol::Cooperative);
+        let eager = pipeline(
+            "kafka: {bootstrapServers: 'k:9092', properties: {partition.assignment.strategy: 'range,roundrobin'}}",
+        );
+        assert_eq!(consumer_protocol(&eager), Protocol::Eager);
+    }
+
+    #[test]
+    fn scaling_and_the_rollout_do_not_roll_pods() {
+        let fp = pipeline("kafka: {bootstrapServers: 'k:9092'}");
+        let (rolling, h1) = deployment(&fp, "img:1", 1, Rollout::Rolling);
+        let (recreate, h2) = deployment(&fp, "img:1", 1, Rollout::Recreate);
+        assert_eq!(h1, h2);
+        let kind = |d: &Deployment| d.spec.as_ref()?.strategy.as_ref()?.type_.clone();
+        assert_eq!(kind(&rolling).as_deref(), Some("RollingUpdate"));
+        assert_eq!(kind(&recreate).as_deref(), Some("Recreate"));
     }
 
     #[test]
     fn pods_meet_the_restricted_pod_security_standard() {
-        let (d, _) = deployment(&pipeline("kafka: {bootstrapServers: 'k:9092'}"), "img", 1);
+        let (d, _) = deployment(
+            &pipeline("kafka: {bootstrapServers: 'k:9092'}"),
+            "img",
+            1,
+            Rollout::Rolling,
+        );
         let pod = d.spec.and_then(|s| s.template.spec).expect("pod");
         let psc = pod.security_context.expect("pod security context");
         assert_eq!(psc.run_as_non_root, Some(true));
@@ -558,7 +608,7 @@ mod tests {
         let fp = pipeline(
             "kafka:\n  bootstrapServers: 'k:9093'\n  securityProtocol: SASL_SSL\n  sasl: {mechanism: SCRAM-SHA-512, credentialsSecret: {name: kafka-creds}}\npii: {mode: Hash, hashKeySecret: {name: pii, key: hmac}}",
         );
-        let (d, _) = deployment(&fp, "img", 1);
+        let (d, _) = deployment(&fp, "img", 1, Rollout::Rolling);
         let env = env_map(&d);
         let user = env["KAFKA_SASL_USERNAME"]
             .value_from
@@ -585,7 +635,7 @@ mod tests {
         let fp = pipeline(
             "kafka:\n  bootstrapServers: 'k:9093'\n  securityProtocol: SSL\n  tls: {caSecret: {name: kafka-ca, key: root.pem}}",
         );
-        let (d, _) = deployment(&fp, "img", 1);
+        let (d, _) = deployment(&fp, "img", 1, Rollout::Rolling);
         let pod = d.spec.and_then(|s| s.template.spec).expect("pod");
         let volume = &pod.volumes.as_ref().expect("volumes")[0];
         let secret = volume.secret.as_ref().expect("secret volume");

@@ -168,6 +168,7 @@ mod tests {
                 log_end: 1_000,
                 position: 1_000 - lag,
             }),
+            group_protocol: None,
         })
     }
 
