@@ -213,16 +213,19 @@ fn a_consumer_killed_mid_stream_and_restarted_loses_nothing() {
     assert_eq!(missing, 0, "{missing} valid events lost");
 }
 
+/// Eager assignment (librdkafka's default, an opt-in here): the first consumer gives up every
+/// partition and gets some back.
 #[test]
-fn a_second_consumer_joining_mid_stream_takes_over_partitions_without_loss_or_duplicates() {
-    second_consumer_joins(&[]);
+fn with_eager_rebalancing_a_second_consumer_takes_over_partitions_without_loss_or_duplicates() {
+    second_consumer_joins(&["-X", "partition.assignment.strategy=range,roundrobin"]);
 }
 
-/// The same with incremental rebalancing: the first consumer keeps some partitions, so the
-/// records of those it polled before the revocation must be kept, not dropped.
+/// Incremental rebalancing (the consumer's default): the first consumer keeps some
+/// partitions, so the records of those it polled before the revocation must be kept, not
+/// dropped.
 #[test]
 fn with_cooperative_rebalancing_kept_partitions_lose_nothing_either() {
-    second_consumer_joins(&["-X", "partition.assignment.strategy=cooperative-sticky"]);
+    second_consumer_joins(&[]);
 }
 
 /// Incremental rebalancing when the input has stopped: the partitions the first consumer keeps
@@ -232,7 +235,7 @@ fn with_cooperative_rebalancing_kept_partitions_lose_nothing_either() {
 /// happen in 12 runs, so this states the rule more than it catches that race.)
 #[test]
 fn with_cooperative_rebalancing_kept_partitions_are_committed_after_the_input_stops() {
-    let args = ["-X", "partition.assignment.strategy=cooperative-sticky"];
+    let args = [];
     let (input, output, dlq) = topics(4);
     produce(&input, &records(4_000, 17));
     let group = unique("group");
