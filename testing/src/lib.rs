@@ -3,10 +3,12 @@
 //! The real Kafka broker started by `hack/test.sh` (Apache Kafka in KRaft mode on loopback),
 //! named by `FETCH_TEST_KAFKA_BOOTSTRAP`: topics, records, offsets. A test that needs the broker
 //! fails loudly, with the fix, when it is absent. With the `kube` feature, [`cluster`] gives the
-//! Kubernetes control plane.
+//! Kubernetes control plane. [`fuzz`] holds the processing core's rules over arbitrary bytes,
+//! checked on one record: the fuzz target and the corpus replay test both call it.
 
 #[cfg(feature = "kube")]
 pub mod cluster;
+pub mod fuzz;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
