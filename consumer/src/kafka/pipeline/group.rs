@@ -1,0 +1,251 @@
+//! The consumer group side: the revocation protocol (drain the stage, publish a checkpoint,
+//! flush, commit the revoked partitions), readiness on assignment, lag from statistics, the
+//! commits themselves, and leaving the group before the consumer closes.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::producer::Producer;
+use rdkafka::statistics::Statistics;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::produce::Producer_;
+use super::shared::Shared;
+use crate::kafka::client_log;
+use crate::metrics::{OutcomeLabel, PartitionLabel};
+
+/// The consumer's context: commits on revocation, readiness, lag from statistics.
+pub(super) struct GroupContext {
+    pub(super) shared: Arc<Shared>,
+    pub(super) producer: Arc<Producer_>,
+    pub(super) input_topic: String,
+    pub(super) flush_timeout: Duration,
+}
+
+impl ClientContext for GroupContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        client_log::log(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        client_log::error(error, reason);
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        let Some(topic) = statistics.topics.get(&self.input_topic) else {
+            return;
+        };
+        let mut total = 0;
+        for (partition, p) in &topic.partitions {
+            // librdkafka reports -1 for partitions it does not consume and for unknown lag.
+            if *partition < 0 || p.consumer_lag < 0 {
+                continue;
+            }
+            total += p.consumer_lag;
+            self.shared
+                .metrics
+                .consumer_lag
+                .get_or_create(&PartitionLabel {
+                    topic: self.input_topic.clone(),
+                    partition: *partition,
+                })
+                .set(p.consumer_lag);
+        }
+        self.shared.metrics.total_lag.set(total);
+    }
+}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(revoked) = rebalance else {
+            return;
+        };
+        let partitions: Vec<i32> = revoked
+            .elements_for_topic(&self.input_topic)
+            .iter()
+            .map(|e| e.partition())
+            .collect();
+        let _span = tracing::info_span!("revoke", ?partitions).entered();
+        tracing::info!(?partitions, "partitions revoked: flushing and committing");
+        if !self
+            .shared
+            .stage
+            .revoke_and_drain(&partitions, self.flush_timeout)
+        {
+            tracing::warn!(
+                "the processing stage did not finish its batches in time; their records will be reprocessed by the next owner"
+            );
+        }
+        // The insights counting these partitions' events must be published before their
+        // offsets can be committed.
+        if self.shared.publishing && !self.shared.checkpoint_now(self.flush_timeout) {
+            tracing::warn!(
+                "no insights checkpoint in time; the next owner reprocesses what the last published snapshot does not count"
+            );
+        }
+        // Everything produced so far must be acknowledged before its offsets can be committed
+        // for the next owner of these partitions.
+        if let Err(e) = self.producer.flush(self.flush_timeout) {
+            tracing::warn!(error = %e, "flush on revocation timed out; unacknowledged records will be reprocessed by the next owner");
+        }
+        // The partitions' next owner starts from this commit: a failure here (a rebalance
+        // racing it, a coordinator moving) would make it reprocess what was produced.
+        let mut committed = false;
+        for attempt in 1..=3 {
+            committed = commit(
+                consumer,
+                &self.shared,
+                &self.input_topic,
+                Some(&partitions),
+                CommitMode::Sync,
+            );
+            if committed {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100 * attempt));
+        }
+        if !committed {
+            tracing::warn!(
+                ?partitions,
+                "could not commit the revoked partitions' offsets; their next owner reprocesses from the last commit (duplicates)"
+            );
+        }
+        self.shared.tracker().forget(&partitions);
+        self.shared.health.set_ready(false);
+        // Incremental (cooperative) revocations keep the rest of the assignment.
+        let before = consumer.assignment().map_or(0, |a| a.count());
+        self.shared
+            .metrics
+            .assigned_partitions
+            .set(before.saturating_sub(revoked.count()) as i64);
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(assigned) => {
+                let n = assigned.count();
+                // With cooperative assignment `assigned` is what was added, not all there is.
+                let total = consumer.assignment().map_or(n, |a| a.count());
+                tracing::info!(partitions = n, total, "partitions assigned");
+                self.shared.metrics.assigned_partitions.set(total as i64);
+                // A member left without partitions (more replicas than partitions, or a new
+                // pod surging in a rolling update) is a ready standby: requiring a partition
+                // would keep it unready for good and stall the Deployment's rollout.
+                self.shared.health.set_ready(true);
+            }
+            Rebalance::Error(e) => tracing::error!(error = %e, "rebalance failed"),
+            Rebalance::Revoke(_) => {}
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        self.shared
+            .metrics
+            .commits
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+        if let Err(e) = result {
+            tracing::warn!(error = %e, offsets = ?offsets.to_topic_map(), "offset commit failed; it is sent again with the next commit");
+            mark_failed(&self.shared, offsets);
+        }
+    }
+}
+
+/// Marks the offsets of a failed commit to be sent again.
+pub(super) fn mark_failed(shared: &Shared, offsets: &TopicPartitionList) {
+    let mut tracker = shared.tracker();
+    for e in offsets.elements() {
+        if let Offset::Offset(offset) = e.offset() {
+            tracker.commit_failed(e.partition(), offset);
+        }
+    }
+}
+
+/// Commits the acknowledged offsets (of `only` these partitions, or all). Returns false when
+/// the commit could not be sent or, for a synchronous one, failed.
+pub(super) fn commit<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    shared: &Shared,
+    topic: &str,
+    only: Option<&[i32]>,
+    mode: CommitMode,
+) -> bool {
+    let offsets = {
+        let mut tracker = shared.tracker();
+        match only {
+            Some(partitions) => tracker.take_commits_for(partitions),
+            None => tracker.take_commits(),
+        }
+    };
+    if offsets.is_empty() {
+        return true;
+    }
+    let _span = tracing::info_span!(
+        "commit",
+        partitions = offsets.len(),
+        sync = matches!(mode, CommitMode::Sync)
+    )
+    .entered();
+    let mut list = TopicPartitionList::with_capacity(offsets.len());
+    for (partition, next) in &offsets {
+        if let Err(e) = list.add_partition_offset(topic, *partition, Offset::Offset(*next)) {
+            tracing::warn!(error = %e, partition, "cannot build commit");
+        }
+    }
+    let result = consumer.commit(&list, mode);
+    if matches!(mode, CommitMode::Sync) {
+        // The commit callback never sees a sync commit: count its outcome here.
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        shared
+            .metrics
+            .commits
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+    }
+    match result {
+        Ok(()) => true,
+        Err(e) => {
+            // Not fatal: the offsets are sent again with the next commit.
+            tracing::warn!(error = %e, "offset commit failed");
+            mark_failed(shared, &list);
+            false
+        }
+    }
+}
+
+/// Leaves the group before the consumer is closed: unsubscribes, then serves the revocation
+/// here, in an ordinary poll, until nothing is assigned.
+///
+/// Closing a member that still holds partitions makes librdkafka run the revocation inside
+/// the close, and a close that receives an assignment meanwhile (another replica leaving at the
+/// same moment) can wait forever in the unassign (confluentinc/librdkafka#4527, #4884, seen
+/// with cooperative-sticky). Once unsubscribed, no assignment can arrive, and the close has
+/// nothing left to revoke. Records fetched before the revocation are dropped uncommitted:
+/// their next owner reads them.
+pub(super) fn leave_group<C: ConsumerContext>(consumer: &BaseConsumer<C>, timeout: Duration) {
+    consumer.unsubscribe();
+    let deadline = Instant::now() + timeout;
+    loop {
+        match consumer.assignment() {
+            Ok(assigned) if assigned.count() == 0 => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the assignment while leaving the group");
+                return;
+            }
+            Ok(_) if Instant::now() >= deadline => {
+                tracing::warn!(
+                    "the revocation did not come in time; the consumer's close revokes what is left"
+                );
+                return;
+            }
+            Ok(_) => {
+                let _ = consumer.poll(Duration::from_millis(100));
+            }
+        }
+    }
+}

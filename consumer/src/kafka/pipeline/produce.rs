@@ -1,0 +1,151 @@
+//! The producer side: handing records to the producer (with backpressure), serving its
+//! delivery reports, which acknowledge input offsets and insights checkpoints, and sending a
+//! checkpoint's snapshots.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, ProducerContext};
+
+use super::shared::Shared;
+use crate::error::{Error, Result};
+use crate::kafka::checkpoint::Taken;
+use crate::kafka::client_log;
+use crate::kafka::offsets::Delivered;
+
+/// The producer's context: turns delivery reports into acknowledgements.
+pub(super) struct DeliveryContext {
+    pub(super) shared: Arc<Shared>,
+}
+
+impl ClientContext for DeliveryContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        client_log::log(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        client_log::error(error, reason);
+    }
+}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
+        self.shared.reports.fetch_add(1, Ordering::Relaxed);
+        let token = match Delivered::decode(opaque) {
+            Delivered::Record(token) => token,
+            Delivered::Checkpoint(number) => return self.checkpoint_delivery(result, number),
+        };
+        match result {
+            Ok(_) => {
+                if token.dead_letter {
+                    self.shared.metrics.dead_letter_produced.inc();
+                } else {
+                    self.shared.metrics.produced.inc();
+                }
+                self.shared.tracker().ack(token.partition, token.offset);
+            }
+            Err((error, message)) => {
+                self.shared.metrics.delivery_failures.inc();
+                let text = format!(
+                    "the broker refused the record for input partition {} offset {} on topic {}: {error}",
+                    token.partition,
+                    token.offset,
+                    message.topic()
+                );
+                tracing::error!("{text}");
+                let mut failure = self
+                    .shared
+                    .failure
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                failure.get_or_insert(text);
+            }
+        }
+    }
+}
+
+impl DeliveryContext {
+    fn checkpoint_delivery(&self, result: &DeliveryResult<'_>, number: u64) {
+        match result {
+            Ok(_) => {
+                let coverage = self.shared.ledger().delivered(number);
+                if let Some(coverage) = coverage {
+                    self.shared.metrics.insights_published.inc();
+                    let mut tracker = self.shared.tracker();
+                    for (partition, next) in coverage {
+                        tracker.cover(partition, next);
+                    }
+                }
+            }
+            Err((error, message)) => {
+                self.shared.ledger().failed(number);
+                self.shared.metrics.insights_publish_failures.inc();
+                tracing::error!(
+                    topic = message.topic(), %error,
+                    "publishing the insights failed; offsets are committed only up to the last published snapshot, the next one will try again"
+                );
+            }
+        }
+    }
+}
+
+pub(super) type Producer_ = BaseProducer<DeliveryContext>;
+
+/// Sends a checkpoint's snapshots; its coverage applies once the broker acknowledged them all.
+pub(super) fn publish(
+    taken: Taken,
+    topic: &str,
+    producer: &Producer_,
+    shared: &Shared,
+) -> Result<()> {
+    let Some(opaque) = Delivered::checkpoint(taken.number) else {
+        return Ok(());
+    };
+    shared
+        .ledger()
+        .open(taken.number, taken.records.len(), taken.coverage);
+    for (key, value) in &taken.records {
+        let record = BaseRecord::with_opaque_to(topic, opaque)
+            .key(key.as_bytes())
+            .payload(value.as_slice());
+        send(producer, record)?;
+    }
+    Ok(())
+}
+
+/// Serves every delivery report that is ready, without waiting: acknowledgements advance the
+/// committable offsets. (`poll` with a zero timeout serves one event, a batch of reports, per
+/// call, so call it until a call serves nothing.)
+pub(super) fn serve_delivery_reports(producer: &Producer_, shared: &Shared) {
+    for _ in 0..10_000 {
+        let before = shared.reports.load(Ordering::Relaxed);
+        producer.poll(Duration::ZERO);
+        if shared.reports.load(Ordering::Relaxed) == before {
+            break;
+        }
+    }
+}
+
+/// Hands a record to the producer, waiting for room when its queue is full (backpressure).
+pub(super) fn send(
+    producer: &Producer_,
+    mut record: BaseRecord<'_, [u8], [u8], usize>,
+) -> Result<()> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                producer.poll(Duration::from_millis(5));
+            }
+            Err((e, _)) => return Err(Error::kafka("producing a record")(e)),
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! One input record into the record made from it: cleaned to the output or dead-lettered with
+//! its original bytes (or, for the baseline, copied unchanged), its offset tracked until the
+//! broker acknowledges that record.
+
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::BaseRecord;
+
+use super::PipelineConfig;
+use super::produce::{Producer_, send};
+use super::shared::Shared;
+use crate::dead_letter::{self, Source};
+use crate::error::{Error, Result};
+use crate::kafka::offsets::DeliveryToken;
+use crate::kafka::stage::InputRecord;
+use crate::processor::{Processor, Routed};
+
+/// The benchmarks' baseline: copies one record to the output unchanged.
+pub(super) fn pass_through(
+    input: InputRecord<'_>,
+    config: &PipelineConfig,
+    producer: &Producer_,
+    shared: &Shared,
+) -> Result<()> {
+    let token = track(shared, input.partition, input.offset, false)?;
+    let record = BaseRecord::<[u8], [u8], usize>::with_opaque_to(&config.output_topic, token);
+    send(producer, with_original(record, input))
+}
+
+/// Cleans one record and hands the result to the producer.
+pub(super) fn handle(
+    input: InputRecord<'_>,
+    config: &PipelineConfig,
+    processor: &mut Processor,
+    producer: &Producer_,
+    shared: &Shared,
+) -> Result<()> {
+    let (partition, offset) = (input.partition, input.offset);
+    let routed = processor.process(input.payload.unwrap_or_default());
+    let token = track(
+        shared,
+        partition,
+        offset,
+        matches!(routed, Routed::DeadLetter(_)),
+    )?;
+    match routed {
+        Routed::Output { key, value } => send(
+            producer,
+            BaseRecord::with_opaque_to(&config.output_topic, token)
+                .key(key.as_bytes())
+                .payload(value),
+        ),
+        Routed::DeadLetter(rejection) => {
+            shared.metrics.count_rejection(rejection.reason);
+            let source = Source {
+                topic: &config.input_topic,
+                partition,
+                offset,
+            };
+            let mut headers = OwnedHeaders::new_with_capacity(5);
+            for (key, value) in dead_letter::headers(&rejection, source) {
+                headers = headers.insert(Header {
+                    key,
+                    value: Some(value.as_bytes()),
+                });
+            }
+            let record =
+                BaseRecord::<[u8], [u8], usize>::with_opaque_to(&config.dead_letter_topic, token)
+                    .headers(headers);
+            send(producer, with_original(record, input))
+        }
+    }
+}
+
+/// Starts tracking an input offset and returns the delivery token for the record made from it.
+pub(super) fn track(
+    shared: &Shared,
+    partition: i32,
+    offset: i64,
+    dead_letter: bool,
+) -> Result<usize> {
+    let token = DeliveryToken {
+        partition,
+        offset,
+        dead_letter,
+    }
+    .encode()
+    .ok_or_else(|| {
+        Error::Config(format!(
+            "input partition {partition} offset {offset} is beyond what the offset tracker supports (partitions < 65536, offsets < 2^47)"
+        ))
+    })?;
+    shared.tracker().track(partition, offset);
+    Ok(token)
+}
+
+/// The input's key and value on `record`, byte for byte (absent stays absent).
+pub(super) fn with_original<'a>(
+    mut record: BaseRecord<'a, [u8], [u8], usize>,
+    input: InputRecord<'a>,
+) -> BaseRecord<'a, [u8], [u8], usize> {
+    if let Some(payload) = input.payload {
+        record = record.payload(payload);
+    }
+    if let Some(key) = input.key {
+        record = record.key(key);
+    }
+    record
+}

@@ -1,0 +1,74 @@
+//! What the poll loop, the processing stage and the client callbacks share: the offset
+//! tracker, the insights checkpoints in flight, the first permanent failure, and how far the
+//! stage has got.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::health::Health;
+use crate::kafka::checkpoint::Ledger;
+use crate::kafka::offsets::OffsetTracker;
+use crate::kafka::stage::StageProgress;
+use crate::metrics::Metrics;
+
+/// State shared by the loop and the client callbacks.
+pub(super) struct Shared {
+    pub(super) tracker: Mutex<OffsetTracker>,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) health: Arc<Health>,
+    /// The first permanent delivery failure; stops the loop.
+    pub(super) failure: Mutex<Option<String>>,
+    /// Delivery reports served so far, to tell when the producer's queue of reports is drained.
+    pub(super) reports: AtomicU64,
+    /// How far the processing stage has got, for revocations to wait on.
+    pub(super) stage: StageProgress,
+    /// Insights checkpoints sent and not yet acknowledged.
+    pub(super) ledger: Mutex<Ledger>,
+    /// Whether insights are published (and commits wait for them).
+    pub(super) publishing: bool,
+    /// Checkpoints asked for (by revocations), numbered from 1.
+    pub(super) checkpoints_asked: AtomicU64,
+    /// The highest request number a sent checkpoint was taken after. A revocation waits for
+    /// its own number: a checkpoint taken before it (an interval's, still being encoded) does
+    /// not count what the stage finished for the revocation, and committing on it would hand
+    /// the partitions over behind what was produced.
+    pub(super) checkpoints_answered: AtomicU64,
+}
+
+impl Shared {
+    pub(super) fn tracker(&self) -> MutexGuard<'_, OffsetTracker> {
+        // A poisoned lock means a callback panicked; the data is still consistent enough to
+        // keep committing conservatively, so recover rather than abort.
+        self.tracker.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn ledger(&self) -> MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Asks the stage for a checkpoint and waits until it is sent, up to `timeout`. Once the
+    /// stage has stopped (at shutdown, when the final checkpoint is taken), nothing waits.
+    pub(super) fn checkpoint_now(&self, timeout: Duration) -> bool {
+        let ticket = self.checkpoints_asked.fetch_add(1, Ordering::AcqRel) + 1;
+        let deadline = Instant::now() + timeout;
+        while self.checkpoints_answered.load(Ordering::Acquire) < ticket {
+            if self.stage.is_stopped() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
+    }
+}
+
+pub(super) fn take_failure(shared: &Shared) -> Option<String> {
+    shared
+        .failure
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+}
