@@ -19,17 +19,16 @@
 //! (sending, and delivery reports into acknowledgements), `group` (revocations, commits, and
 //! leaving the group).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::Producer;
 
-use super::checkpoint::{Checkpointer, InsightsPublishing, Ledger};
+use super::checkpoint::{Checkpointer, InsightsPublishing};
 use super::config::KafkaSettings;
-use super::offsets::OffsetTracker;
-use super::stage::{InputBatch, InputRecord, Stage, StageProgress};
+use super::stage::{InputBatch, InputRecord, Stage};
 use crate::error::{Error, Result};
 use crate::health::Health;
 use crate::insights::Throughput;
@@ -90,52 +89,12 @@ pub fn run(
         tracing::info_span!("pipeline", group = %config.group_id, input = %config.input_topic)
             .entered();
     let publishing = config.insights.as_ref().filter(|_| !config.passthrough);
-    let shared = Arc::new(Shared {
-        tracker: Mutex::new(if publishing.is_some() {
-            OffsetTracker::gated_by_insights()
-        } else {
-            OffsetTracker::default()
-        }),
-        metrics: metrics.clone(),
-        health: health.clone(),
-        failure: Mutex::new(None),
-        reports: AtomicU64::new(0),
-        stage: StageProgress::default(),
-        ledger: Mutex::new(Ledger::default()),
-        publishing: publishing.is_some(),
-        checkpoints_asked: AtomicU64::new(0),
-        checkpoints_answered: AtomicU64::new(0),
-    });
-    let producer: Arc<Producer_> = Arc::new(
-        config
-            .kafka
-            .producer()
-            .create_with_context(DeliveryContext {
-                shared: shared.clone(),
-            })
-            .map_err(|e| Error::Config(format!("producer settings: {e}")))?,
-    );
-    let consumer: BaseConsumer<GroupContext> = config
-        .kafka
-        .consumer(&config.group_id)
-        .create_with_context(GroupContext {
-            shared: shared.clone(),
-            producer: producer.clone(),
-            input_topic: config.input_topic.clone(),
-            flush_timeout: config.flush_timeout,
-        })
-        .map_err(|e| Error::Config(format!("consumer settings: {e}")))?;
-    require_topics(&producer, config)?;
-    consumer
-        .subscribe(&[&config.input_topic])
-        .map_err(Error::kafka(format!(
-            "subscribing to {}",
-            config.input_topic
-        )))?;
-    tracing::info!(
-        input = %config.input_topic, output = %config.output_topic, dead_letter = %config.dead_letter_topic,
-        group = %config.group_id, "pipeline started"
-    );
+    let shared = Arc::new(Shared::new(
+        metrics.clone(),
+        health.clone(),
+        publishing.is_some(),
+    ));
+    let (producer, consumer) = connect(config, &shared)?;
 
     let mut first_record: Option<Instant> = None;
     let mut consumed = 0u64;
@@ -236,37 +195,8 @@ pub fn run(
         looped.and(staged)
     });
 
-    // Shutdown (or a fatal error): stop taking input, publish the final insights, let the
-    // producer deliver what it holds, commit exactly what was acknowledged (and counted by
-    // published insights), then leave the group.
-    health.set_ready(false);
-    let mut state = stage_state.into_inner().unwrap_or_else(|e| e.into_inner());
-    if let Some(c) = &mut state.checkpointer {
-        let published = c
-            .take(state.processor, true)
-            .and_then(|taken| publish(taken, &c.publishing.topic, &producer, &shared));
-        if let Err(e) = published {
-            tracing::error!(error = %e, "publishing the final insights failed");
-        }
-    }
-    tracing::info!(
-        in_flight = shared.tracker().in_flight(),
-        "stopping: flushing producer"
-    );
-    if let Err(e) = producer.flush(config.flush_timeout) {
-        tracing::warn!(error = %e, "flush timed out; unacknowledged records will be reprocessed");
-    }
-    commit(
-        &consumer,
-        &shared,
-        &config.input_topic,
-        None,
-        CommitMode::Sync,
-    );
-    let unacknowledged = shared.tracker().in_flight();
-    metrics.in_flight.set(unacknowledged as i64);
-    leave_group(&consumer, config.flush_timeout);
-    drop(consumer);
+    let state = stage_state.into_inner().unwrap_or_else(|e| e.into_inner());
+    let unacknowledged = shut_down(config, state, &producer, consumer, &shared);
     let outcome = outcome.and_then(|()| match take_failure(&shared) {
         Some(failure) => Err(Error::Delivery(failure)),
         None => Ok(()),
@@ -280,6 +210,85 @@ pub fn run(
         },
         unacknowledged,
     })
+}
+
+/// Creates the producer and the consumer, checks the topics exist, and subscribes.
+fn connect(
+    config: &PipelineConfig,
+    shared: &Arc<Shared>,
+) -> Result<(Arc<Producer_>, BaseConsumer<GroupContext>)> {
+    let producer: Arc<Producer_> = Arc::new(
+        config
+            .kafka
+            .producer()
+            .create_with_context(DeliveryContext {
+                shared: shared.clone(),
+            })
+            .map_err(|e| Error::Config(format!("producer settings: {e}")))?,
+    );
+    let consumer: BaseConsumer<GroupContext> = config
+        .kafka
+        .consumer(&config.group_id)
+        .create_with_context(GroupContext {
+            shared: shared.clone(),
+            producer: producer.clone(),
+            input_topic: config.input_topic.clone(),
+            flush_timeout: config.flush_timeout,
+        })
+        .map_err(|e| Error::Config(format!("consumer settings: {e}")))?;
+    require_topics(&producer, config)?;
+    consumer
+        .subscribe(&[&config.input_topic])
+        .map_err(Error::kafka(format!(
+            "subscribing to {}",
+            config.input_topic
+        )))?;
+    tracing::info!(
+        input = %config.input_topic, output = %config.output_topic, dead_letter = %config.dead_letter_topic,
+        group = %config.group_id, "pipeline started"
+    );
+    Ok((producer, consumer))
+}
+
+/// Shutdown (or a fatal error), once the stage has finished: publish the final insights, let
+/// the producer deliver what it holds, commit exactly what was acknowledged (and counted by
+/// published insights), then leave the group and close the consumer. Returns how many records
+/// stayed unacknowledged (their offsets are not committed).
+fn shut_down(
+    config: &PipelineConfig,
+    mut state: StageState<'_>,
+    producer: &Producer_,
+    consumer: BaseConsumer<GroupContext>,
+    shared: &Shared,
+) -> usize {
+    shared.health.set_ready(false);
+    if let Some(c) = &mut state.checkpointer {
+        let published = c
+            .take(state.processor, true)
+            .and_then(|taken| publish(taken, &c.publishing.topic, producer, shared));
+        if let Err(e) = published {
+            tracing::error!(error = %e, "publishing the final insights failed");
+        }
+    }
+    tracing::info!(
+        in_flight = shared.tracker().in_flight(),
+        "stopping: flushing producer"
+    );
+    if let Err(e) = producer.flush(config.flush_timeout) {
+        tracing::warn!(error = %e, "flush timed out; unacknowledged records will be reprocessed");
+    }
+    commit(
+        &consumer,
+        shared,
+        &config.input_topic,
+        None,
+        CommitMode::Sync,
+    );
+    let unacknowledged = shared.tracker().in_flight();
+    shared.metrics.in_flight.set(unacknowledged as i64);
+    leave_group(&consumer, config.flush_timeout);
+    drop(consumer);
+    unacknowledged
 }
 
 /// What the processing stage works with: the processor and, when publishing, the checkpoints.

@@ -37,6 +37,25 @@ pub(super) struct Shared {
 }
 
 impl Shared {
+    pub(super) fn new(metrics: Arc<Metrics>, health: Arc<Health>, publishing: bool) -> Self {
+        Shared {
+            tracker: Mutex::new(if publishing {
+                OffsetTracker::gated_by_insights()
+            } else {
+                OffsetTracker::default()
+            }),
+            metrics,
+            health,
+            failure: Mutex::new(None),
+            reports: AtomicU64::new(0),
+            stage: StageProgress::default(),
+            ledger: Mutex::new(Ledger::default()),
+            publishing,
+            checkpoints_asked: AtomicU64::new(0),
+            checkpoints_answered: AtomicU64::new(0),
+        }
+    }
+
     pub(super) fn tracker(&self) -> MutexGuard<'_, OffsetTracker> {
         // A poisoned lock means a callback panicked; the data is still consistent enough to
         // keep committing conservatively, so recover rather than abort.
