@@ -12,6 +12,7 @@
 #                                       made in DIR/tls); adds KAFKA_SASL_SSL_BOOTSTRAP,
 #                                       KAFKA_CA_FILE, KAFKA_SCRAM_USERNAME, KAFKA_SCRAM_PASSWORD
 #   hack/kafka.sh stop DIR              stop the broker started in DIR (SIGTERM, then SIGKILL)
+#   hack/kafka.sh restart DIR           start the stopped broker of DIR again: same data, same port
 #   hack/kafka.sh topic DIR NAME PARTS [--config K=V ...]
 #                                       create topic NAME with PARTS partitions if it is missing
 #   hack/kafka.sh tool DIR CLASS ARGS   run a Kafka tool class (e.g. org.apache.kafka.tools.ProducerPerformance)
@@ -140,21 +141,12 @@ logger.kafka.level = INFO
 logger.apache.name = org.apache.kafka
 logger.apache.level = WARN
 LOG
-  local jvm=(java -Xms256m -Xmx${KAFKA_HEAP:-1g} -XX:+UseG1GC -Djava.awt.headless=true
-    "-Dlog4j2.configurationFile=$dir/log4j2.properties" -cp "$(java_cp)")
+  jvm_in "$dir"
   local cluster_id
-  cluster_id="$("${jvm[@]}" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n1)"
-  "${jvm[@]}" kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/server.properties" "${format_args[@]}" >"$dir/format.log" 2>&1 \
+  cluster_id="$("${JVM[@]}" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n1)"
+  "${JVM[@]}" kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/server.properties" "${format_args[@]}" >"$dir/format.log" 2>&1 \
     || { cat "$dir/format.log" >&2; die "could not format KRaft storage in $dir"; }
-  # setsid: the broker gets its own session, so Ctrl-C in a terminal reaches the caller's
-  # trap (which stops it cleanly) rather than killing the JVM mid-write.
-  setsid "${jvm[@]}" kafka.Kafka "$dir/server.properties" >"$dir/kafka.log" 2>&1 </dev/null &
-  echo $! >"$dir/kafka.pid"
-  if ! wait_for "grep -q 'Kafka Server started' '$dir/kafka.log'" "${KAFKA_START_TIMEOUT:-90}"; then
-    tail -n 40 "$dir/kafka.log" >&2
-    stop "$dir"
-    die "the broker did not start within ${KAFKA_START_TIMEOUT:-90}s (log above, full log in $dir/kafka.log)"
-  fi
+  launch "$dir"
   echo "KAFKA_BOOTSTRAP=${host}:${port}" >"$dir/env"
   if [ -n "$sasl_port" ]; then
     cat >>"$dir/env" <<ENV
@@ -165,6 +157,42 @@ KAFKA_SCRAM_PASSWORD=${SCRAM_PASSWORD}
 ENV
   fi
   log "broker $KAFKA_VERSION serving on ${host}:${port}${sasl_port:+ and SASL_SSL ${host}:${sasl_port}} (pid $(cat "$dir/kafka.pid"), log $dir/kafka.log)"
+  cat "$dir/env"
+}
+
+# jvm_in DIR: the broker's JVM command line (in JVM), with DIR's logging settings.
+jvm_in() {
+  JVM=(java -Xms256m -Xmx${KAFKA_HEAP:-1g} -XX:+UseG1GC -Djava.awt.headless=true
+    "-Dlog4j2.configurationFile=$1/log4j2.properties" -cp "$(java_cp)")
+}
+
+# launch DIR: runs the broker DIR/server.properties describes and waits until it serves.
+launch() {
+  local dir="$1" started
+  jvm_in "$dir"
+  started="$(grep -c 'Kafka Server started' "$dir/kafka.log" 2>/dev/null || true)"
+  # setsid: the broker gets its own session, so Ctrl-C in a terminal reaches the caller's
+  # trap (which stops it cleanly) rather than killing the JVM mid-write.
+  setsid "${JVM[@]}" kafka.Kafka "$dir/server.properties" >>"$dir/kafka.log" 2>&1 </dev/null &
+  echo $! >"$dir/kafka.pid"
+  if ! wait_for "[ \"\$(grep -c 'Kafka Server started' '$dir/kafka.log')\" -gt ${started:-0} ]" "${KAFKA_START_TIMEOUT:-90}"; then
+    tail -n 40 "$dir/kafka.log" >&2
+    stop "$dir"
+    die "the broker did not start within ${KAFKA_START_TIMEOUT:-90}s (log above, full log in $dir/kafka.log)"
+  fi
+}
+
+# restart DIR: starts the broker stopped in DIR again, on its data and its port (as a broker
+# pod restarted with its volume comes back).
+restart() {
+  local dir="${1:?usage: kafka.sh restart DIR}"
+  [ -f "$dir/server.properties" ] && [ -f "$dir/env" ] || die "no broker was started in $dir (run: hack/kafka.sh start $dir)"
+  if [ -f "$dir/kafka.pid" ] && kill -0 "$(cat "$dir/kafka.pid")" 2>/dev/null; then
+    die "the broker in $dir is running: stop it first"
+  fi
+  fetch
+  launch "$dir"
+  log "broker restarted from $dir (pid $(cat "$dir/kafka.pid"))"
   cat "$dir/env"
 }
 
@@ -206,8 +234,9 @@ case "$cmd" in
   fetch) fetch ;;
   start) start "$@" ;;
   stop) stop "$@" ;;
+  restart) restart "$@" ;;
   topic) topic "$@" ;;
   tool) tool "$@" ;;
   home) echo "$KAFKA_HOME" ;;
-  *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

@@ -263,6 +263,65 @@ impl Broker {
             .to_owned();
         Broker { bootstrap, dir }
     }
+
+    /// Stops the broker the way `hack/kafka.sh stop` does (SIGTERM: a controlled shutdown that
+    /// flushes its logs; SIGKILL after 30 s), keeping its data and port for
+    /// [`Broker::start_again`].
+    pub fn stop(&self) {
+        let status = std::process::Command::new("bash")
+            .args([KAFKA_SCRIPT, "stop"])
+            .arg(&self.dir)
+            .status()
+            .expect("run hack/kafka.sh");
+        assert!(
+            status.success(),
+            "hack/kafka.sh stop failed (see {})",
+            self.dir.display()
+        );
+    }
+
+    /// Starts the stopped broker again from the same data on the same port
+    /// (`hack/kafka.sh restart`), as a broker pod restarted with its volume comes back, and
+    /// waits until it serves every partition.
+    pub fn start_again(&self) {
+        let status = std::process::Command::new("bash")
+            .args([KAFKA_SCRIPT, "restart"])
+            .arg(&self.dir)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("run hack/kafka.sh");
+        assert!(
+            status.success(),
+            "hack/kafka.sh restart failed (see {})",
+            self.dir.display()
+        );
+        // "Started" comes before the broker leads its partitions again (metadata and offset
+        // requests answer "not leader" for a moment): serving means every partition answers.
+        wait_until("the restarted broker to serve every partition", || {
+            self.serves_every_partition()
+        });
+    }
+
+    fn serves_every_partition(&self) -> bool {
+        let consumer: BaseConsumer = match ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .create()
+        {
+            Ok(c) => c,
+            Err(_) => return false,
+        };
+        let timeout = Duration::from_secs(5);
+        let Ok(md) = consumer.fetch_metadata(None, timeout) else {
+            return false;
+        };
+        md.topics().iter().all(|t| {
+            t.error().is_none()
+                && t.partitions().iter().all(|p| {
+                    p.error().is_none()
+                        && consumer.fetch_watermarks(t.name(), p.id(), timeout).is_ok()
+                })
+        })
+    }
 }
 
 impl Drop for Broker {
@@ -324,4 +383,135 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
         .unwrap_or_default()
         .to_owned();
     (status, body)
+}
+
+/// [`end_offsets`] on the broker at `bootstrap` (a test's own [`Broker`]).
+pub fn end_offsets_on(bootstrap: &str, topic: &str) -> HashMap<i32, i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("consumer");
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let partitions: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
+    partitions
+        .into_iter()
+        .map(|p| {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .expect("watermarks");
+            (p, high)
+        })
+        .collect()
+}
+
+/// [`committed`] on the broker at `bootstrap` (a test's own [`Broker`]). Waits out a group
+/// coordinator that is not ready yet (a broker just started or restarted answers "not
+/// coordinator" for a moment).
+pub fn committed_on(bootstrap: &str, group: &str, topic: &str) -> HashMap<i32, i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in end_offsets_on(bootstrap, topic).keys() {
+        tpl.add_partition(topic, *p);
+    }
+    let deadline = Instant::now() + TIMEOUT;
+    let list = loop {
+        match consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
+            Ok(list) => break list,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("committed offsets of {group} not readable yet: {e}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("committed offsets of {group}: {e}"),
+        }
+    };
+    list.elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every record of `topic` on the broker at `bootstrap`, from the beginning to the end offsets
+/// read when called: the whole topic, however many records that is (duplicates included).
+pub fn read_to_end(bootstrap: &str, topic: &str) -> Vec<OwnedMessage> {
+    use rdkafka::Message;
+    let ends = end_offsets_on(bootstrap, topic);
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in ends.keys() {
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)
+            .expect("tpl");
+    }
+    consumer.assign(&tpl).expect("assign");
+    // The next offset to read per partition, until each reaches its end.
+    let mut next: HashMap<i32, i64> = ends.keys().map(|p| (*p, 0)).collect();
+    let deadline = Instant::now() + TIMEOUT;
+    let mut out = Vec::new();
+    while next.iter().any(|(p, n)| *n < ends[p]) {
+        assert!(
+            Instant::now() < deadline,
+            "read {} records of {topic}; positions {next:?}, ends {ends:?}",
+            out.len()
+        );
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            let m = m.expect("consume").detach();
+            if m.offset() < ends[&m.partition()] {
+                next.insert(m.partition(), m.offset() + 1);
+                out.push(m);
+            }
+        }
+    }
+    out
+}
+
+/// Sets `config` on `topic` on the broker at `bootstrap`. A whole replacement (Kafka's
+/// AlterConfigs): the topic's other settings go back to the broker's defaults.
+pub fn set_topic_config(bootstrap: &str, topic: &str, config: &[(&str, &str)]) {
+    let mut alter =
+        rdkafka::admin::AlterConfig::new(rdkafka::admin::ResourceSpecifier::Topic(topic));
+    for (key, value) in config {
+        alter = alter.set(key, value);
+    }
+    let results = block_on(admin(bootstrap).alter_configs(
+        [&alter],
+        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+    ))
+    .expect("alter configs");
+    for r in results {
+        r.unwrap_or_else(|(t, e)| panic!("setting {config:?} on {t:?}: {e}"));
+    }
+}
+
+/// Deletes `topic` on the broker at `bootstrap` and waits until its metadata says it is gone.
+pub fn delete_topic_on(bootstrap: &str, topic: &str) {
+    let results = block_on(admin(bootstrap).delete_topics(
+        &[topic],
+        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+    ))
+    .expect("delete topics");
+    for r in results {
+        r.unwrap_or_else(|(t, e)| panic!("deleting topic {t}: {e}"));
+    }
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("consumer");
+    wait_until(&format!("topic {topic} gone"), || {
+        consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .is_ok_and(|md| md.topics().iter().all(|t| t.error().is_some()))
+    });
 }
