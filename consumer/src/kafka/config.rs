@@ -3,6 +3,7 @@
 use std::str::FromStr;
 
 use rdkafka::ClientConfig;
+use rdkafka::config::RDKafkaLogLevel;
 
 /// One librdkafka property given with `-X key=value`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,10 +36,16 @@ pub struct KafkaSettings {
 }
 
 impl KafkaSettings {
+    /// Every client starts here. librdkafka hands all its log lines to the client's context
+    /// (`client_log`, into `tracing`, whose filter decides): without the level set here,
+    /// rust-rdkafka takes it from the `log` crate, which nothing here sets up, so it was Error
+    /// and disconnects, session timeouts and `-X debug=...` output never reached the log.
+    /// (librdkafka writes debug lines only for the contexts `debug` names.)
     fn base(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap_servers);
         c.set("client.id", "fetch-consumer");
+        c.set_log_level(RDKafkaLogLevel::Debug);
         c
     }
 
