@@ -53,19 +53,28 @@ impl ProducerContext for DeliveryContext {
             }
             Err((error, message)) => {
                 self.shared.metrics.delivery_failures.inc();
+                // Not always the broker's doing: librdkafka fails records itself too (a topic
+                // missing for longer than it waits, "Local: Unknown partition").
                 let text = format!(
-                    "the broker refused the record for input partition {} offset {} on topic {}: {error}",
+                    "could not deliver the record made from input partition {} offset {} to topic {}: {error}",
                     token.partition,
                     token.offset,
                     message.topic()
                 );
-                tracing::error!("{text}");
                 let mut failure = self
                     .shared
                     .failure
                     .lock()
                     .unwrap_or_else(|e| e.into_inner());
-                failure.get_or_insert(text);
+                if failure.is_none() {
+                    // The first failure stops the loop; the records batched with it fail
+                    // too, and are counted in delivery_failures_total rather than logged one
+                    // by one.
+                    tracing::error!("{text}");
+                    *failure = Some(text);
+                } else {
+                    tracing::debug!("{text}");
+                }
             }
         }
     }
