@@ -20,7 +20,6 @@
 mod support;
 
 use std::collections::{HashMap, HashSet};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fetch_consumer::clean::{Cleaner, DEFAULT_MAX_EVENT_BYTES};
@@ -91,43 +90,9 @@ fn topics_on(bootstrap: &str, input: i32, output: i32, output_config: &[(&str, &
     t
 }
 
-/// `fetch-consumer run` on the broker at `bootstrap`, set up as `ConsumerProcess::start` sets
-/// it up on the shared broker.
+/// `fetch-consumer run` on the broker at `bootstrap`, over topics `t`.
 fn start_consumer(bootstrap: &str, group: &str, t: &Topics, extra: &[&str]) -> ConsumerProcess {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fetch-consumer"))
-        .args([
-            "--log-format",
-            "json",
-            "run",
-            "--bootstrap-servers",
-            bootstrap,
-        ])
-        .args(["--group-id", group, "--input-topic", &t.input])
-        .args(["--output-topic", &t.output])
-        .args(["--dead-letter-topic", &t.dead_letter])
-        .args(["--http-addr", "127.0.0.1:0", "--commit-interval", "200ms"])
-        .args(["--insights-interval", "1s"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn fetch-consumer");
-    let stderr = capture_stderr(&mut child);
-    let mut http = String::new();
-    wait_until("the consumer's HTTP address in its log", || {
-        let lines = stderr.lock().expect("lock");
-        http = lines
-            .iter()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find_map(|v| v["fields"]["addr"].as_str().map(str::to_owned))
-            .unwrap_or_default();
-        !http.is_empty()
-    });
-    ConsumerProcess {
-        child,
-        stderr,
-        http,
-    }
+    ConsumerProcess::start_on(bootstrap, group, &t.input, &t.output, &t.dead_letter, extra)
 }
 
 /// Waits for a consumer to exit by itself; panics with its log if it does not.

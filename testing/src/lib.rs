@@ -148,23 +148,7 @@ pub fn produce_to(bootstrap: &str, topic: &str, records: &[(Vec<u8>, Option<Vec<
 
 /// The end offset (high watermark) of every partition of `topic`.
 pub fn end_offsets(topic: &str) -> HashMap<i32, i64> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
-        .create()
-        .expect("consumer");
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .expect("metadata");
-    let partitions: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
-    partitions
-        .into_iter()
-        .map(|p| {
-            let (_, high) = consumer
-                .fetch_watermarks(topic, p, Duration::from_secs(10))
-                .expect("watermarks");
-            (p, high)
-        })
-        .collect()
+    end_offsets_on(&bootstrap(), topic)
 }
 
 pub fn total(offsets: &HashMap<i32, i64>) -> i64 {
@@ -173,25 +157,7 @@ pub fn total(offsets: &HashMap<i32, i64>) -> i64 {
 
 /// The group's committed offsets on `topic`, by partition (absent: nothing committed).
 pub fn committed(group: &str, topic: &str) -> HashMap<i32, i64> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
-        .set("group.id", group)
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in end_offsets(topic).keys() {
-        tpl.add_partition(topic, *p);
-    }
-    let list = consumer
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .expect("committed offsets");
-    list.elements()
-        .iter()
-        .filter_map(|e| match e.offset() {
-            Offset::Offset(o) => Some((e.partition(), o)),
-            _ => None,
-        })
-        .collect()
+    committed_on(&bootstrap(), group, topic)
 }
 
 /// Reads every record of `topic` from the beginning until `expected` have arrived.
@@ -385,7 +351,7 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     (status, body)
 }
 
-/// [`end_offsets`] on the broker at `bootstrap` (a test's own [`Broker`]).
+/// The end offset of every partition of `topic` on the broker at `bootstrap`.
 pub fn end_offsets_on(bootstrap: &str, topic: &str) -> HashMap<i32, i64> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -406,7 +372,7 @@ pub fn end_offsets_on(bootstrap: &str, topic: &str) -> HashMap<i32, i64> {
         .collect()
 }
 
-/// [`committed`] on the broker at `bootstrap` (a test's own [`Broker`]). Waits out a group
+/// The group's committed offsets on `topic` on the broker at `bootstrap`. Waits out a group
 /// coordinator that is not ready yet (a broker just started or restarted answers "not
 /// coordinator" for a moment).
 pub fn committed_on(bootstrap: &str, group: &str, topic: &str) -> HashMap<i32, i64> {

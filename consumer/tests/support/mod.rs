@@ -25,9 +25,21 @@ impl ConsumerProcess {
         dead_letter: &str,
         extra: &[&str],
     ) -> Self {
+        Self::start_on(&bootstrap(), group, input, output, dead_letter, extra)
+    }
+
+    /// [`ConsumerProcess::start`] on the broker at `bootstrap` (a test's own broker).
+    pub fn start_on(
+        bootstrap: &str,
+        group: &str,
+        input: &str,
+        output: &str,
+        dead_letter: &str,
+        extra: &[&str],
+    ) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_fetch-consumer"))
             .args(["--log-format", "json", "run", "--bootstrap-servers"])
-            .arg(bootstrap())
+            .arg(bootstrap)
             .args(["--group-id", group, "--input-topic", input])
             .args(["--output-topic", output, "--dead-letter-topic", dead_letter])
             .args(["--http-addr", "127.0.0.1:0", "--commit-interval", "200ms"])
