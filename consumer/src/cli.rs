@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::clean::DEFAULT_MAX_EVENT_BYTES;
 use crate::insights::DEFAULT_TOP_CAPACITY;
 use crate::kafka::KafkaProperty;
+use crate::kafka::config::Guarantee;
 use crate::kafka::insights_topic::DEFAULT_TOPIC as DEFAULT_INSIGHTS_TOPIC;
 use crate::pii::PiiMode;
 use crate::telemetry::LogFormat;
@@ -118,9 +119,20 @@ pub struct RunArgs {
     #[arg(long, env = "FETCH_BATCH_SIZE", default_value_t = 2048,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000).map(|v| v as usize))]
     pub batch_size: usize,
-    /// How often acknowledged offsets are committed (e.g. 1s, 500ms).
-    #[arg(long, env = "FETCH_COMMIT_INTERVAL", default_value = "1s", value_parser = duration::parse)]
-    pub commit_interval: Duration,
+    /// What the pipeline promises about each input record's result. `exactly-once` writes
+    /// results in Kafka transactions with the input offsets; read the output with
+    /// `isolation.level=read_committed` to see each record's result once.
+    #[arg(long, env = "FETCH_GUARANTEE", value_enum, default_value_t = Guarantee::AtLeastOnce)]
+    pub guarantee: Guarantee,
+    /// How often progress is committed (e.g. 1s, 500ms): acknowledged offsets with
+    /// at-least-once (default 1s), transactions with exactly-once (default 100ms; their output
+    /// becomes visible to read_committed readers when they commit).
+    #[arg(long, env = "FETCH_COMMIT_INTERVAL", value_parser = duration::parse)]
+    pub commit_interval: Option<Duration>,
+    /// Exactly-once: a transaction also commits once it holds this many input records.
+    #[arg(long, env = "FETCH_TRANSACTION_MAX_RECORDS", default_value_t = 20_000,
+          value_parser = clap::value_parser!(u64).range(1..=10_000_000).map(|v| v as usize))]
+    pub transaction_max_records: usize,
     /// Longest wait for the producer to deliver what it holds when stopping.
     #[arg(long, env = "FETCH_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = duration::parse)]
     pub shutdown_timeout: Duration,
@@ -293,7 +305,7 @@ mod tests {
         let Command::Run(run) = cli.command else {
             panic!("not run: {:?}", cli.command)
         };
-        assert_eq!(run.commit_interval, Duration::from_millis(500));
+        assert_eq!(run.commit_interval, Some(Duration::from_millis(500)));
         assert_eq!(run.shutdown_timeout, Duration::from_secs(300));
         assert_eq!(run.duration, Some(Duration::from_secs(30)));
         for bad in ["5 parsecs", ""] {

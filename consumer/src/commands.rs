@@ -22,7 +22,7 @@ use crate::insights::worker::Publisher;
 use crate::insights::{DEFAULT_TOP_CAPACITY, Insights, Report, Throughput};
 use crate::kafka::checkpoint::{InsightsPublishing, now_ms};
 use crate::kafka::generate::{self, Pace};
-use crate::kafka::{KafkaProperty, KafkaSettings, PipelineConfig};
+use crate::kafka::{Guarantee, KafkaProperty, KafkaSettings, PipelineConfig};
 use crate::kafka::{insights_topic, pipeline};
 use crate::metrics::Metrics;
 use crate::pii::{HASH_KEY_ENV, PiiPolicy};
@@ -74,13 +74,25 @@ const MAX_WINDOW_SLOTS: u32 = 240;
 /// This process's name among the pipeline's replicas: the host name (the pod's name on
 /// Kubernetes, the container's in compose) and a random suffix, so a restart starts a
 /// contribution of its own instead of replacing the one before.
-fn replica_id() -> String {
-    let host = std::env::var("HOSTNAME")
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "fetch-consumer".into());
+        .unwrap_or_else(|| "fetch-consumer".into())
+}
+
+/// Exactly once: the producer's id, unique among the replicas running at once, and the same
+/// when a container restarts in its pod (same host name, pid 1), so that its start aborts
+/// what the killed one left open instead of the partitions waiting for the broker's timeout.
+/// Two processes on one host differ by pid.
+fn transactional_id(group: &str) -> String {
+    format!("{group}.{}.{}", host_name(), std::process::id())
+}
+
+fn replica_id() -> String {
+    let host = host_name();
     // RandomState is seeded per process from the OS: enough to tell restarts apart.
     let suffix = {
         use std::hash::{BuildHasher, Hasher};
@@ -144,6 +156,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
             tracing::warn!(error = %e, "cannot start the insights retirement thread");
         }
     }
+    if args.passthrough && args.guarantee == Guarantee::ExactlyOnce {
+        return Err(Error::Config(
+            "--passthrough is the at-least-once benchmarks' baseline: drop it, or --guarantee exactly-once".into(),
+        ));
+    }
+    let transactional_id = transactional_id(&args.group_id);
     let config = PipelineConfig {
         kafka,
         group_id: args.group_id,
@@ -151,7 +169,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
         output_topic: args.output_topic,
         dead_letter_topic: args.dead_letter_topic,
         batch_size: args.batch_size,
-        commit_interval: args.commit_interval,
+        guarantee: args.guarantee,
+        commit_interval: args
+            .commit_interval
+            .unwrap_or(args.guarantee.default_commit_interval()),
+        transaction_max_records: args.transaction_max_records,
+        transactional_id,
         flush_timeout: args.shutdown_timeout,
         max_records: args.max_records,
         passthrough: args.passthrough,

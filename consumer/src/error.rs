@@ -25,6 +25,16 @@ pub enum Error {
     /// The broker refused an output or dead-letter record for good (after retries).
     #[error("delivery failed for good: {0}")]
     Delivery(String),
+    /// Exactly-once: a transaction was aborted (nothing of it is visible); the pipeline can
+    /// start again from the committed offsets.
+    #[error("transaction aborted: {0}")]
+    TransactionAborted(String),
+    /// Exactly-once: the transactional producer failed for good (e.g. fenced by another
+    /// process using the same `transactional.id`).
+    #[error(
+        "exactly-once: {0}. If another process uses the same transactional.id, give each replica its own (-X transactional.id=...)"
+    )]
+    TransactionFailed(String),
     #[error("{context}: {source}")]
     Io {
         context: String,

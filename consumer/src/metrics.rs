@@ -51,8 +51,12 @@ pub struct Metrics {
     pub batch_duration: Histogram,
     /// Records per batch.
     pub batch_size: Histogram,
-    /// Offset commits, by outcome (`ok` or `error`).
+    /// Offset commits (with exactly-once, transaction commits), by outcome (`ok` or `error`).
     pub commits: Family<OutcomeLabel, Counter>,
+    /// Exactly-once: transactions aborted (their results discarded and produced again).
+    pub aborted_transactions: Counter,
+    /// Exactly-once: time to commit one transaction (flush, offsets, commit).
+    pub transaction_commit_duration: Histogram,
     /// Consumer lag per assigned partition, from librdkafka statistics.
     pub consumer_lag: Family<PartitionLabel, Gauge>,
     /// Records handed to the producer and not yet acknowledged.
@@ -77,6 +81,8 @@ impl Default for Metrics {
             batch_duration: Histogram::new(exponential_buckets(0.000_05, 2.0, 18)),
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
             commits: Family::default(),
+            aborted_transactions: Counter::default(),
+            transaction_commit_duration: Histogram::new(exponential_buckets(0.000_5, 2.0, 16)),
             consumer_lag: Family::default(),
             in_flight: Gauge::default(),
             assigned_partitions: Gauge::default(),
@@ -126,8 +132,18 @@ impl Default for Metrics {
         registry.register("batch_records", "Records per batch", m.batch_size.clone());
         registry.register(
             "offset_commits",
-            "Offset commits by outcome",
+            "Offset commits (exactly-once: transaction commits) by outcome",
             m.commits.clone(),
+        );
+        registry.register(
+            "transactions_aborted",
+            "Exactly-once: transactions aborted, their results discarded and produced again",
+            m.aborted_transactions.clone(),
+        );
+        registry.register(
+            "transaction_commit_duration_seconds",
+            "Exactly-once: time to commit one transaction",
+            m.transaction_commit_duration.clone(),
         );
         registry.register(
             "consumer_lag_records",

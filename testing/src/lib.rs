@@ -10,7 +10,7 @@
 pub mod cluster;
 pub mod fuzz;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
@@ -407,13 +407,21 @@ pub fn committed_on(bootstrap: &str, group: &str, topic: &str) -> HashMap<i32, i
 
 /// Every record of `topic` on the broker at `bootstrap`, from the beginning to the end offsets
 /// read when called: the whole topic, however many records that is (duplicates included).
+///
+/// Read as librdkafka reads by default, `read_committed`: records of aborted transactions are
+/// skipped, and so are transaction markers, which take offsets but are never delivered. A
+/// partition is done at its end offset or at the end the broker reports (its last stable
+/// offset), whichever comes first; call it once no transaction is open.
 pub fn read_to_end(bootstrap: &str, topic: &str) -> Vec<OwnedMessage> {
     use rdkafka::Message;
+    use rdkafka::error::KafkaError;
     let ends = end_offsets_on(bootstrap, topic);
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", unique("reader"))
         .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
         .create()
         .expect("consumer");
     let mut tpl = TopicPartitionList::new();
@@ -424,20 +432,30 @@ pub fn read_to_end(bootstrap: &str, topic: &str) -> Vec<OwnedMessage> {
     consumer.assign(&tpl).expect("assign");
     // The next offset to read per partition, until each reaches its end.
     let mut next: HashMap<i32, i64> = ends.keys().map(|p| (*p, 0)).collect();
+    let mut at_end: HashSet<i32> = HashSet::new();
     let deadline = Instant::now() + TIMEOUT;
     let mut out = Vec::new();
-    while next.iter().any(|(p, n)| *n < ends[p]) {
+    while next
+        .iter()
+        .any(|(p, n)| *n < ends[p] && !at_end.contains(p))
+    {
         assert!(
             Instant::now() < deadline,
             "read {} records of {topic}; positions {next:?}, ends {ends:?}",
             out.len()
         );
-        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
-            let m = m.expect("consume").detach();
-            if m.offset() < ends[&m.partition()] {
-                next.insert(m.partition(), m.offset() + 1);
-                out.push(m);
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p);
             }
+            Some(m) => {
+                let m = m.expect("consume").detach();
+                if m.offset() < ends[&m.partition()] {
+                    next.insert(m.partition(), m.offset() + 1);
+                    out.push(m);
+                }
+            }
+            None => {}
         }
     }
     out

@@ -1,6 +1,7 @@
 //! librdkafka client settings: our defaults, then the user's `-X key=value` overrides.
 
 use std::str::FromStr;
+use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::config::RDKafkaLogLevel;
@@ -23,6 +24,29 @@ impl FromStr for KafkaProperty {
             _ => Err(format!(
                 "expected KEY=VALUE (a librdkafka property), e.g. -X security.protocol=SASL_SSL; got {s:?}"
             )),
+        }
+    }
+}
+
+/// What the pipeline promises about each input record's result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Guarantee {
+    /// Every record's result is written; after a crash or a rebalance some are written twice.
+    #[default]
+    AtLeastOnce,
+    /// Results are written in Kafka transactions with the input offsets: readers with
+    /// `isolation.level=read_committed` see each record's result exactly once.
+    ExactlyOnce,
+}
+
+impl Guarantee {
+    /// How often progress is committed unless told: offsets every second; transactions every
+    /// 100 ms, since a transaction's output is visible to read_committed readers only once it
+    /// commits (the interval is their latency; `hack/bench.sh` measures the cost).
+    pub fn default_commit_interval(self) -> Duration {
+        match self {
+            Guarantee::AtLeastOnce => Duration::from_secs(1),
+            Guarantee::ExactlyOnce => Duration::from_millis(100),
         }
     }
 }
@@ -109,6 +133,23 @@ impl KafkaSettings {
             .set("queue.buffering.max.kbytes", "16384");
         self.with_overrides(c)
     }
+
+    /// The exactly-once producer: [`Self::producer`]'s settings plus a transactional id.
+    ///
+    /// A transaction left open by a replica killed mid-way holds back its partitions' next
+    /// owner (it cannot read their committed offsets) and read_committed readers, until the
+    /// broker aborts it: at `transaction.timeout.ms`, or at once when a producer with the same
+    /// id starts (a container restarted in its pod keeps its host name and pid 1, so its id).
+    /// 30 s keeps that pause within the group's own 45 s session timeout, which a killed
+    /// member costs anyway, and still lets records wait out a 30 s broker outage (a
+    /// transactional producer's `message.timeout.ms` cannot exceed it).
+    pub fn transactional_producer(&self, transactional_id: &str) -> ClientConfig {
+        let mut c = self.producer();
+        c.set("transactional.id", transactional_id)
+            .set("transaction.timeout.ms", "30000");
+        // The user's overrides win here too (another transactional.id, a longer timeout).
+        self.with_overrides(c)
+    }
 }
 
 #[cfg(test)]
@@ -134,5 +175,8 @@ mod tests {
         assert_eq!(p.get("linger.ms"), Some("50"));
         assert_eq!(p.get("enable.idempotence"), Some("true"));
         assert_eq!(s.consumer("g").get("enable.auto.commit"), Some("false"));
+        let t = s.transactional_producer("g.host.1");
+        assert_eq!(t.get("transactional.id"), Some("g.host.1"));
+        assert_eq!(t.get("linger.ms"), Some("50"));
     }
 }

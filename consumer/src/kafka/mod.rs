@@ -1,5 +1,5 @@
-//! Everything that talks to Kafka: client settings, offset bookkeeping, the pipeline loop with
-//! its processing stage, the insights topic, and the generator's producer.
+//! Everything that talks to Kafka: client settings, offset and transaction bookkeeping, the
+//! pipeline loop with its processing stage, the insights topic, and the generator's producer.
 
 pub mod checkpoint;
 mod client_log;
@@ -9,6 +9,7 @@ pub mod insights_topic;
 pub mod offsets;
 pub mod pipeline;
 mod stage;
+pub mod transaction;
 
-pub use config::{KafkaProperty, KafkaSettings};
+pub use config::{Guarantee, KafkaProperty, KafkaSettings};
 pub use pipeline::{PipelineConfig, RunSummary};

@@ -171,7 +171,8 @@ pub struct Stage<'scope> {
 
 impl<'scope> Stage<'scope> {
     /// Starts the stage thread. `work` is called with each batch, in order; `idle` when no batch
-    /// came for a while (to serve delivery reports).
+    /// came for a while (to serve delivery reports, and commit what is due). An error from
+    /// either stops the stage.
     pub fn spawn<'env, W, I>(
         scope: &'scope Scope<'scope, 'env>,
         progress: &'scope StageProgress,
@@ -180,7 +181,7 @@ impl<'scope> Stage<'scope> {
     ) -> Result<Self>
     where
         W: FnMut(&InputBatch) -> Result<()> + Send + 'scope,
-        I: FnMut() + Send + 'scope,
+        I: FnMut() -> Result<()> + Send + 'scope,
     {
         let (batches, incoming) = handoff::channel::<InputBatch>(QUEUED_BATCHES);
         let thread = std::thread::Builder::new()
@@ -197,7 +198,7 @@ impl<'scope> Stage<'scope> {
                             batch.clear();
                             incoming.give_back(batch);
                         }
-                        Err(RecvTimeoutError::Timeout) => idle(),
+                        Err(RecvTimeoutError::Timeout) => idle()?,
                         Err(RecvTimeoutError::Disconnected) => return Ok(()),
                     }
                 })();
@@ -313,7 +314,7 @@ mod tests {
                     seen.extend(batch.iter().map(|r| r.offset));
                     Ok(())
                 },
-                || {},
+                || Ok(()),
             )
             .expect("spawn");
             for offset in 0..5000 {
@@ -346,7 +347,7 @@ mod tests {
                 scope,
                 &progress,
                 |_: &InputBatch| Err(Error::Config("broken".into())),
-                || {},
+                || Ok(()),
             )
             .expect("spawn");
             let mut handed = true;

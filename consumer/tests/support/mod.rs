@@ -9,6 +9,9 @@ use std::sync::{Arc, Mutex};
 
 pub use fetch_testing::*;
 
+mod tally;
+pub use tally::*;
+
 /// A running `fetch-consumer run` process.
 pub struct ConsumerProcess {
     pub child: Child,

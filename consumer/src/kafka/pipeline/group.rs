@@ -1,6 +1,6 @@
-//! The consumer group side: the revocation protocol (drain the stage, publish a checkpoint,
-//! flush, commit the revoked partitions), readiness on assignment, lag from statistics, the
-//! commits themselves, and leaving the group before the consumer closes.
+//! The consumer group side: the revocation protocol (drain the stage, then let the guarantee
+//! make the revoked partitions' progress durable), readiness on assignment, lag from
+//! statistics, offset commits, and leaving the group before the consumer closes.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,19 +9,21 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::producer::Producer;
 use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::produce::Producer_;
+use super::guarantee::Guarantee;
 use super::shared::Shared;
 use crate::kafka::client_log;
 use crate::metrics::{OutcomeLabel, PartitionLabel};
 
+/// The pipeline's consumer.
+pub(super) type Consumer_ = BaseConsumer<GroupContext>;
+
 /// The consumer's context: commits on revocation, readiness, lag from statistics.
 pub(super) struct GroupContext {
     pub(super) shared: Arc<Shared>,
-    pub(super) producer: Arc<Producer_>,
+    pub(super) guarantee: Arc<dyn Guarantee>,
     pub(super) input_topic: String,
     pub(super) flush_timeout: Duration,
 }
@@ -70,51 +72,22 @@ impl ConsumerContext for GroupContext {
             .map(|e| e.partition())
             .collect();
         let _span = tracing::info_span!("revoke", ?partitions).entered();
-        tracing::info!(?partitions, "partitions revoked: flushing and committing");
-        if !self
+        let lost = consumer.assignment_lost();
+        tracing::info!(
+            ?partitions,
+            lost,
+            "partitions revoked: committing their progress"
+        );
+        let drained = self
             .shared
             .stage
-            .revoke_and_drain(&partitions, self.flush_timeout)
-        {
+            .revoke_and_drain(&partitions, self.flush_timeout);
+        if !drained {
             tracing::warn!(
                 "the processing stage did not finish its batches in time; their records will be reprocessed by the next owner"
             );
         }
-        // The insights counting these partitions' events must be published before their
-        // offsets can be committed.
-        if self.shared.publishing && !self.shared.checkpoint_now(self.flush_timeout) {
-            tracing::warn!(
-                "no insights checkpoint in time; the next owner reprocesses what the last published snapshot does not count"
-            );
-        }
-        // Everything produced so far must be acknowledged before its offsets can be committed
-        // for the next owner of these partitions.
-        if let Err(e) = self.producer.flush(self.flush_timeout) {
-            tracing::warn!(error = %e, "flush on revocation timed out; unacknowledged records will be reprocessed by the next owner");
-        }
-        // The partitions' next owner starts from this commit: a failure here (a rebalance
-        // racing it, a coordinator moving) would make it reprocess what was produced.
-        let mut committed = false;
-        for attempt in 1..=3 {
-            committed = commit(
-                consumer,
-                &self.shared,
-                &self.input_topic,
-                Some(&partitions),
-                CommitMode::Sync,
-            );
-            if committed {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100 * attempt));
-        }
-        if !committed {
-            tracing::warn!(
-                ?partitions,
-                "could not commit the revoked partitions' offsets; their next owner reprocesses from the last commit (duplicates)"
-            );
-        }
-        self.shared.tracker().forget(&partitions);
+        self.guarantee.revoke(consumer, &partitions, drained, lost);
         self.shared.health.set_ready(false);
         // Incremental (cooperative) revocations keep the rest of the assignment.
         let before = consumer.assignment().map_or(0, |a| a.count());

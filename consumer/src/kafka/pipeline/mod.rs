@@ -1,9 +1,11 @@
-//! The Kafka loop: consume a batch, clean it, produce every record, commit what is acknowledged.
+//! The Kafka loop: consume a batch, clean it, produce every record, make the progress durable.
 //!
-//! At least once: an input offset is committed only after the broker acknowledged the output
-//! or dead-letter record made from it ([`OffsetTracker`]); offsets are committed on an interval,
-//! on partition revocation (after flushing the producer) and at shutdown. The producer is
-//! idempotent, so its own retries add no duplicates.
+//! How progress becomes durable is the guarantee's business (`guarantee`): at least once, an
+//! input offset is committed only after the broker acknowledged the output or dead-letter
+//! record made from it (`OffsetTracker`), on an interval, on partition revocation (after
+//! flushing the producer) and at shutdown; exactly once (`exactly_once`), the offsets commit
+//! inside the Kafka transaction that holds the records made from them. The producer is
+//! idempotent in both, so its own retries add no duplicates.
 //!
 //! Two threads share the work, with rdkafka's polled clients: the poll loop takes records from
 //! the consumer and copies them into batches; the processing stage (`kafka::stage`) cleans
@@ -17,18 +19,18 @@
 //! Here: the loop and its shutdown. Beside it: `shared` (what the loop, the stage and the
 //! callbacks share), `records` (one input record into the record made from it), `produce`
 //! (sending, and delivery reports into acknowledgements), `group` (revocations, commits, and
-//! leaving the group).
+//! leaving the group), `guarantee` and `exactly_once` (the two guarantees).
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::producer::Producer;
 
 use super::checkpoint::{Checkpointer, InsightsPublishing};
-use super::config::KafkaSettings;
+use super::config::{Guarantee as GuaranteeKind, KafkaSettings};
 use super::stage::{InputBatch, InputRecord, Stage};
+use super::transaction::Cadence;
 use crate::error::{Error, Result};
 use crate::health::Health;
 use crate::insights::Throughput;
@@ -36,13 +38,17 @@ use crate::metrics::Metrics;
 use crate::processor::Processor;
 use crate::telemetry::Shutdown;
 
+mod exactly_once;
 mod group;
+mod guarantee;
 mod produce;
 mod records;
 mod shared;
 
-use group::{GroupContext, commit, leave_group};
-use produce::{DeliveryContext, Producer_, publish, serve_delivery_reports};
+use exactly_once::ExactlyOnce;
+use group::{Consumer_, GroupContext, leave_group};
+use guarantee::{AtLeastOnce, Guarantee};
+use produce::{DeliveryContext, Producer_, serve_delivery_reports};
 use records::{handle, pass_through};
 use shared::{Shared, take_failure};
 
@@ -56,8 +62,15 @@ pub struct PipelineConfig {
     pub dead_letter_topic: String,
     /// Records taken from the consumer per batch.
     pub batch_size: usize,
-    /// How often acknowledged offsets are committed.
+    /// At least once or exactly once.
+    pub guarantee: GuaranteeKind,
+    /// How often acknowledged offsets (at least once) or transactions (exactly once) are
+    /// committed.
     pub commit_interval: Duration,
+    /// Exactly once: a transaction also commits once it holds this many input records.
+    pub transaction_max_records: usize,
+    /// Exactly once: the producer's `transactional.id`, unique among running replicas.
+    pub transactional_id: String,
     /// Upper bound for flushing the producer at shutdown or revocation.
     pub flush_timeout: Duration,
     /// Stop after this many records.
@@ -92,13 +105,13 @@ pub fn run(
     let shared = Arc::new(Shared::new(
         metrics.clone(),
         health.clone(),
-        publishing.is_some(),
+        // Exactly once, insights ride in the transactions: offsets wait for nothing else.
+        publishing.is_some() && config.guarantee == GuaranteeKind::AtLeastOnce,
     ));
-    let (producer, consumer) = connect(config, &shared)?;
+    let (producer, consumer, guarantee) = connect(config, &shared)?;
 
     let mut first_record: Option<Instant> = None;
     let mut consumed = 0u64;
-    let mut last_commit = Instant::now();
     let stage_state = Mutex::new(StageState {
         processor,
         checkpointer: publishing.cloned().map(Checkpointer::new),
@@ -108,9 +121,9 @@ pub fn run(
         let mut stage = if config.passthrough {
             None
         } else {
-            let publish_to = (producer.clone(), shared.clone());
-            let idle_publish_to = publish_to.clone();
-            let (shared, producer, state) = (&*shared, &*producer, &stage_state);
+            let (shared, producer, state, consumer) =
+                (&*shared, &*producer, &stage_state, &consumer);
+            let guarantee = &*guarantee;
             Some(Stage::spawn(
                 scope,
                 &shared.stage,
@@ -123,18 +136,17 @@ pub fn run(
                     } = &mut *state;
                     for record in batch.iter() {
                         let (partition, offset) = (record.partition, record.offset);
-                        handle(record, config, processor, producer, shared)?;
+                        handle(record, config, processor, producer, shared, guarantee)?;
                         if let Some(c) = checkpointer {
                             c.handled(partition, offset);
                         }
                     }
                     serve_delivery_reports(producer, shared);
-                    checkpoint_if_wanted(&mut state, &publish_to);
-                    Ok(())
+                    guarantee.settle(consumer, &mut state)
                 },
                 move || {
                     serve_delivery_reports(producer, shared);
-                    checkpoint_if_wanted(&mut lock(state), &idle_publish_to);
+                    guarantee.settle(consumer, &mut lock(state))
                 },
             )?)
         };
@@ -143,18 +155,27 @@ pub fn run(
             if shutdown.is_triggered() || config.max_records.is_some_and(|max| consumed >= max) {
                 break Ok(());
             }
+            // A stopped stage ends the loop; finishing it below says why.
+            if stage.is_some() && shared.stage.is_stopped() {
+                break Ok(());
+            }
             let batch_started = Instant::now();
             let remaining = config.max_records.map_or(u64::MAX, |max| max - consumed);
             let limit = config
                 .batch_size
                 .min(usize::try_from(remaining).unwrap_or(usize::MAX));
-            let batch =
-                match run_batch(&consumer, config, stage.as_mut(), &producer, &shared, limit) {
-                    Ok(n) => n,
-                    Err(e) => break Err(e),
-                };
+            let batch = match run_batch(
+                &consumer,
+                config,
+                stage.as_mut(),
+                &producer,
+                &*guarantee,
+                limit,
+            ) {
+                Ok(n) => n,
+                Err(e) => break Err(e),
+            };
             match &mut stage {
-                // A stopped stage ends the loop; finishing it below says why.
                 Some(stage) => {
                     if !stage.hand_over() {
                         break Ok(());
@@ -175,28 +196,15 @@ pub fn run(
             if let Some(failure) = take_failure(&shared) {
                 break Err(Error::Delivery(failure));
             }
-            if last_commit.elapsed() >= config.commit_interval {
-                commit(
-                    &consumer,
-                    &shared,
-                    &config.input_topic,
-                    None,
-                    // Not Async: rust-rdkafka's BaseConsumer never reports the outcome of an
-                    // async commit (fede1024/rust-rdkafka#856), so a commit refused during a
-                    // rebalance was lost silently, its offsets marked as committed and never
-                    // sent again. A sync commit on loopback costs about a millisecond a second.
-                    CommitMode::Sync,
-                );
-                last_commit = Instant::now();
-            }
+            guarantee.tick(&consumer);
         };
         // The stage produces everything it was handed before the flush below.
         let staged = stage.map_or(Ok(()), Stage::finish);
         looped.and(staged)
     });
 
-    let state = stage_state.into_inner().unwrap_or_else(|e| e.into_inner());
-    let unacknowledged = shut_down(config, state, &producer, consumer, &shared);
+    let mut state = stage_state.into_inner().unwrap_or_else(|e| e.into_inner());
+    let unacknowledged = shut_down(config, &mut state, &*guarantee, consumer, &shared);
     let outcome = outcome.and_then(|()| match take_failure(&shared) {
         Some(failure) => Err(Error::Delivery(failure)),
         None => Ok(()),
@@ -212,31 +220,71 @@ pub fn run(
     })
 }
 
-/// Creates the producer and the consumer, checks the topics exist, and subscribes.
+/// Creates the producer (transactional for exactly once), the guarantee and the consumer,
+/// checks the topics exist, and subscribes.
 fn connect(
     config: &PipelineConfig,
     shared: &Arc<Shared>,
-) -> Result<(Arc<Producer_>, BaseConsumer<GroupContext>)> {
-    let producer: Arc<Producer_> = Arc::new(
-        config
+) -> Result<(Arc<Producer_>, Consumer_, Arc<dyn Guarantee>)> {
+    let producer_config = match config.guarantee {
+        GuaranteeKind::AtLeastOnce => config.kafka.producer(),
+        GuaranteeKind::ExactlyOnce => config
             .kafka
-            .producer()
+            .transactional_producer(&config.transactional_id),
+    };
+    let producer: Arc<Producer_> = Arc::new(
+        producer_config
             .create_with_context(DeliveryContext {
                 shared: shared.clone(),
             })
             .map_err(|e| Error::Config(format!("producer settings: {e}")))?,
     );
-    let consumer: BaseConsumer<GroupContext> = config
+    require_topics(&producer, config)?;
+    let guarantee: Arc<dyn Guarantee> = match config.guarantee {
+        GuaranteeKind::AtLeastOnce => Arc::new(AtLeastOnce {
+            shared: shared.clone(),
+            producer: producer.clone(),
+            input_topic: config.input_topic.clone(),
+            commit_interval: config.commit_interval,
+            flush_timeout: config.flush_timeout,
+            last_commit: Mutex::new(Instant::now()),
+        }),
+        GuaranteeKind::ExactlyOnce => {
+            // Fences an earlier producer with this id and aborts what it left open.
+            producer
+                .init_transactions(config.flush_timeout)
+                .map_err(|e| match &e {
+                    rdkafka::error::KafkaError::Transaction(t) if t.is_fatal() => {
+                        Error::TransactionFailed(format!("starting transactions: {e}"))
+                    }
+                    _ => Error::kafka(format!(
+                        "starting transactions as {:?} (the broker needs transactions enabled: transaction.state.log.replication.factor <= its brokers)",
+                        config.transactional_id
+                    ))(e),
+                })?;
+            Arc::new(ExactlyOnce {
+                shared: shared.clone(),
+                producer: producer.clone(),
+                input_topic: config.input_topic.clone(),
+                cadence: Cadence {
+                    interval: config.commit_interval,
+                    max_records: config.transaction_max_records,
+                },
+                timeout: config.flush_timeout,
+                state: Mutex::default(),
+            })
+        }
+    };
+    let consumer: Consumer_ = config
         .kafka
         .consumer(&config.group_id)
         .create_with_context(GroupContext {
             shared: shared.clone(),
-            producer: producer.clone(),
+            guarantee: guarantee.clone(),
             input_topic: config.input_topic.clone(),
             flush_timeout: config.flush_timeout,
         })
         .map_err(|e| Error::Config(format!("consumer settings: {e}")))?;
-    require_topics(&producer, config)?;
     consumer
         .subscribe(&[&config.input_topic])
         .map_err(Error::kafka(format!(
@@ -245,57 +293,34 @@ fn connect(
         )))?;
     tracing::info!(
         input = %config.input_topic, output = %config.output_topic, dead_letter = %config.dead_letter_topic,
-        group = %config.group_id, "pipeline started"
+        group = %config.group_id, guarantee = ?config.guarantee, "pipeline started"
     );
-    Ok((producer, consumer))
+    Ok((producer, consumer, guarantee))
 }
 
-/// Shutdown (or a fatal error), once the stage has finished: publish the final insights, let
-/// the producer deliver what it holds, commit exactly what was acknowledged (and counted by
-/// published insights), then leave the group and close the consumer. Returns how many records
-/// stayed unacknowledged (their offsets are not committed).
+/// Shutdown (or a fatal error), once the stage has finished: the guarantee publishes the final
+/// insights and makes what was done durable; then leave the group and close the consumer.
+/// Returns how many records were left out (their offsets are not committed).
 fn shut_down(
     config: &PipelineConfig,
-    mut state: StageState<'_>,
-    producer: &Producer_,
-    consumer: BaseConsumer<GroupContext>,
+    state: &mut StageState<'_>,
+    guarantee: &dyn Guarantee,
+    consumer: Consumer_,
     shared: &Shared,
 ) -> usize {
     shared.health.set_ready(false);
-    if let Some(c) = &mut state.checkpointer {
-        let published = c
-            .take(state.processor, true)
-            .and_then(|taken| publish(taken, &c.publishing.topic, producer, shared));
-        if let Err(e) = published {
-            tracing::error!(error = %e, "publishing the final insights failed");
-        }
-    }
-    tracing::info!(
-        in_flight = shared.tracker().in_flight(),
-        "stopping: flushing producer"
-    );
-    if let Err(e) = producer.flush(config.flush_timeout) {
-        tracing::warn!(error = %e, "flush timed out; unacknowledged records will be reprocessed");
-    }
-    commit(
-        &consumer,
-        shared,
-        &config.input_topic,
-        None,
-        CommitMode::Sync,
-    );
-    let unacknowledged = shared.tracker().in_flight();
-    shared.metrics.in_flight.set(unacknowledged as i64);
+    let left_out = guarantee.finish(&consumer, state);
+    shared.metrics.in_flight.set(left_out as i64);
     leave_group(&consumer, config.flush_timeout);
     drop(consumer);
-    unacknowledged
+    left_out
 }
 
 /// What the processing stage works with: the processor and, when publishing, the checkpoints.
-struct StageState<'p> {
+pub(super) struct StageState<'p> {
     processor: &'p mut Processor,
     checkpointer: Option<Checkpointer>,
-    /// The last checkpoint request a checkpoint was taken for.
+    /// At least once: the last checkpoint request a checkpoint was taken for.
     asked_answered: u64,
 }
 
@@ -304,39 +329,15 @@ fn lock<'a, T>(mutex: &'a Mutex<T>) -> MutexGuard<'a, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Takes a checkpoint when the interval has passed or a revocation asks for one. Its
-/// snapshots are encoded and sent from the insights thread, so the stage goes on meanwhile.
-fn checkpoint_if_wanted(state: &mut StageState<'_>, to: &(Arc<Producer_>, Arc<Shared>)) {
-    let Some(c) = &mut state.checkpointer else {
-        return;
-    };
-    // Requests up to `asked` are answered by this checkpoint: it is taken after them.
-    let asked = to.1.checkpoints_asked.load(Ordering::Acquire);
-    if asked <= state.asked_answered && !c.due() {
-        return;
-    }
-    state.asked_answered = asked;
-    let (producer, shared, topic) = (to.0.clone(), to.1.clone(), c.publishing.topic.clone());
-    c.take_then(state.processor, move |taken| {
-        let sent = taken.and_then(|taken| publish(taken, &topic, &producer, &shared));
-        if let Err(e) = sent {
-            shared.metrics.insights_publish_failures.inc();
-            tracing::error!(error = %e, "insights checkpoint failed; commits wait for the next one");
-        }
-        // Callbacks run in order on the insights thread: answers only grow.
-        shared.checkpoints_answered.fetch_max(asked, Ordering::AcqRel);
-    });
-}
-
 /// Takes up to `limit` records: waits briefly for the first, then drains what librdkafka has
 /// already fetched into the stage's batch (or, without a stage, copies each to the output).
 /// Returns how many were taken.
 fn run_batch(
-    consumer: &BaseConsumer<GroupContext>,
+    consumer: &Consumer_,
     config: &PipelineConfig,
     mut stage: Option<&mut Stage<'_>>,
     producer: &Producer_,
-    shared: &Shared,
+    guarantee: &dyn Guarantee,
     limit: usize,
 ) -> Result<usize> {
     // Debug level: disabled (and nearly free) unless RUST_LOG asks for it.
@@ -354,7 +355,7 @@ fn run_batch(
                 let record = InputRecord::of(&message);
                 match stage.as_deref_mut() {
                     Some(stage) => stage.push(record),
-                    None => pass_through(record, config, producer, shared)?,
+                    None => pass_through(record, config, producer, guarantee)?,
                 }
                 handled += 1;
             }
@@ -398,6 +399,49 @@ fn require_topics(producer: &Producer_, config: &PipelineConfig) -> Result<()> {
     Ok(())
 }
 
+/// Aborted transactions in a row, with no commit between them, before the pipeline gives up:
+/// something (a record the output topic refuses, say) fails every time.
+const ABORTS_IN_A_ROW: u32 = 5;
+
+/// Runs [`run`], and runs it again after an aborted transaction: the new run rejoins the group
+/// and reads on from the committed offsets, which is the rewind exactly once needs (nothing of
+/// the aborted transaction is visible, and no record polled after it may be produced).
+fn run_restarting_after_aborts(
+    config: &PipelineConfig,
+    processor: &mut Processor,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    shutdown: &Shutdown,
+) -> Result<RunSummary> {
+    let commits = || {
+        metrics
+            .commits
+            .get_or_create(&crate::metrics::OutcomeLabel { outcome: "ok" })
+            .get()
+    };
+    let mut in_a_row = 0;
+    loop {
+        let committed_before = commits();
+        match run(config, processor, metrics.clone(), health.clone(), shutdown) {
+            Err(Error::TransactionAborted(why)) if !shutdown.is_triggered() => {
+                in_a_row = if commits() > committed_before {
+                    1
+                } else {
+                    in_a_row + 1
+                };
+                if in_a_row >= ABORTS_IN_A_ROW {
+                    return Err(Error::TransactionFailed(format!(
+                        "{in_a_row} transactions aborted in a row without a commit between them, the last: {why}"
+                    )));
+                }
+                tracing::warn!(reason = %why, "starting again from the committed offsets after an aborted transaction");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Runs [`run`] on a blocking thread until `shutdown` is triggered, then stops it gracefully.
 /// Returns the summary and the processor (with its insights).
 pub async fn run_until(
@@ -409,7 +453,8 @@ pub async fn run_until(
 ) -> (Result<RunSummary>, Processor) {
     let shutdown = shutdown.clone();
     let task = tokio::task::spawn_blocking(move || {
-        let result = run(&config, &mut processor, metrics, health, &shutdown);
+        let result =
+            run_restarting_after_aborts(&config, &mut processor, metrics, health, &shutdown);
         (result, processor)
     });
     match task.await {

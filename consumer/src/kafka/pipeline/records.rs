@@ -1,16 +1,16 @@
 //! One input record into the record made from it: cleaned to the output or dead-lettered with
-//! its original bytes (or, for the baseline, copied unchanged), its offset tracked until the
-//! broker acknowledges that record.
+//! its original bytes (or, for the baseline, copied unchanged), its offset handed to the
+//! guarantee.
 
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::BaseRecord;
 
 use super::PipelineConfig;
+use super::guarantee::Guarantee;
 use super::produce::{Producer_, send};
 use super::shared::Shared;
 use crate::dead_letter::{self, Source};
-use crate::error::{Error, Result};
-use crate::kafka::offsets::DeliveryToken;
+use crate::error::Result;
 use crate::kafka::stage::InputRecord;
 use crate::processor::{Processor, Routed};
 
@@ -19,9 +19,9 @@ pub(super) fn pass_through(
     input: InputRecord<'_>,
     config: &PipelineConfig,
     producer: &Producer_,
-    shared: &Shared,
+    guarantee: &dyn Guarantee,
 ) -> Result<()> {
-    let token = track(shared, input.partition, input.offset, false)?;
+    let token = guarantee.track(input.partition, input.offset, false)?;
     let record = BaseRecord::<[u8], [u8], usize>::with_opaque_to(&config.output_topic, token);
     send(producer, with_original(record, input))
 }
@@ -33,15 +33,11 @@ pub(super) fn handle(
     processor: &mut Processor,
     producer: &Producer_,
     shared: &Shared,
+    guarantee: &dyn Guarantee,
 ) -> Result<()> {
     let (partition, offset) = (input.partition, input.offset);
     let routed = processor.process(input.payload.unwrap_or_default());
-    let token = track(
-        shared,
-        partition,
-        offset,
-        matches!(routed, Routed::DeadLetter(_)),
-    )?;
+    let token = guarantee.track(partition, offset, matches!(routed, Routed::DeadLetter(_)))?;
     match routed {
         Routed::Output { key, value } => send(
             producer,
@@ -69,28 +65,6 @@ pub(super) fn handle(
             send(producer, with_original(record, input))
         }
     }
-}
-
-/// Starts tracking an input offset and returns the delivery token for the record made from it.
-pub(super) fn track(
-    shared: &Shared,
-    partition: i32,
-    offset: i64,
-    dead_letter: bool,
-) -> Result<usize> {
-    let token = DeliveryToken {
-        partition,
-        offset,
-        dead_letter,
-    }
-    .encode()
-    .ok_or_else(|| {
-        Error::Config(format!(
-            "input partition {partition} offset {offset} is beyond what the offset tracker supports (partitions < 65536, offsets < 2^47)"
-        ))
-    })?;
-    shared.tracker().track(partition, offset);
-    Ok(token)
 }
 
 /// The input's key and value on `record`, byte for byte (absent stays absent).

@@ -1,0 +1,255 @@
+//! Exactly once: consume, clean and produce in Kafka transactions (KIP-447).
+//!
+//! One transactional producer per process. Every output, dead-letter and insights record is
+//! produced inside a transaction, and the transaction carries the input offsets it covers with
+//! the consumer's group metadata, so the results and the progress commit together or not at
+//! all (`kafka::transaction` holds the rules for when). The group metadata fences a member the
+//! group has moved on from: its commit fails, and so do its results.
+//!
+//! Failures:
+//! - Abortable (a record refused, a rebalance racing a commit, a lost assignment, a revocation
+//!   the stage could not drain in time): abort, so nothing of the transaction is visible, and
+//!   stop the loop with [`Error::TransactionAborted`]; `run_until` starts the pipeline again,
+//!   which rejoins the group and reads on from the committed offsets.
+//! - Fatal (fenced by a newer producer with the same transactional id, say): stop with
+//!   [`Error::TransactionFailed`], exit 1. The transaction is aborted by the broker.
+//!
+//! Every call here blocks (librdkafka waits for the coordinator): they run on the stage's or
+//! the poll loop's thread, never on the async runtime's.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::Consumer;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::Producer;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::StageState;
+use super::group::Consumer_;
+use super::guarantee::{Guarantee, token};
+use super::produce::{Producer_, publish};
+use super::shared::Shared;
+use crate::error::{Error, Result};
+use crate::kafka::transaction::{Broken, Cadence, TransactionState};
+use crate::metrics::OutcomeLabel;
+
+pub(super) struct ExactlyOnce {
+    pub(super) shared: Arc<Shared>,
+    pub(super) producer: Arc<Producer_>,
+    pub(super) input_topic: String,
+    pub(super) cadence: Cadence,
+    /// Upper bound for one transaction call (a commit flushes the producer first).
+    pub(super) timeout: Duration,
+    pub(super) state: Mutex<TransactionState>,
+}
+
+impl ExactlyOnce {
+    fn state(&self) -> MutexGuard<'_, TransactionState> {
+        // Plain data: a panic elsewhere while holding the lock leaves it usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Why the pipeline must stop, once it must.
+    fn stopped(state: &TransactionState) -> Result<()> {
+        match state.broken() {
+            None => Ok(()),
+            Some(Broken::Failed(why)) => Err(Error::TransactionFailed(why.clone())),
+            Some(Broken::Aborted(why)) => Err(Error::TransactionAborted(why.clone())),
+        }
+    }
+
+    /// Begins a transaction unless one is open.
+    fn open(&self, state: &mut TransactionState) -> Result<()> {
+        Self::stopped(state)?;
+        if state.open(Instant::now())
+            && let Err(e) = self.producer.begin_transaction()
+        {
+            self.fail(state, "beginning a transaction", e);
+        }
+        Self::stopped(state)
+    }
+
+    /// Commits the open transaction with its input offsets. Returns false when it failed (and
+    /// was aborted, or failed for good).
+    fn commit(&self, consumer: &Consumer_, state: &mut TransactionState) -> bool {
+        if state.broken().is_some() {
+            return false;
+        }
+        if !state.is_open() {
+            return true;
+        }
+        let started = Instant::now();
+        let offsets = state.offsets();
+        let sent = if offsets.is_empty() {
+            // Only insights in it: no input offsets to send.
+            Ok(())
+        } else {
+            let mut list = TopicPartitionList::with_capacity(offsets.len());
+            for (partition, next) in &offsets {
+                if let Err(e) =
+                    list.add_partition_offset(&self.input_topic, *partition, Offset::Offset(*next))
+                {
+                    self.fail(state, "listing the offsets to commit", e);
+                    return false;
+                }
+            }
+            match consumer.group_metadata() {
+                Some(group) => {
+                    self.producer
+                        .send_offsets_to_transaction(&list, &group, self.timeout)
+                }
+                None => {
+                    let why = "the consumer has no group metadata".to_owned();
+                    self.break_off(state, Broken::Aborted(why));
+                    return false;
+                }
+            }
+        };
+        let committed = sent.and_then(|()| self.producer.commit_transaction(self.timeout));
+        self.count_commit(committed.is_ok());
+        match committed {
+            Ok(()) => {
+                state.committed();
+                self.shared
+                    .metrics
+                    .transaction_commit_duration
+                    .observe(started.elapsed().as_secs_f64());
+                tracing::debug!(?offsets, "transaction committed");
+                true
+            }
+            Err(e) => {
+                self.fail(state, "committing the transaction", e);
+                false
+            }
+        }
+    }
+
+    fn count_commit(&self, ok: bool) {
+        let outcome = if ok { "ok" } else { "error" };
+        self.shared
+            .metrics
+            .commits
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+    }
+
+    /// A transaction call failed: abort unless the producer failed for good.
+    fn fail(&self, state: &mut TransactionState, doing: &str, error: KafkaError) {
+        let fatal = matches!(&error, KafkaError::Transaction(e) if e.is_fatal());
+        let why = format!("{doing}: {error}");
+        self.break_off(
+            state,
+            if fatal {
+                Broken::Failed(why)
+            } else {
+                Broken::Aborted(why)
+            },
+        );
+    }
+
+    /// Aborts the open transaction (unless the producer is beyond that) and stops the
+    /// pipeline: what it held is discarded, and the restart reads it again.
+    fn break_off(&self, state: &mut TransactionState, why: Broken) {
+        if state.broken().is_some() {
+            return;
+        }
+        let was_open = state.is_open();
+        let discarded = state.break_off(why.clone());
+        self.shared.metrics.aborted_transactions.inc();
+        match why {
+            Broken::Aborted(reason) => {
+                if was_open && let Err(e) = self.producer.abort_transaction(self.timeout) {
+                    tracing::error!(error = %e, "aborting the transaction failed; the broker aborts it at transaction.timeout.ms");
+                }
+                tracing::warn!(
+                    records = discarded,
+                    %reason,
+                    "transaction aborted: its results are discarded and the pipeline reads on from the committed offsets"
+                );
+            }
+            Broken::Failed(reason) => tracing::error!(
+                records = discarded,
+                %reason,
+                "the transactional producer failed for good; its open transaction is aborted by the broker"
+            ),
+        }
+    }
+}
+
+impl Guarantee for ExactlyOnce {
+    fn track(&self, partition: i32, offset: i64, dead_letter: bool) -> Result<usize> {
+        let token = token(partition, offset, dead_letter)?;
+        let mut state = self.state();
+        Self::stopped(&state)?;
+        if state.handled(partition, offset, Instant::now())
+            && let Err(e) = self.producer.begin_transaction()
+        {
+            self.fail(&mut state, "beginning a transaction", e);
+        }
+        Self::stopped(&state).map(|()| token)
+    }
+
+    /// Insights ride in the transaction: a snapshot is visible exactly when the results of
+    /// the events it counts are. It is encoded here, on the stage's thread (a few ms every
+    /// insights interval), since the transaction must not commit before it is produced.
+    fn settle(&self, consumer: &Consumer_, stage: &mut StageState<'_>) -> Result<()> {
+        let mut state = self.state();
+        if let Some(c) = stage.checkpointer.as_mut().filter(|c| c.due()) {
+            self.open(&mut state)?;
+            let sent = c.take(stage.processor, false).and_then(|taken| {
+                publish(taken, &c.publishing.topic, &self.producer, &self.shared)
+            });
+            if let Err(e) = sent {
+                self.shared.metrics.insights_publish_failures.inc();
+                tracing::error!(error = %e, "insights checkpoint failed; the next one carries its counts");
+            }
+        }
+        if state.due(Instant::now(), self.cadence) {
+            self.commit(consumer, &mut state);
+        }
+        Self::stopped(&state)
+    }
+
+    fn tick(&self, _consumer: &Consumer_) {}
+
+    fn revoke(&self, consumer: &Consumer_, partitions: &[i32], drained: bool, lost: bool) {
+        let mut state = self.state();
+        if lost {
+            // The group moved on: the commit would be fenced; the partitions' next owner
+            // starts from the last committed transaction.
+            let why = format!("the assignment of partitions {partitions:?} was lost");
+            self.break_off(&mut state, Broken::Aborted(why));
+        } else if !drained {
+            // Records of the revoked partitions may still be produced after the commit below,
+            // and committed later under a generation that no longer owns them.
+            let why = "the processing stage did not finish its batches in time for a revocation";
+            self.break_off(&mut state, Broken::Aborted(why.into()));
+        } else if self.commit(consumer, &mut state) {
+            tracing::info!(
+                ?partitions,
+                "revoked partitions' results and offsets committed"
+            );
+        }
+    }
+
+    fn finish(&self, consumer: &Consumer_, stage: &mut StageState<'_>) -> usize {
+        let mut state = self.state();
+        if state.broken().is_some() {
+            return 0;
+        }
+        if let Some(c) = &mut stage.checkpointer {
+            let published = self.open(&mut state).and_then(|()| {
+                c.take(stage.processor, true).and_then(|taken| {
+                    publish(taken, &c.publishing.topic, &self.producer, &self.shared)
+                })
+            });
+            if let Err(e) = published {
+                tracing::error!(error = %e, "publishing the final insights failed");
+            }
+        }
+        tracing::info!("stopping: committing the open transaction");
+        self.commit(consumer, &mut state);
+        0
+    }
+}

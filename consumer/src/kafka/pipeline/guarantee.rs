@@ -1,0 +1,203 @@
+//! The seam between the loop and the delivery guarantee: how progress becomes durable.
+//!
+//! The loop, the processing stage and the revocation callback do the same work in both modes
+//! (poll, clean, produce, drain on revocation); they differ only in what makes that work
+//! count. [`AtLeastOnce`] commits input offsets once the broker acknowledged what was made
+//! from them; `ExactlyOnce` (in `exactly_once`) commits them inside the transaction that holds
+//! what was made from them.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use rdkafka::consumer::CommitMode;
+use rdkafka::producer::Producer;
+
+use super::StageState;
+use super::group::{Consumer_, commit};
+use super::produce::{Producer_, publish};
+use super::shared::Shared;
+use crate::error::{Error, Result};
+use crate::kafka::offsets::DeliveryToken;
+
+/// What each guarantee does at the loop's few decision points.
+pub(super) trait Guarantee: Send + Sync {
+    /// The record at `offset` of `partition` is about to be produced (output or dead letter):
+    /// returns the delivery token the record carries to its delivery report.
+    fn track(&self, partition: i32, offset: i64, dead_letter: bool) -> Result<usize>;
+
+    /// On the stage thread after each batch and when idle: send an insights checkpoint when
+    /// one is due or asked for, and commit what is due. An error stops the stage.
+    fn settle(&self, consumer: &Consumer_, state: &mut StageState<'_>) -> Result<()>;
+
+    /// On the poll loop after each batch.
+    fn tick(&self, consumer: &Consumer_);
+
+    /// `partitions` are revoked, or `lost` (the group went on without this member). The
+    /// stage has finished what it was handed, unless `drained` is false.
+    fn revoke(&self, consumer: &Consumer_, partitions: &[i32], drained: bool, lost: bool);
+
+    /// Shutdown or a fatal error, once the stage has finished: publish the final insights and
+    /// make everything done durable. Returns how many records were left out (reprocessed by
+    /// the partitions' next owner).
+    fn finish(&self, consumer: &Consumer_, state: &mut StageState<'_>) -> usize;
+}
+
+/// Returns the token, or the error naming the record it cannot be made for.
+pub(super) fn token(partition: i32, offset: i64, dead_letter: bool) -> Result<usize> {
+    DeliveryToken {
+        partition,
+        offset,
+        dead_letter,
+    }
+    .encode()
+    .ok_or_else(|| {
+        Error::Config(format!(
+            "input partition {partition} offset {offset} is beyond what the offset tracker supports (partitions < 65536, offsets < 2^47)"
+        ))
+    })
+}
+
+/// At least once: an offset is committed once the broker acknowledged the record made from it
+/// (and, when publishing, once published insights count it), on the commit interval, on
+/// revocation and at shutdown. The idempotent producer's retries add no duplicates; a crash or
+/// a commit lost to a rebalance makes the next owner produce some records again.
+pub(super) struct AtLeastOnce {
+    pub(super) shared: Arc<Shared>,
+    pub(super) producer: Arc<Producer_>,
+    pub(super) input_topic: String,
+    pub(super) commit_interval: Duration,
+    pub(super) flush_timeout: Duration,
+    pub(super) last_commit: std::sync::Mutex<std::time::Instant>,
+}
+
+impl Guarantee for AtLeastOnce {
+    fn track(&self, partition: i32, offset: i64, dead_letter: bool) -> Result<usize> {
+        let token = token(partition, offset, dead_letter)?;
+        self.shared.tracker().track(partition, offset);
+        Ok(token)
+    }
+
+    /// Takes a checkpoint when the interval has passed or a revocation asks for one. Its
+    /// snapshots are encoded and sent from the insights thread, so the stage goes on
+    /// meanwhile; offsets wait for their acknowledgement (`OffsetTracker::cover`).
+    fn settle(&self, _consumer: &Consumer_, state: &mut StageState<'_>) -> Result<()> {
+        let Some(c) = &mut state.checkpointer else {
+            return Ok(());
+        };
+        // Requests up to `asked` are answered by this checkpoint: it is taken after them.
+        let asked = self.shared.checkpoints_asked.load(Ordering::Acquire);
+        if asked <= state.asked_answered && !c.due() {
+            return Ok(());
+        }
+        state.asked_answered = asked;
+        let (producer, shared, topic) = (
+            self.producer.clone(),
+            self.shared.clone(),
+            c.publishing.topic.clone(),
+        );
+        c.take_then(state.processor, move |taken| {
+            let sent = taken.and_then(|taken| publish(taken, &topic, &producer, &shared));
+            if let Err(e) = sent {
+                shared.metrics.insights_publish_failures.inc();
+                tracing::error!(error = %e, "insights checkpoint failed; commits wait for the next one");
+            }
+            // Callbacks run in order on the insights thread: answers only grow.
+            shared.checkpoints_answered.fetch_max(asked, Ordering::AcqRel);
+        });
+        Ok(())
+    }
+
+    fn tick(&self, consumer: &Consumer_) {
+        let mut last = self.last_commit.lock().unwrap_or_else(|e| e.into_inner());
+        if last.elapsed() < self.commit_interval {
+            return;
+        }
+        commit(
+            consumer,
+            &self.shared,
+            &self.input_topic,
+            None,
+            // Not Async: rust-rdkafka's BaseConsumer never reports the outcome of an async
+            // commit (fede1024/rust-rdkafka#856), so a commit refused during a rebalance was
+            // lost silently, its offsets marked as committed and never sent again. A sync
+            // commit on loopback costs about a millisecond a second.
+            CommitMode::Sync,
+        );
+        *last = std::time::Instant::now();
+    }
+
+    fn revoke(&self, consumer: &Consumer_, partitions: &[i32], _drained: bool, lost: bool) {
+        if lost {
+            // The group has given the partitions to others already: a commit now would be
+            // refused (or, worse, move their new owner's position).
+            tracing::warn!(
+                ?partitions,
+                "assignment lost; what was produced since the last commit is produced again by the partitions' next owner"
+            );
+            self.shared.tracker().forget(partitions);
+            return;
+        }
+        // The insights counting these partitions' events must be published before their
+        // offsets can be committed.
+        if self.shared.publishing && !self.shared.checkpoint_now(self.flush_timeout) {
+            tracing::warn!(
+                "no insights checkpoint in time; the next owner reprocesses what the last published snapshot does not count"
+            );
+        }
+        // Everything produced so far must be acknowledged before its offsets can be committed
+        // for the next owner of these partitions.
+        if let Err(e) = self.producer.flush(self.flush_timeout) {
+            tracing::warn!(error = %e, "flush on revocation timed out; unacknowledged records will be reprocessed by the next owner");
+        }
+        // The partitions' next owner starts from this commit: a failure here (a rebalance
+        // racing it, a coordinator moving) would make it reprocess what was produced.
+        let mut committed = false;
+        for attempt in 1..=3 {
+            committed = commit(
+                consumer,
+                &self.shared,
+                &self.input_topic,
+                Some(partitions),
+                CommitMode::Sync,
+            );
+            if committed {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100 * attempt));
+        }
+        if !committed {
+            tracing::warn!(
+                ?partitions,
+                "could not commit the revoked partitions' offsets; their next owner reprocesses from the last commit (duplicates)"
+            );
+        }
+        self.shared.tracker().forget(partitions);
+    }
+
+    fn finish(&self, consumer: &Consumer_, state: &mut StageState<'_>) -> usize {
+        if let Some(c) = &mut state.checkpointer {
+            let published = c.take(state.processor, true).and_then(|taken| {
+                publish(taken, &c.publishing.topic, &self.producer, &self.shared)
+            });
+            if let Err(e) = published {
+                tracing::error!(error = %e, "publishing the final insights failed");
+            }
+        }
+        tracing::info!(
+            in_flight = self.shared.tracker().in_flight(),
+            "stopping: flushing producer"
+        );
+        if let Err(e) = self.producer.flush(self.flush_timeout) {
+            tracing::warn!(error = %e, "flush timed out; unacknowledged records will be reprocessed");
+        }
+        commit(
+            consumer,
+            &self.shared,
+            &self.input_topic,
+            None,
+            CommitMode::Sync,
+        );
+        self.shared.tracker().in_flight()
+    }
+}

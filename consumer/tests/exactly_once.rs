@@ -1,0 +1,241 @@
+//! `--guarantee exactly-once` under faults, on the real broker, checked record by record as a
+//! read_committed reader sees the output and dead-letter topics: each input record's result
+//! exactly once, none missing, none twice.
+//!
+//! - A consumer SIGKILLed mid-stream (its transaction left open) and replaced: by a process
+//!   with another transactional id (a new pod), which waits for the broker to abort the
+//!   killed one's transaction; or with the same id (a container restarted in its pod), whose
+//!   start aborts it at once. Each prints the pause, from the kill to the first commit after.
+//! - A second consumer joining and leaving mid-stream (two cooperative rebalances).
+//! - A record the output topic refuses for good: the transaction aborts and the consumer exits
+//!   1 naming the record, as at least once does; nothing of the aborted transaction is
+//!   visible. Once the topic takes it, a restart delivers everything exactly once.
+//!
+//! The broker restarted mid-stream, in both modes, is in `faults.rs`.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const EXACTLY_ONCE: [&str; 2] = ["--guarantee", "exactly-once"];
+
+/// `fetch-consumer run --guarantee exactly-once` with `extra`, on the shared broker.
+fn start(group: &str, t: &Topics, extra: &[&str]) -> ConsumerProcess {
+    let args: Vec<&str> = EXACTLY_ONCE.iter().chain(extra).copied().collect();
+    start_consumer(&bootstrap(), group, t, &args)
+}
+
+/// Produces `records` as a steady stream (1,000 every 100 ms) on a thread of its own.
+fn stream<'s>(
+    scope: &'s std::thread::Scope<'s, '_>,
+    topic: &'s str,
+    records: &'s [Record],
+) -> std::thread::ScopedJoinHandle<'s, ()> {
+    scope.spawn(move || {
+        for chunk in records.chunks(1_000) {
+            produce(topic, chunk);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+}
+
+fn committed_total(group: &str, topic: &str) -> i64 {
+    total(&committed(group, topic))
+}
+
+/// Asserts the topics hold each input record's result exactly once; returns the tally.
+fn assert_exactly_once(t: &Topics, what: &str) -> Tally {
+    let tally = Tally::of(&bootstrap(), t);
+    eprintln!(
+        "{what}: {} input records; lost {} outputs, {} dead letters; duplicates {} outputs, {} dead letters",
+        tally.input,
+        tally.lost_outputs,
+        tally.lost_dead_letters,
+        tally.duplicate_outputs,
+        tally.duplicate_dead_letters
+    );
+    tally.assert_nothing_lost();
+    assert_eq!(
+        (tally.duplicate_outputs, tally.duplicate_dead_letters),
+        (0, 0),
+        "{what}: exactly once means no duplicates: {tally:?}"
+    );
+    tally
+}
+
+/// Kills a consumer mid-stream and starts another in its place, with the same transactional
+/// id or not. Returns the pause: from the kill to the replacement's first commit.
+fn killed_and_replaced(same_id: bool) -> Duration {
+    let t = topics_on(&bootstrap(), 4, 4, &[]);
+    let group = unique("group");
+    let input = records(30_000, 41);
+    // A session shorter than the default 45 s, so the group drops the killed member soon.
+    let mut extra = vec!["-X", "session.timeout.ms=6000"];
+    let id = format!("transactional.id={group}.fixed");
+    if same_id {
+        extra.extend(["-X", &id]);
+    }
+    let pause = std::thread::scope(|scope| {
+        let producing = stream(scope, &t.input, &input);
+        let first = start(&group, &t, &extra);
+        wait_until("a third of the stream committed", || {
+            committed_total(&group, &t.input) > 10_000
+        });
+        first.kill();
+        let killed = Instant::now();
+        let committed_at_kill = committed_total(&group, &t.input);
+        let second = start(&group, &t, &extra);
+        wait_until("the replacement's first commit", || {
+            committed_total(&group, &t.input) > committed_at_kill
+        });
+        let pause = killed.elapsed();
+        producing.join().expect("the producing thread");
+        wait_until("every input offset committed", || {
+            committed_everything(&bootstrap(), &group, &t.input)
+        });
+        let (code, _) = second.terminate();
+        assert_eq!(code, Some(0), "SIGTERM exits 0");
+        pause
+    });
+    assert_exactly_once(
+        &t,
+        &format!(
+            "SIGKILL mid-stream, replaced {} transactional id",
+            if same_id {
+                "with the same"
+            } else {
+                "with another"
+            }
+        ),
+    );
+    pause
+}
+
+/// A new pod: the broker aborts the killed one's open transaction at its timeout (30 s), and
+/// until then the partitions' committed offsets cannot be read (they are pending in it).
+#[test]
+fn a_consumer_killed_mid_stream_and_replaced_by_a_new_one_leaves_each_result_once() {
+    let pause = killed_and_replaced(false);
+    eprintln!(
+        "exactly once, SIGKILL then a replacement with another transactional id: first commit {:.1}s after the kill",
+        pause.as_secs_f64()
+    );
+}
+
+/// A container restarted in its pod keeps its transactional id: its start fences the killed
+/// producer and aborts its transaction at once; the group's session timeout is what is left.
+#[test]
+fn a_consumer_killed_mid_stream_and_restarted_with_its_id_leaves_each_result_once() {
+    let pause = killed_and_replaced(true);
+    eprintln!(
+        "exactly once, SIGKILL then a restart with the same transactional id: first commit {:.1}s after the kill",
+        pause.as_secs_f64()
+    );
+}
+
+#[test]
+fn a_second_consumer_joining_and_leaving_mid_stream_leaves_each_result_once() {
+    let t = topics_on(&bootstrap(), 6, 4, &[]);
+    let group = unique("group");
+    let input = records(40_000, 43);
+    std::thread::scope(|scope| {
+        let producing = stream(scope, &t.input, &input);
+        let first = start(&group, &t, &[]);
+        wait_until("a quarter of the stream committed", || {
+            committed_total(&group, &t.input) > 10_000
+        });
+        let second = start(&group, &t, &[]);
+        wait_until("the second consumer assigned partitions", || {
+            second.log().contains("partitions assigned")
+        });
+        wait_until("more than half the stream committed", || {
+            committed_total(&group, &t.input) > 22_000
+        });
+        let (code, _) = second.terminate();
+        assert_eq!(code, Some(0), "the second consumer leaves cleanly");
+        producing.join().expect("the producing thread");
+        wait_until("every input offset committed", || {
+            committed_everything(&bootstrap(), &group, &t.input)
+        });
+        let log = first.log();
+        assert!(
+            log.matches("partitions revoked").count() >= 1,
+            "the first consumer gave partitions up when the second joined:\n{log}"
+        );
+        let (code, _) = first.terminate();
+        assert_eq!(code, Some(0));
+    });
+    assert_exactly_once(&t, "a second consumer joining and leaving");
+}
+
+/// An output record larger than the output topic's `max.message.bytes`.
+#[test]
+fn a_record_the_output_topic_refuses_aborts_and_stops_and_after_the_fix_each_result_is_there_once()
+{
+    let bs = bootstrap();
+    let t = topics_on(&bs, 1, 3, &[("max.message.bytes", "49152")]);
+    let group = unique("group");
+    let before = records(150, 45);
+    produce(&t.input, &before);
+    let mut first = start(&group, &t, &[]);
+    wait_until("the records before it committed", || {
+        committed_everything(&bs, &group, &t.input)
+    });
+    let refused_offset = before.len() as i64;
+    let mut batch = vec![large_event_of(60_000)];
+    batch.extend(records(100, 46));
+    produce(&t.input, &batch);
+
+    let code = wait_for_exit(&mut first);
+    let log = first.log();
+    assert_eq!(code, Some(1), "a record refused for good exits 1:\n{log}");
+    assert!(
+        log.contains("delivery failed for good") && log.contains("MessageSizeTooLarge"),
+        "the last words say why:\n{log}"
+    );
+    assert!(
+        log.contains("transaction aborted"),
+        "its transaction is aborted:\n{log}"
+    );
+    assert_eq!(
+        committed(&group, &t.input),
+        HashMap::from([(0, refused_offset)]),
+        "nothing from the refused record on is committed"
+    );
+    let visible = read_to_end(&bs, &t.output).len() + read_to_end(&bs, &t.dead_letter).len();
+    assert_eq!(
+        visible as i64, refused_offset,
+        "a read_committed reader sees only the results committed before it"
+    );
+
+    set_topic_config(&bs, &t.output, &[("max.message.bytes", "1048588")]);
+    let second = start(&group, &t, &[]);
+    wait_until("the restarted consumer to commit everything", || {
+        committed_everything(&bs, &group, &t.input)
+    });
+    let (code, _) = second.terminate();
+    assert_eq!(code, Some(0));
+    assert_exactly_once(&t, "a refused record, then the fix");
+}
+
+/// A valid event of about 60 KB of random letters: under the default `--max-event-bytes`
+/// (64 KiB), over the output topic's 48 KiB.
+fn large_event_of(bytes: usize) -> Record {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let device_id: String = (0..bytes)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            char::from(b'a' + (state % 26) as u8)
+        })
+        .collect();
+    let value = serde_json::json!({
+        "user_id": "large-eos", "app_version": "2.3.0", "device_type": "android",
+        "ip": "10.1.2.3", "locale": "RU", "device_id": device_id, "timestamp": 1_694_479_551,
+    });
+    (b"large-eos".to_vec(), Some(value.to_string().into_bytes()))
+}
