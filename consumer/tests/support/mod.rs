@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 pub use fetch_testing::*;
 
 mod tally;
+// Not every test binary checks topics record by record.
+#[allow(unused_imports)]
 pub use tally::*;
 
 /// A running `fetch-consumer run` process.
