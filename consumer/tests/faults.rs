@@ -16,6 +16,9 @@
 //!   delivers to the new topic by itself; after it, it stops with exit code 1 and a restart
 //!   delivers everything. Nothing made from the deletion on is lost.
 //! - The consumer's log says when the broker goes away.
+//!
+//! Exactly once through a broker restart is here too; its other faults are in
+//! `exactly_once.rs`.
 
 mod support;
 
@@ -115,6 +118,28 @@ fn a_broker_restart_mid_stream_loses_nothing() {
     // Nothing was reprocessed (no restart, no rebalance) and the idempotent producer's retries
     // of the records in flight at the stop are deduplicated by the broker, which keeps its
     // producer state across a restart.
+    assert_eq!(
+        (tally.duplicate_outputs, tally.duplicate_dead_letters),
+        (0, 0),
+        "{tally:?}"
+    );
+}
+
+/// Exactly once through the same outage: the open transaction waits for the broker (its
+/// records and its commit are retried within `transaction.timeout.ms`, 30 s), and a
+/// read_committed reader sees each input record's result once.
+#[test]
+fn a_broker_restart_mid_stream_exactly_once_leaves_each_result_once() {
+    let (tally, consumer_log) = broker_restart_mid_stream(&["--guarantee", "exactly-once"]);
+    let aborted = consumer_log.contains("transaction aborted");
+    eprintln!(
+        "exactly once through a broker restart: {}",
+        if aborted {
+            "a transaction was aborted and the pipeline read on from the committed offsets"
+        } else {
+            "no transaction aborted"
+        }
+    );
     assert_eq!(
         (tally.duplicate_outputs, tally.duplicate_dead_letters),
         (0, 0),
