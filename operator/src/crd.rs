@@ -95,6 +95,21 @@ pub struct FetchPipelineSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
 
+    /// What the pipeline promises about each input event's result.
+    ///
+    /// `AtLeastOnce` (the default): every event's result is written; after a crash or a
+    /// rebalance some are written twice.
+    ///
+    /// `ExactlyOnce`: results are written in Kafka transactions together with the consumer
+    /// offsets, so readers with `isolation.level=read_committed` (librdkafka's default, not the
+    /// Java client's) see each event's result exactly once, up to 100 ms later than at least
+    /// once. Needs transactions on the brokers (`transaction.state.log.*` settings that their
+    /// count can meet). After a consumer pod is killed, its partitions wait up to the
+    /// transaction timeout (30 s) for the broker to abort what it left open, unless the
+    /// container restarts in the same pod (then at once). Changing it restarts the consumers.
+    #[serde(default)]
+    pub guarantee: Guarantee,
+
     /// Protection of personal data (`ip`, `device_id`) in the cleaned events.
     #[serde(default)]
     pub pii: PiiSpec,
@@ -442,6 +457,24 @@ pub struct PiiSpec {
     /// The Secret key holding the HMAC key for `Hash`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash_key_secret: Option<SecretKeyRef>,
+}
+
+/// What the pipeline promises about each input event's result.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Guarantee {
+    #[default]
+    AtLeastOnce,
+    ExactlyOnce,
+}
+
+impl Guarantee {
+    /// The consumer's `--guarantee` value.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Guarantee::AtLeastOnce => "at-least-once",
+            Guarantee::ExactlyOnce => "exactly-once",
+        }
+    }
 }
 
 /// How personal data is written.

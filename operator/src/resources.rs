@@ -230,6 +230,7 @@ pub fn consumer_env(fp: &FetchPipeline) -> Vec<EnvVar> {
         env("FETCH_HTTP_ADDR", format!("0.0.0.0:{HTTP_PORT}")),
         env("FETCH_LOG_FORMAT", "json"),
         env("FETCH_PII_MODE", spec.pii.mode.flag()),
+        env("FETCH_GUARANTEE", spec.guarantee.flag()),
         env(
             "FETCH_SHUTDOWN_TIMEOUT",
             format!("{SHUTDOWN_TIMEOUT_SECONDS}s"),
@@ -627,6 +628,20 @@ mod tests {
                 .value
                 .as_deref()
                 .is_some_and(|p| p.contains("sasl.mechanisms=SCRAM-SHA-512"))
+        );
+    }
+
+    #[test]
+    fn the_guarantee_reaches_the_consumers() {
+        let env_of = |spec: &str| {
+            let (d, _) = deployment(&pipeline(spec), "img", 1, Rollout::Rolling);
+            env_map(&d)["FETCH_GUARANTEE"].value.clone()
+        };
+        let kafka = "kafka: {bootstrapServers: 'k:9092'}";
+        assert_eq!(env_of(kafka).as_deref(), Some("at-least-once"));
+        assert_eq!(
+            env_of(&format!("{kafka}\nguarantee: ExactlyOnce")).as_deref(),
+            Some("exactly-once")
         );
     }
 
