@@ -10,10 +10,15 @@
 #    (same clients and settings, bytes copied unchanged on the poll loop's thread); best of
 #    BENCH_ROUNDS (2) each, with the CPU each used per event (consumer and broker). The
 #    pipeline also runs with insights publishing off (`--insights-topic ''`): publishing must
-#    cost at most 3%, and the line `insights on/off` prints the ratio.
+#    cost at most 3%, and the line `insights on/off` prints the ratio. And exactly once
+#    (`--guarantee exactly-once`, transactions every 100 ms by default) against at least once:
+#    the goal is >= 0.8x; one more drain per interval of BENCH_EOS_INTERVALS ("50ms 1s")
+#    draws the curve.
 # 2. Latency: at BENCH_LATENCY_RATE (20,000) events/s for BENCH_LATENCY_SECONDS (15), p50/p99
 #    from the input's produce time to the output's append time (after a 1 s warm-up; the
-#    all-events p99 is printed too).
+#    all-events p99 is printed too), at least once and exactly once. Exactly once, a
+#    read_committed reader sees a record when its transaction commits: add up to the commit
+#    interval and the commit itself (fetch_consumer_transaction_commit_duration_seconds).
 # 3. Memory: peak RSS of `process` over BENCH_MEMORY_EVENTS (10,000,000) events with as many
 #    distinct users and IPs, against 10,000 events.
 #
@@ -27,6 +32,7 @@ rounds="${BENCH_ROUNDS:-2}"
 latency_rate="${BENCH_LATENCY_RATE:-20000}"
 latency_seconds="${BENCH_LATENCY_SECONDS:-15}"
 memory_events="${BENCH_MEMORY_EVENTS:-10000000}"
+eos_intervals="${BENCH_EOS_INTERVALS:-50ms 1s}"
 
 "$HACK_DIR/install-system-deps.sh"
 need cargo
@@ -42,8 +48,9 @@ trap '"$HACK_DIR/kafka.sh" stop "$state/kafka"' EXIT
 KAFKA_HEAP=2g "$HACK_DIR/kafka.sh" start "$state/kafka" >/dev/null
 bootstrap="$(sed -n 's/^KAFKA_BOOTSTRAP=//p' "$state/kafka/env")"
 topic() { "$HACK_DIR/kafka.sh" topic "$state/kafka" "$@" >/dev/null; }
-for t in bench-in bench-out bench-pass bench-dlq lat-in lat-dlq; do topic "$t" "$partitions"; done
+for t in bench-in bench-out bench-pass bench-dlq lat-dlq eos-lat-dlq; do topic "$t" "$partitions"; done
 topic lat-out "$partitions" --config message.timestamp.type=LogAppendTime
+topic eos-lat-out "$partitions" --config message.timestamp.type=LogAppendTime
 
 log "loading $events events into bench-in ($partitions partitions)"
 "$bin" --log-format json generate --bootstrap-servers "$bootstrap" --topic bench-in --rate 0 \
@@ -70,7 +77,7 @@ drain() {
 
 # CPU per event tells a CPU-bound run from one that waits: with the broker on the same cores,
 # the ratio cannot beat pass-through CPU / pipeline CPU once both keep the cores busy.
-best_pass=0 best_pipe=0 best_quiet=0 pipe_rss=0 pass_cpu="" pipe_cpu=""
+best_pass=0 best_pipe=0 best_quiet=0 best_eos=0 pipe_rss=0 pass_cpu="" pipe_cpu="" eos_cpu=""
 for round in $(seq "$rounds"); do
   read -r eps _ cpu broker < <(drain "pass-$round" bench-pass --passthrough)
   log "round $round: pass-through $eps events/s (CPU per event: consumer $cpu us, broker $broker us)"
@@ -82,25 +89,43 @@ for round in $(seq "$rounds"); do
   read -r eps _ cpu broker < <(drain "quiet-$round" bench-out --insights-topic '')
   log "round $round: pipeline, insights not published $eps events/s (CPU per event: consumer $cpu us, broker $broker us)"
   [ "$eps" -gt "$best_quiet" ] && best_quiet="$eps"
+  read -r eps _ cpu broker < <(drain "eos-$round" bench-out --guarantee exactly-once)
+  log "round $round: pipeline, exactly once (100ms) $eps events/s (CPU per event: consumer $cpu us, broker $broker us)"
+  [ "$eps" -gt "$best_eos" ] && best_eos="$eps" eos_cpu="consumer $cpu us + broker $broker us"
+done
+eos_curve=""
+for interval in $eos_intervals; do
+  read -r eps _ _ _ < <(drain "eos-$interval" bench-out --guarantee exactly-once --commit-interval "$interval")
+  log "exactly once, transactions every $interval: $eps events/s"
+  eos_curve="$eos_curve $interval: $eps ($(python3 -c "print(f'{$eps / max($best_pipe, 1):.2f}')")x);"
 done
 
-log "latency at $latency_rate events/s for ${latency_seconds}s"
-"$bin" --log-format json run --bootstrap-servers "$bootstrap" --group-id bench-latency \
-  --input-topic lat-in --output-topic lat-out --dead-letter-topic lat-dlq --http-addr 127.0.0.1:0 \
-  --commit-interval 1s >"$state/latency-consumer.out" 2>"$state/latency-consumer.err" &
-consumer_pid=$!
-# Load only once the consumer holds its partitions, or the first events wait for the group.
-for _ in $(seq 300); do
-  grep -q '"partitions assigned"' "$state/latency-consumer.err" && break
-  sleep 0.1
-done
-grep -q '"partitions assigned"' "$state/latency-consumer.err" ||
-  die "the latency consumer got no partitions in 30 s (see $state/latency-consumer.err)"
-"$bin" --log-format json generate --bootstrap-servers "$bootstrap" --topic lat-in --rate "$latency_rate" \
-  --count "$((latency_rate * latency_seconds))" 2>"$state/latency-load.log"
-sleep 3
-kill -TERM "$consumer_pid" && wait "$consumer_pid" || true
-latency="$("$latency_tool" "$bootstrap" lat-in lat-out)"
+# Prints the latency line of a consumer run at the fixed rate, with `$@` added to its flags.
+latency_of() {
+  local name="$1" out="$2" dlq="$3" consumer_pid
+  shift 3
+  log "latency ($name) at $latency_rate events/s for ${latency_seconds}s"
+  "$bin" --log-format json run --bootstrap-servers "$bootstrap" --group-id "bench-latency-$name" \
+    --input-topic "lat-in-$name" --output-topic "$out" --dead-letter-topic "$dlq" --http-addr 127.0.0.1:0 \
+    "$@" >"$state/latency-$name.out" 2>"$state/latency-$name.err" &
+  consumer_pid=$!
+  # Load only once the consumer holds its partitions, or the first events wait for the group.
+  for _ in $(seq 300); do
+    grep -q '"partitions assigned"' "$state/latency-$name.err" && break
+    sleep 0.1
+  done
+  grep -q '"partitions assigned"' "$state/latency-$name.err" ||
+    die "the latency consumer got no partitions in 30 s (see $state/latency-$name.err)"
+  "$bin" --log-format json generate --bootstrap-servers "$bootstrap" --topic "lat-in-$name" --rate "$latency_rate" \
+    --count "$((latency_rate * latency_seconds))" 2>"$state/latency-load-$name.log"
+  sleep 3
+  kill -TERM "$consumer_pid" && wait "$consumer_pid" || true
+  "$latency_tool" "$bootstrap" "lat-in-$name" "$out"
+}
+topic lat-in-alo "$partitions"
+topic lat-in-eos "$partitions"
+latency="$(latency_of alo lat-out lat-dlq --commit-interval 1s)"
+eos_latency="$(latency_of eos eos-lat-out eos-lat-dlq --guarantee exactly-once)"
 
 log "memory: process over $memory_events events with distinct users and IPs (baseline: 10,000)"
 peak_rss_kb() {
@@ -120,7 +145,9 @@ echo
 echo "throughput  pipeline $best_pipe events/s, pass-through $best_pass events/s (best of $rounds, $events events, $partitions partitions)"
 echo "cpu/event   pipeline $pipe_cpu; pass-through $pass_cpu ($(nproc) cores in all)"
 echo "insights    on/off $insights_ratio: pipeline publishing insights $best_pipe events/s, not publishing $best_quiet events/s"
-echo "$latency"
+echo "exactly once  $best_eos events/s, $(python3 -c "print(f'{$best_eos / max($best_pipe, 1):.2f}')")x at least once (transactions every 100ms; cpu/event $eos_cpu); other intervals:$eos_curve"
+echo "$latency (at least once)"
+echo "$eos_latency (exactly once, append time; read_committed readers see it at the transaction's commit)"
 echo "memory      peak RSS $((rss_large / 1024)) MB after $memory_events events vs $((rss_small / 1024)) MB after 10,000 (process mode)"
 echo "            $users_line"
 echo "            $top_line"

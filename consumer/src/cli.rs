@@ -316,6 +316,41 @@ mod tests {
     }
 
     #[test]
+    fn the_guarantee_picks_the_commit_interval_unless_one_is_given() {
+        let run = |args: &[&str]| match Cli::try_parse_from(
+            ["fetch-consumer", "run"].iter().chain(args).copied(),
+        )
+        .map(|c| c.command)
+        {
+            Ok(Command::Run(run)) => {
+                let interval = run
+                    .commit_interval
+                    .unwrap_or(run.guarantee.default_commit_interval());
+                Ok((run.guarantee, interval))
+            }
+            Ok(other) => panic!("not run: {other:?}"),
+            Err(e) => Err(e.to_string()),
+        };
+        assert_eq!(
+            run(&[]),
+            Ok((Guarantee::AtLeastOnce, Duration::from_secs(1)))
+        );
+        assert_eq!(
+            run(&["--guarantee", "exactly-once"]),
+            Ok((Guarantee::ExactlyOnce, Duration::from_millis(100)))
+        );
+        assert_eq!(
+            run(&["--guarantee", "exactly-once", "--commit-interval", "1s"]),
+            Ok((Guarantee::ExactlyOnce, Duration::from_secs(1)))
+        );
+        let err = run(&["--guarantee", "exactly_once"]).expect_err("unknown value");
+        assert!(
+            err.contains("possible values: at-least-once, exactly-once"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn windows_take_any_length_up_to_an_hour() {
         fn window(w: &str) -> Option<Duration> {
             match Cli::try_parse_from(["fetch-consumer", "insights", "--window", w])
