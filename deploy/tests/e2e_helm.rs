@@ -242,6 +242,69 @@ async fn a_deleted_consumer_pod_is_replaced_and_nothing_is_lost() {
     await_pipeline_output(&topics, &events);
 }
 
+/// `spec.guarantee: ExactlyOnce` on real pods: a consumer pod deleted mid-stream (the
+/// kubelet stops it with SIGTERM, it commits its transaction) and replaced by a pod with
+/// another name, so another transactional id; a read_committed reader then finds each input
+/// event's result exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exactly_once_pipeline_keeps_each_result_once_through_a_pod_replacement() {
+    let client = client().await;
+    ensure_chart(&client).await;
+    let ns = "e2e-exactly-once";
+    let _namespace = TestNamespace::restricted(&client, ns).await;
+    let topics = Topics::create(ns, 3);
+    apply(&pipeline(
+        "logins",
+        ns,
+        &topics,
+        &bootstrap(),
+        "  guarantee: ExactlyOnce",
+    ));
+    let before = ready_consumers(&client, ns, "logins", 3).await;
+    let env = kubectl(&[
+        "get",
+        "deploy",
+        "-n",
+        ns,
+        "-o",
+        "jsonpath={.items[0].spec.template.spec.containers[0].env[?(@.name=='FETCH_GUARANTEE')].value}",
+    ]);
+    assert_eq!(env, "exactly-once", "the pods run exactly once");
+
+    let events = events(6_000, 7);
+    let producing = produce_over(&topics.input, &events, 20, Duration::from_secs(15));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let victim = before[0].name_any();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    pods.delete(&victim, &DeleteParams::default())
+        .await
+        .expect("delete a consumer pod");
+    eventually("the deleted pod replaced", || async {
+        let now = ready_pods(&client, ns, &consumer_selector("logins"), 3).await;
+        (!names(&now).contains(&victim)).then_some(())
+    })
+    .await;
+    producing.join().expect("producer");
+    await_pipeline_output(&topics, &events);
+
+    // Each result once, as a read_committed reader sees the topics.
+    let output = fetch_testing::read_to_end(&bootstrap(), &topics.output);
+    let keys: BTreeSet<Vec<u8>> = output
+        .iter()
+        .map(|m| rdkafka::Message::key(m).unwrap_or_default().to_vec())
+        .collect();
+    let dead = fetch_testing::read_to_end(&bootstrap(), &topics.dead_letter);
+    assert_eq!(
+        (output.len(), keys.len(), dead.len()),
+        (
+            events.valid.len(),
+            events.valid.len(),
+            events.rejected_records
+        ),
+        "output records, distinct output keys and dead letters: each event's result exactly once"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_standby_operator_takes_over_when_the_leader_pod_is_deleted() {
     let client = client().await;
