@@ -60,42 +60,55 @@ log "loading $events events into bench-in ($partitions partitions)"
 broker_cpu() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$(cat "$state/kafka/kafka.pid")/stat"; }
 
 # Runs the consumer until it has drained the input; prints
-# "<events/s> <peak RSS KiB> <consumer CPU us/event> <broker CPU us/event>".
+# "<events/s> <peak RSS KiB> <consumer CPU us/event> <broker CPU us/event> <requests>", the last
+# from the run's "requests to the brokers" line (statistics every second): produce and fetch
+# requests per 1,000 events and records per produce batch.
 drain() {
   local name="$1" output="$2" broker_before
   shift 2
   broker_before="$(broker_cpu)"
   /usr/bin/time -f '%M %U %S' -o "$state/$name.rss" "$bin" --log-format json run --bootstrap-servers "$bootstrap" \
     --group-id "bench-$name-$RANDOM$RANDOM" --input-topic bench-in --output-topic "$output" \
-    --dead-letter-topic bench-dlq --http-addr 127.0.0.1:0 --max-records "$events" "$@" \
+    --dead-letter-topic bench-dlq --http-addr 127.0.0.1:0 --max-records "$events" -X statistics.interval.ms=1000 "$@" \
     >"$state/$name.out" 2>"$state/$name.err" || die "$name run failed (see $state/$name.err)"
   local eps rss user sys
   eps="$(sed -n 's/^throughput *\([0-9,]*\) events\/s.*/\1/p' "$state/$name.out" | tr -d ,)"
   read -r rss user sys <"$state/$name.rss"
-  python3 -c "print(${eps:-0}, $rss, f'{($user + $sys) * 1e6 / $events:.2f}', f'{($(broker_cpu) - $broker_before) * 1e6 / $events:.2f}')"
+  python3 - "$state/$name.err" <<EOF
+import json, sys
+fields = {}
+for line in open(sys.argv[1]):
+    if '"requests to the brokers"' in line:
+        fields = json.loads(line)["fields"]
+per_k = lambda n: f"{n * 1000 / $events:.1f}"
+requests = (f"produce={per_k(fields.get('produce_requests', 0))}/1k-events,"
+            f"fetch={per_k(fields.get('fetch_requests', 0))}/1k-events,"
+            f"records/batch={fields.get('records_per_produce_batch', '?')}")
+print(${eps:-0}, $rss, f"{($user + $sys) * 1e6 / $events:.2f}", f"{($(broker_cpu) - $broker_before) * 1e6 / $events:.2f}", requests)
+EOF
 }
 
 # CPU per event tells a CPU-bound run from one that waits: with the broker on the same cores,
 # the ratio cannot beat pass-through CPU / pipeline CPU once both keep the cores busy.
 best_pass=0 best_pipe=0 best_quiet=0 best_eos=0 pipe_rss=0 pass_cpu="" pipe_cpu="" eos_cpu=""
 for round in $(seq "$rounds"); do
-  read -r eps _ cpu broker < <(drain "pass-$round" bench-pass --passthrough)
-  log "round $round: pass-through $eps events/s (CPU per event: consumer $cpu us, broker $broker us)"
+  read -r eps _ cpu broker requests < <(drain "pass-$round" bench-pass --passthrough)
+  log "round $round: pass-through $eps events/s (CPU per event: consumer $cpu us, broker $broker us; requests $requests)"
   [ "$eps" -gt "$best_pass" ] && best_pass="$eps" pass_cpu="consumer $cpu us + broker $broker us"
-  read -r eps rss cpu broker < <(drain "pipe-$round" bench-out)
-  log "round $round: pipeline     $eps events/s (CPU per event: consumer $cpu us, broker $broker us; peak RSS $((rss / 1024)) MB)"
+  read -r eps rss cpu broker requests < <(drain "pipe-$round" bench-out)
+  log "round $round: pipeline     $eps events/s (CPU per event: consumer $cpu us, broker $broker us; peak RSS $((rss / 1024)) MB; requests $requests)"
   [ "$eps" -gt "$best_pipe" ] && best_pipe="$eps" pipe_cpu="consumer $cpu us + broker $broker us"
   [ "$rss" -gt "$pipe_rss" ] && pipe_rss="$rss"
-  read -r eps _ cpu broker < <(drain "quiet-$round" bench-out --insights-topic '')
+  read -r eps _ cpu broker _ < <(drain "quiet-$round" bench-out --insights-topic '')
   log "round $round: pipeline, insights not published $eps events/s (CPU per event: consumer $cpu us, broker $broker us)"
   [ "$eps" -gt "$best_quiet" ] && best_quiet="$eps"
-  read -r eps _ cpu broker < <(drain "eos-$round" bench-out --guarantee exactly-once)
-  log "round $round: pipeline, exactly once (100ms) $eps events/s (CPU per event: consumer $cpu us, broker $broker us)"
+  read -r eps _ cpu broker requests < <(drain "eos-$round" bench-out --guarantee exactly-once)
+  log "round $round: pipeline, exactly once (100ms) $eps events/s (CPU per event: consumer $cpu us, broker $broker us; requests $requests)"
   [ "$eps" -gt "$best_eos" ] && best_eos="$eps" eos_cpu="consumer $cpu us + broker $broker us"
 done
 eos_curve=""
 for interval in $eos_intervals; do
-  read -r eps _ _ _ < <(drain "eos-$interval" bench-out --guarantee exactly-once --commit-interval "$interval")
+  read -r eps _ _ _ _ < <(drain "eos-$interval" bench-out --guarantee exactly-once --commit-interval "$interval")
   log "exactly once, transactions every $interval: $eps events/s"
   eos_curve="$eos_curve $interval: $eps ($(python3 -c "print(f'{$eps / max($best_pipe, 1):.2f}')")x);"
 done

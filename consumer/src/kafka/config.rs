@@ -130,7 +130,9 @@ impl KafkaSettings {
             .set("acks", "all")
             .set("linger.ms", "5")
             .set("compression.type", "lz4")
-            .set("queue.buffering.max.kbytes", "16384");
+            .set("queue.buffering.max.kbytes", "16384")
+            // Request counts and batch sizes for the run's summary line.
+            .set("statistics.interval.ms", "5000");
         self.with_overrides(c)
     }
 

@@ -8,6 +8,7 @@ pub mod generate;
 pub mod insights_topic;
 pub mod offsets;
 pub mod pipeline;
+pub mod requests;
 mod stage;
 pub mod transaction;
 

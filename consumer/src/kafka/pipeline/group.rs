@@ -38,6 +38,7 @@ impl ClientContext for GroupContext {
     }
 
     fn stats(&self, statistics: Statistics) {
+        self.shared.requests().consumer.update(&statistics);
         let Some(topic) = statistics.topics.get(&self.input_topic) else {
             return;
         };

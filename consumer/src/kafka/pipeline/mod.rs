@@ -209,6 +209,7 @@ pub fn run(
         Some(failure) => Err(Error::Delivery(failure)),
         None => Ok(()),
     });
+    log_requests(&shared, consumed);
     // From the first record to the last acknowledgement: group joining is not throughput.
     let elapsed = first_record.map_or(Duration::ZERO, |t| t.elapsed());
     outcome.map(|()| RunSummary {
@@ -314,6 +315,27 @@ fn shut_down(
     leave_group(&consumer, config.flush_timeout);
     drop(consumer);
     left_out
+}
+
+/// The run's requests to the brokers, per record consumed: what the broker's work follows
+/// (`hack/bench.sh` prints it). From the latest statistics, up to `statistics.interval.ms` old.
+fn log_requests(shared: &Shared, consumed: u64) {
+    let requests = shared.requests();
+    let (p, c) = (&requests.producer, &requests.consumer);
+    let count = |r: &super::requests::ClientRequests, name| r.sent.get(name).copied().unwrap_or(0);
+    tracing::info!(
+        consumed,
+        produce_requests = count(p, "Produce"),
+        fetch_requests = count(c, "Fetch"),
+        offset_commits = count(c, "OffsetCommit"),
+        transaction_requests = count(p, "AddPartitionsToTxn")
+            + count(p, "AddOffsetsToTxn")
+            + count(p, "TxnOffsetCommit")
+            + count(p, "EndTxn"),
+        records_per_produce_batch = format!("{:.1}", p.records_per_batch()),
+        bytes_per_produce_batch = p.batched_bytes / p.batches.max(1),
+        "requests to the brokers"
+    );
 }
 
 /// What the processing stage works with: the processor and, when publishing, the checkpoints.

@@ -11,6 +11,7 @@ use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, ProducerContext};
+use rdkafka::statistics::Statistics;
 
 use super::shared::Shared;
 use crate::error::{Error, Result};
@@ -30,6 +31,10 @@ impl ClientContext for DeliveryContext {
 
     fn error(&self, error: KafkaError, reason: &str) {
         client_log::error(error, reason);
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        self.shared.requests().producer.update(&statistics);
     }
 }
 

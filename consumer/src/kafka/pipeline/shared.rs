@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use crate::health::Health;
 use crate::kafka::checkpoint::Ledger;
 use crate::kafka::offsets::OffsetTracker;
+use crate::kafka::requests::ClientRequests;
 use crate::kafka::stage::StageProgress;
 use crate::metrics::Metrics;
 
@@ -34,6 +35,15 @@ pub(super) struct Shared {
     /// not count what the stage finished for the revocation, and committing on it would hand
     /// the partitions over behind what was produced.
     pub(super) checkpoints_answered: AtomicU64,
+    /// What the producer and the consumer asked of the brokers, from their statistics.
+    pub(super) requests: Mutex<Requests>,
+}
+
+/// Both clients' requests.
+#[derive(Debug, Default)]
+pub(super) struct Requests {
+    pub(super) producer: ClientRequests,
+    pub(super) consumer: ClientRequests,
 }
 
 impl Shared {
@@ -53,6 +63,7 @@ impl Shared {
             publishing,
             checkpoints_asked: AtomicU64::new(0),
             checkpoints_answered: AtomicU64::new(0),
+            requests: Mutex::default(),
         }
     }
 
@@ -60,6 +71,10 @@ impl Shared {
         // A poisoned lock means a callback panicked; the data is still consistent enough to
         // keep committing conservatively, so recover rather than abort.
         self.tracker.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn requests(&self) -> MutexGuard<'_, Requests> {
+        self.requests.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(super) fn ledger(&self) -> MutexGuard<'_, Ledger> {

@@ -1,0 +1,133 @@
+//! What the pipeline's clients ask of the brokers: request counts and produce batch sizes,
+//! from librdkafka's statistics, so the broker's side of a run's cost can be told apart
+//! (request churn against records).
+//!
+//! Rules:
+//! - Request counts are cumulative in librdkafka's statistics: the latest emission is the
+//!   total, summed over the brokers.
+//! - Batch windows (`batchcnt`, `batchsize`) cover only the time since the previous emission:
+//!   their sums and counts are added up emission by emission.
+//!
+//! Pure logic; the client contexts feed it.
+
+use std::collections::BTreeMap;
+
+use rdkafka::statistics::Statistics;
+
+/// The requests worth watching, by librdkafka's names for them.
+pub const WATCHED: [&str; 9] = [
+    "Produce",
+    "Fetch",
+    "OffsetCommit",
+    "Metadata",
+    "Heartbeat",
+    "AddPartitionsToTxn",
+    "AddOffsetsToTxn",
+    "TxnOffsetCommit",
+    "EndTxn",
+];
+
+/// One client's requests so far, and its produce batches.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ClientRequests {
+    /// Requests sent, by name, summed over the brokers (only names sent at least once).
+    pub sent: BTreeMap<&'static str, i64>,
+    /// Records in the produce batches so far, and how many batches.
+    pub batched_records: i64,
+    pub batches: i64,
+    /// Bytes in the produce batches so far.
+    pub batched_bytes: i64,
+}
+
+impl ClientRequests {
+    /// Takes in one statistics emission.
+    pub fn update(&mut self, statistics: &Statistics) {
+        for name in WATCHED {
+            let total: i64 = statistics
+                .brokers
+                .values()
+                .filter_map(|b| b.req.get(name))
+                .sum();
+            if total > 0 {
+                self.sent.insert(name, total);
+            }
+        }
+        for topic in statistics.topics.values() {
+            self.batched_records += topic.batchcnt.sum;
+            self.batches += topic.batchcnt.cnt;
+            self.batched_bytes += topic.batchsize.sum;
+        }
+    }
+
+    /// Records per produce batch, on average.
+    pub fn records_per_batch(&self) -> f64 {
+        if self.batches == 0 {
+            0.0
+        } else {
+            self.batched_records as f64 / self.batches as f64
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn emission(json: &str) -> Statistics {
+        serde_json::from_str(json).expect("statistics")
+    }
+
+    /// A librdkafka statistics emission, cut to what is read here (plus what the type needs).
+    fn stats(produce: (i64, i64), batch: (i64, i64, i64)) -> Statistics {
+        let broker = |name: &str, produce: i64| {
+            format!(
+                r#""{name}": {{"name": "{name}", "nodeid": 1, "nodename": "{name}", "source": "learned", "state": "UP",
+                "stateage": 0, "outbuf_cnt": 0, "outbuf_msg_cnt": 0, "waitresp_cnt": 0, "waitresp_msg_cnt": 0,
+                "tx": 0, "txbytes": 0, "txerrs": 0, "txretries": 0, "txidle": 0, "req_timeouts": 0, "rx": 0,
+                "rxbytes": 0, "rxerrs": 0, "rxcorriderrs": 0, "rxpartial": 0, "rxidle": 0, "zbuf_grow": 0,
+                "buf_grow": 0, "wakeups": 0, "connects": 1, "disconnects": 0,
+                "req": {{"Produce": {produce}, "Fetch": 0}}, "toppars": {{}}}}"#
+            )
+        };
+        let window = |sum: i64, cnt: i64| {
+            format!(
+                r#"{{"min": 0, "max": 0, "avg": 0, "sum": {sum}, "cnt": {cnt}, "stddev": 0, "hdrsize": 0,
+                "p50": 0, "p75": 0, "p90": 0, "p95": 0, "p99": 0, "p99_99": 0, "outofrange": 0}}"#
+            )
+        };
+        emission(&format!(
+            r#"{{"name": "c", "client_id": "c", "type": "producer", "ts": 0, "time": 0, "age": 0,
+            "replyq": 0, "msg_cnt": 0, "msg_size": 0, "msg_max": 0, "msg_size_max": 0, "simple_cnt": 0,
+            "metadata_cache_cnt": 0, "tx": 0, "tx_bytes": 0, "rx": 0, "rx_bytes": 0, "txmsgs": 0,
+            "txmsg_bytes": 0, "rxmsgs": 0, "rxmsg_bytes": 0,
+            "brokers": {{{}, {}}},
+            "topics": {{"out": {{"topic": "out", "age": 0, "metadata_age": 0, "batchsize": {}, "batchcnt": {},
+            "partitions": {{}}}}}}}}"#,
+            broker("b1", produce.0),
+            broker("b2", produce.1),
+            window(batch.2, batch.1),
+            window(batch.0, batch.1),
+        ))
+    }
+
+    #[test]
+    fn request_counts_are_the_latest_totals_summed_over_brokers() {
+        let mut r = ClientRequests::default();
+        r.update(&stats((10, 5), (0, 0, 0)));
+        r.update(&stats((30, 7), (0, 0, 0)));
+        assert_eq!(r.sent.get("Produce"), Some(&37));
+        assert_eq!(r.sent.get("Fetch"), None, "never sent: not listed");
+    }
+
+    #[test]
+    fn batch_windows_add_up_emission_by_emission() {
+        let mut r = ClientRequests::default();
+        r.update(&stats((1, 0), (1_000, 10, 50_000)));
+        r.update(&stats((2, 0), (3_000, 10, 150_000)));
+        assert_eq!(
+            (r.batched_records, r.batches, r.batched_bytes),
+            (4_000, 20, 200_000)
+        );
+        assert_eq!(r.records_per_batch(), 200.0);
+    }
+}
