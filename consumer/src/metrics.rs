@@ -46,8 +46,8 @@ pub struct Metrics {
     pub insights_published: Counter,
     /// Insights snapshot records the broker refused.
     pub insights_publish_failures: Counter,
-    /// Time to poll one batch and hand it on (to the processing thread, waiting while it is
-    /// behind; in `--passthrough`, to the producer).
+    /// Time to poll one batch and hand it to the processing thread (waiting while it is
+    /// behind).
     pub batch_duration: Histogram,
     /// Records per batch.
     pub batch_size: Histogram,
@@ -126,7 +126,7 @@ impl Default for Metrics {
         );
         registry.register(
             "batch_duration_seconds",
-            "Time to poll one batch and hand it to the processing thread (or, in --passthrough, the producer)",
+            "Time to poll one batch and hand it to the processing thread",
             m.batch_duration.clone(),
         );
         registry.register("batch_records", "Records per batch", m.batch_size.clone());

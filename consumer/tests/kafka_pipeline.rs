@@ -382,3 +382,35 @@ fn a_replica_left_without_partitions_is_a_ready_standby() {
         assigned(&first) + assigned(&second) == 1
     });
 }
+
+/// The benchmarks' baseline: every record copied to the output unchanged (key and bytes, the
+/// malformed ones too), through the same clients and threads, then the run stops by itself.
+#[test]
+fn the_passthrough_baseline_copies_every_record_unchanged() {
+    let (input, output, dlq) = topics(2);
+    let records = records(1_000, 19);
+    produce(&input, &records);
+    let group = unique("group");
+    let n = records.len().to_string();
+    let mut consumer = ConsumerProcess::start(
+        &group,
+        &input,
+        &output,
+        &dlq,
+        &["--passthrough", "--max-records", &n],
+    );
+    let status = consumer.child.wait().expect("wait");
+    assert!(status.success(), "exits 0:\n{}", consumer.log());
+    let copied: HashSet<(Vec<u8>, Option<Vec<u8>>)> = read_all(&output, records.len())
+        .iter()
+        .map(|m| {
+            (
+                m.key().unwrap_or_default().to_vec(),
+                m.payload().map(<[u8]>::to_vec),
+            )
+        })
+        .collect();
+    let sent: HashSet<(Vec<u8>, Option<Vec<u8>>)> = records.into_iter().collect();
+    assert_eq!(copied, sent);
+    assert_eq!(total(&end_offsets(&dlq)), 0, "nothing is dead-lettered");
+}

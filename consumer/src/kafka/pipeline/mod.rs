@@ -10,8 +10,9 @@
 //! Two threads share the work, with rdkafka's polled clients: the poll loop takes records from
 //! the consumer and copies them into batches; the processing stage (`kafka::stage`) cleans
 //! each batch, hands the results to the producer (which batches on its own) and serves the
-//! delivery reports. Neither waits on the other per record. The `--passthrough` baseline runs
-//! everything on the poll loop's thread, as the whole pipeline did before the stage existed.
+//! delivery reports. Neither waits on the other per record. The `--passthrough` baseline takes
+//! the same path and copies each record unchanged where the pipeline cleans it, so the two
+//! differ only in the processing.
 //!
 //! With insights publishing on, the stage also takes checkpoints (`kafka::checkpoint`) and an
 //! offset is committed only once a published snapshot counts its event.
@@ -75,7 +76,8 @@ pub struct PipelineConfig {
     pub flush_timeout: Duration,
     /// Stop after this many records.
     pub max_records: Option<u64>,
-    /// Copy records unchanged (the benchmarks' baseline): same clients, no processing.
+    /// Copy records unchanged (the benchmarks' baseline): same clients and threads, no
+    /// processing.
     pub passthrough: bool,
     /// Publish the insights to a topic (ignored with `passthrough`).
     pub insights: Option<InsightsPublishing>,
@@ -118,45 +120,46 @@ pub fn run(
         asked_answered: 0,
     });
     let outcome: Result<()> = std::thread::scope(|scope| {
-        let mut stage = if config.passthrough {
-            None
-        } else {
-            let (shared, producer, state, consumer) =
-                (&*shared, &*producer, &stage_state, &consumer);
-            let guarantee = &*guarantee;
-            Some(Stage::spawn(
-                scope,
-                &shared.stage,
-                move |batch: &InputBatch| {
-                    let mut state = lock(state);
-                    let StageState {
-                        processor,
-                        checkpointer,
-                        ..
-                    } = &mut *state;
-                    for record in batch.iter() {
-                        let (partition, offset) = (record.partition, record.offset);
-                        handle(record, config, processor, producer, shared, guarantee)?;
-                        if let Some(c) = checkpointer {
-                            c.handled(partition, offset);
-                        }
+        // Borrowed by the stage's closures, which the scope outlives.
+        let (shared, producer, guarantee, state) =
+            (&*shared, &*producer, &*guarantee, &stage_state);
+        let consumer = &consumer;
+        let mut stage = Stage::spawn(
+            scope,
+            &shared.stage,
+            move |batch: &InputBatch| {
+                let mut state = lock(state);
+                let StageState {
+                    processor,
+                    checkpointer,
+                    ..
+                } = &mut *state;
+                for record in batch.iter() {
+                    let (partition, offset) = (record.partition, record.offset);
+                    if config.passthrough {
+                        pass_through(record, config, producer, guarantee)?;
+                        continue;
                     }
-                    serve_delivery_reports(producer, shared);
-                    guarantee.settle(consumer, &mut state)
-                },
-                move || {
-                    serve_delivery_reports(producer, shared);
-                    guarantee.settle(consumer, &mut lock(state))
-                },
-            )?)
-        };
+                    handle(record, config, processor, producer, shared, guarantee)?;
+                    if let Some(c) = checkpointer {
+                        c.handled(partition, offset);
+                    }
+                }
+                serve_delivery_reports(producer, shared);
+                guarantee.settle(consumer, &mut state)
+            },
+            move || {
+                serve_delivery_reports(producer, shared);
+                guarantee.settle(consumer, &mut lock(state))
+            },
+        )?;
         let looped = loop {
             health.beat();
             if shutdown.is_triggered() || config.max_records.is_some_and(|max| consumed >= max) {
                 break Ok(());
             }
             // A stopped stage ends the loop; finishing it below says why.
-            if stage.is_some() && shared.stage.is_stopped() {
+            if shared.stage.is_stopped() {
                 break Ok(());
             }
             let batch_started = Instant::now();
@@ -164,24 +167,9 @@ pub fn run(
             let limit = config
                 .batch_size
                 .min(usize::try_from(remaining).unwrap_or(usize::MAX));
-            let batch = match run_batch(
-                &consumer,
-                config,
-                stage.as_mut(),
-                &producer,
-                &*guarantee,
-                limit,
-            ) {
-                Ok(n) => n,
-                Err(e) => break Err(e),
-            };
-            match &mut stage {
-                Some(stage) => {
-                    if !stage.hand_over() {
-                        break Ok(());
-                    }
-                }
-                None => serve_delivery_reports(&producer, &shared),
+            let batch = poll_batch(consumer, &mut stage, limit);
+            if !stage.hand_over() {
+                break Ok(());
             }
             if batch > 0 {
                 first_record.get_or_insert(batch_started);
@@ -193,13 +181,13 @@ pub fn run(
                 metrics.batch_size.observe(batch as f64);
             }
             metrics.in_flight.set(shared.tracker().in_flight() as i64);
-            if let Some(failure) = take_failure(&shared) {
+            if let Some(failure) = take_failure(shared) {
                 break Err(Error::Delivery(failure));
             }
-            guarantee.tick(&consumer);
+            guarantee.tick(consumer);
         };
         // The stage produces everything it was handed before the flush below.
-        let staged = stage.map_or(Ok(()), Stage::finish);
+        let staged = stage.finish();
         looped.and(staged)
     });
 
@@ -351,22 +339,14 @@ fn lock<'a, T>(mutex: &'a Mutex<T>) -> MutexGuard<'a, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Takes up to `limit` records: waits briefly for the first, then drains what librdkafka has
-/// already fetched into the stage's batch (or, without a stage, copies each to the output).
-/// Returns how many were taken.
-fn run_batch(
-    consumer: &Consumer_,
-    config: &PipelineConfig,
-    mut stage: Option<&mut Stage<'_>>,
-    producer: &Producer_,
-    guarantee: &dyn Guarantee,
-    limit: usize,
-) -> Result<usize> {
+/// Takes up to `limit` records into the stage's batch: waits briefly for the first, then
+/// drains what librdkafka has already fetched. Returns how many were taken.
+fn poll_batch(consumer: &Consumer_, stage: &mut Stage<'_>, limit: usize) -> usize {
     // Debug level: disabled (and nearly free) unless RUST_LOG asks for it.
     let _span = tracing::debug_span!("batch").entered();
-    let mut handled = 0;
+    let mut taken = 0;
     let mut wait = Duration::from_millis(100);
-    while handled < limit {
+    while taken < limit {
         match consumer.poll(wait) {
             None => break,
             Some(Err(e)) => {
@@ -374,17 +354,13 @@ fn run_batch(
                 break;
             }
             Some(Ok(message)) => {
-                let record = InputRecord::of(&message);
-                match stage.as_deref_mut() {
-                    Some(stage) => stage.push(record),
-                    None => pass_through(record, config, producer, guarantee)?,
-                }
-                handled += 1;
+                stage.push(InputRecord::of(&message));
+                taken += 1;
             }
         }
         wait = Duration::ZERO;
     }
-    Ok(handled)
+    taken
 }
 
 /// Fails early, with the fix, when a topic the pipeline needs does not exist.
