@@ -15,8 +15,8 @@
 //! - [`dead_letter`]: how rejected records are written (Kafka headers, JSON lines).
 //! - [`generator`]: synthetic events shaped like the take-home's data generator.
 //! - [`file_mode`]: the `process` subcommand over JSON lines, no broker.
-//! - [`kafka`]: client settings, at-least-once offset tracking, the pipeline loop and its
-//!   processing thread, generation.
+//! - [`kafka`]: client settings, at-least-once offset tracking and exactly-once transaction
+//!   bookkeeping, the pipeline loop and its processing thread, generation.
 //! - [`metrics`], [`health`], [`http`]: Prometheus metrics and what the probe/metrics
 //!   endpoints answer (served by the shared runtime, [`telemetry`]).
 //! - [`progress`]: the live progress line.
