@@ -143,7 +143,8 @@ pub fn produce_to(bootstrap: &str, topic: &str, records: &[(Vec<u8>, Option<Vec<
             }
         }
     }
-    producer.flush(Duration::from_secs(60)).expect("flush");
+    // As long as any wait in the tests: a broker restarted under load can take a while.
+    producer.flush(TIMEOUT).expect("flush");
 }
 
 /// The end offset (high watermark) of every partition of `topic`.
