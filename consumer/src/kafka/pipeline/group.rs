@@ -39,6 +39,16 @@ impl ClientContext for GroupContext {
 
     fn stats(&self, statistics: Statistics) {
         self.shared.requests().consumer.update(&statistics);
+        if let Some(group) = &statistics.cgrp {
+            let stuck = crate::health::group_stuck(&group.state, group.stateage);
+            if self.shared.health.set_group_stuck(stuck) {
+                tracing::error!(
+                    state = %group.state,
+                    seconds = group.stateage / 1000,
+                    "the consumer has been without its group coordinator for too long; /healthz fails so that it is restarted"
+                );
+            }
+        }
         let Some(topic) = statistics.topics.get(&self.input_topic) else {
             return;
         };
