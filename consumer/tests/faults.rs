@@ -148,13 +148,18 @@ fn a_broker_restart_mid_stream_exactly_once_leaves_each_result_once() {
 }
 
 /// An outage longer than the group session (6 s here; the default 45 s outlasts the restart by
-/// far): when the restarted coordinator has expired the consumer, the revocation cannot commit
-/// (unknown member), the consumer rejoins and re-reads from its last commit. Duplicates,
-/// nothing lost. (Whether the coordinator expires it depends on how soon the consumer's
-/// heartbeat reaches it after the restart, up to librdkafka's 10 s reconnect backoff; it did
-/// in every run so far, and the test prints which happened.)
+/// far): when the restarted coordinator has expired the consumer, its assignment is lost, the
+/// consumer rejoins and re-reads from its last commit. Duplicates, nothing lost. (Whether the
+/// coordinator expires it depends on how soon the consumer's heartbeat reaches it after the
+/// restart, up to librdkafka's 10 s reconnect backoff; it did in every run so far, and the test
+/// prints which happened.)
+///
+/// It failed twice in 11 runs with two busy cores, and once in CI: the lost assignment's
+/// revocation held the poll thread for 44 s flushing and retrying commits that could not
+/// succeed, and librdkafka then never found the coordinator again. A lost assignment is no
+/// longer committed (12 of 12 runs passed under the same load), and a consumer left without
+/// its coordinator for 5 minutes fails `/healthz` (`health::GROUP_STALL_LIMIT`).
 #[test]
-#[ignore = "open bug: in a fresh-clone CI run the commits never caught up (120 s) after the group expired the consumer; investigate before enabling (cargo test -- --ignored)"]
 fn a_broker_outage_the_group_session_does_not_outlive_loses_nothing() {
     broker_restart_mid_stream(&["-X", "session.timeout.ms=6000"]);
 }
