@@ -28,7 +28,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::StageState;
 use super::group::Consumer_;
 use super::guarantee::{Guarantee, token};
-use super::produce::{Producer_, publish};
+use super::produce::{Producer_, flush, publish};
 use super::shared::Shared;
 use crate::error::{Error, Result};
 use crate::kafka::transaction::{Broken, Cadence, TransactionState};
@@ -42,6 +42,8 @@ pub(super) struct ExactlyOnce {
     /// Upper bound for one transaction call (a commit flushes the producer first).
     pub(super) timeout: Duration,
     pub(super) state: Mutex<TransactionState>,
+    /// Transactions committed, and the time their commits took, for the run's summary.
+    pub(super) commits: Mutex<(u64, Duration, Duration)>,
 }
 
 impl ExactlyOnce {
@@ -106,15 +108,23 @@ impl ExactlyOnce {
                 }
             }
         };
-        let committed = sent.and_then(|()| self.producer.commit_transaction(self.timeout));
+        // Flushed here, not by `commit_transaction`'s own flush: see `produce::flush`.
+        let committed = sent
+            .and_then(|()| flush(&self.producer, self.timeout))
+            .and_then(|()| self.producer.commit_transaction(self.timeout));
         self.count_commit(committed.is_ok());
         match committed {
             Ok(()) => {
                 state.committed();
+                let took = started.elapsed();
                 self.shared
                     .metrics
                     .transaction_commit_duration
-                    .observe(started.elapsed().as_secs_f64());
+                    .observe(took.as_secs_f64());
+                let mut commits = self.commits.lock().unwrap_or_else(|e| e.into_inner());
+                commits.0 += 1;
+                commits.1 += took;
+                commits.2 = commits.2.max(took);
                 tracing::debug!(?offsets, "transaction committed");
                 true
             }
@@ -250,6 +260,15 @@ impl Guarantee for ExactlyOnce {
         }
         tracing::info!("stopping: committing the open transaction");
         self.commit(consumer, &mut state);
+        let (count, total, longest) = *self.commits.lock().unwrap_or_else(|e| e.into_inner());
+        // The stage produces nothing while a commit runs: their share of the run is the cost.
+        tracing::info!(
+            transactions = count,
+            mean_commit_ms = format!("{:.1}", total.as_secs_f64() * 1e3 / count.max(1) as f64),
+            longest_commit_ms = longest.as_millis() as u64,
+            total_commit_ms = total.as_millis() as u64,
+            "transactions committed"
+        );
         0
     }
 }

@@ -11,11 +11,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rdkafka::consumer::CommitMode;
-use rdkafka::producer::Producer;
 
 use super::StageState;
 use super::group::{Consumer_, commit};
-use super::produce::{Producer_, publish};
+use super::produce::{Producer_, flush, publish};
 use super::shared::Shared;
 use crate::error::{Error, Result};
 use crate::kafka::offsets::DeliveryToken;
@@ -147,7 +146,7 @@ impl Guarantee for AtLeastOnce {
         }
         // Everything produced so far must be acknowledged before its offsets can be committed
         // for the next owner of these partitions.
-        if let Err(e) = self.producer.flush(self.flush_timeout) {
+        if let Err(e) = flush(&self.producer, self.flush_timeout) {
             tracing::warn!(error = %e, "flush on revocation timed out; unacknowledged records will be reprocessed by the next owner");
         }
         // The partitions' next owner starts from this commit: a failure here (a rebalance
@@ -188,7 +187,7 @@ impl Guarantee for AtLeastOnce {
             in_flight = self.shared.tracker().in_flight(),
             "stopping: flushing producer"
         );
-        if let Err(e) = self.producer.flush(self.flush_timeout) {
+        if let Err(e) = flush(&self.producer, self.flush_timeout) {
             tracing::warn!(error = %e, "flush timed out; unacknowledged records will be reprocessed");
         }
         commit(

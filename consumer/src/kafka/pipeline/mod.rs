@@ -261,6 +261,7 @@ fn connect(
                 },
                 timeout: config.flush_timeout,
                 state: Mutex::default(),
+                commits: Mutex::default(),
             })
         }
     };
