@@ -130,7 +130,7 @@ pub struct RunArgs {
     #[arg(long, env = "FETCH_COMMIT_INTERVAL", value_parser = duration::parse)]
     pub commit_interval: Option<Duration>,
     /// Exactly-once: a transaction also commits once it holds this many input records.
-    #[arg(long, env = "FETCH_TRANSACTION_MAX_RECORDS", default_value_t = 20_000,
+    #[arg(long, env = "FETCH_TRANSACTION_MAX_RECORDS", default_value_t = 100_000,
           value_parser = clap::value_parser!(u64).range(1..=10_000_000).map(|v| v as usize))]
     pub transaction_max_records: usize,
     /// Longest wait for the producer to deliver what it holds when stopping.
