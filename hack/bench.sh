@@ -108,7 +108,7 @@ for round in $(seq "$rounds"); do
 done
 eos_curve=""
 for interval in $eos_intervals; do
-  read -r eps _ _ _ _ < <(drain "eos-$interval" bench-out --guarantee exactly-once --commit-interval "$interval" --transaction-max-records 100000000)
+  read -r eps _ _ _ _ < <(drain "eos-$interval" bench-out --guarantee exactly-once --commit-interval "$interval" --transaction-max-records 10000000)
   log "exactly once, transactions every $interval: $eps events/s"
   eos_curve="$eos_curve $interval: $eps ($(python3 -c "print(f'{$eps / max($best_pipe, 1):.2f}')")x);"
 done
