@@ -3,9 +3,10 @@
 //! exactly once, none missing, none twice.
 //!
 //! - A consumer SIGKILLed mid-stream (its transaction left open) and replaced: by a process
-//!   with another transactional id (a new pod), which waits for the broker to abort the
-//!   killed one's transaction; or with the same id (a container restarted in its pod), whose
-//!   start aborts it at once. Each prints the pause, from the kill to the first commit after.
+//!   with another transactional id (a new pod), whose results read_committed readers see only
+//!   once the broker has aborted the killed one's transaction; or with the same id (a
+//!   container restarted in its pod), whose start aborts it at once. Each prints the pauses
+//!   from the kill to the first commit after it and to the first new result visible.
 //! - A second consumer joining and leaving mid-stream (two cooperative rebalances).
 //! - A record the output topic refuses for good: the transaction aborts and the consumer exits
 //!   1 naming the record, as at least once does; nothing of the aborted transaction is
@@ -46,9 +47,21 @@ fn committed_total(group: &str, topic: &str) -> i64 {
     total(&committed(group, topic))
 }
 
-/// Asserts the topics hold each input record's result exactly once; returns the tally.
+/// Results a read_committed reader sees now (outputs and dead letters).
+fn visible(t: &Topics) -> usize {
+    read_to_end(&bootstrap(), &t.output).len() + read_to_end(&bootstrap(), &t.dead_letter).len()
+}
+
+/// Asserts the topics hold each input record's result exactly once, as a read_committed
+/// reader sees them once every transaction has ended; returns the tally. (A transaction left
+/// open by a killed consumer holds back what such a reader sees after it, until the broker
+/// aborts it.)
 fn assert_exactly_once(t: &Topics, what: &str) -> Tally {
-    let tally = Tally::of(&bootstrap(), t);
+    let mut tally = Tally::of(&bootstrap(), t);
+    wait_until("a read_committed reader to see every result", || {
+        tally = Tally::of(&bootstrap(), t);
+        tally.lost_outputs == 0 && tally.lost_dead_letters == 0
+    });
     eprintln!(
         "{what}: {} input records; lost {} outputs, {} dead letters; duplicates {} outputs, {} dead letters",
         tally.input,
@@ -67,8 +80,10 @@ fn assert_exactly_once(t: &Topics, what: &str) -> Tally {
 }
 
 /// Kills a consumer mid-stream and starts another in its place, with the same transactional
-/// id or not. Returns the pause: from the kill to the replacement's first commit.
-fn killed_and_replaced(same_id: bool) -> Duration {
+/// id or not. Returns two pauses from the kill: to the replacement's first commit of input
+/// offsets, and to the first new result a read_committed reader sees (held back by the killed
+/// consumer's open transaction until it is aborted).
+fn killed_and_replaced(same_id: bool) -> (Duration, Duration) {
     let t = topics_on(&bootstrap(), 4, 4, &[]);
     let group = unique("group");
     let input = records(30_000, 41);
@@ -78,7 +93,7 @@ fn killed_and_replaced(same_id: bool) -> Duration {
     if same_id {
         extra.extend(["-X", &id]);
     }
-    let pause = std::thread::scope(|scope| {
+    std::thread::scope(|scope| {
         let producing = stream(scope, &t.input, &input);
         let first = start(&group, &t, &extra);
         wait_until("a third of the stream committed", || {
@@ -87,41 +102,52 @@ fn killed_and_replaced(same_id: bool) -> Duration {
         first.kill();
         let killed = Instant::now();
         let committed_at_kill = committed_total(&group, &t.input);
+        let visible_at_kill = visible(&t);
         let second = start(&group, &t, &extra);
-        wait_until("the replacement's first commit", || {
-            committed_total(&group, &t.input) > committed_at_kill
+        let (mut committed_after, mut visible_after) = (None, None);
+        wait_until("the replacement's results visible", || {
+            if committed_after.is_none() && committed_total(&group, &t.input) > committed_at_kill {
+                committed_after = Some(killed.elapsed());
+            }
+            if visible_after.is_none() && visible(&t) > visible_at_kill {
+                visible_after = Some(killed.elapsed());
+            }
+            committed_after.is_some() && visible_after.is_some()
         });
-        let pause = killed.elapsed();
         producing.join().expect("the producing thread");
         wait_until("every input offset committed", || {
             committed_everything(&bootstrap(), &group, &t.input)
         });
+        assert_exactly_once(
+            &t,
+            &format!(
+                "SIGKILL mid-stream, replaced {} transactional id",
+                if same_id {
+                    "with the same"
+                } else {
+                    "with another"
+                }
+            ),
+        );
         let (code, _) = second.terminate();
         assert_eq!(code, Some(0), "SIGTERM exits 0");
-        pause
-    });
-    assert_exactly_once(
-        &t,
-        &format!(
-            "SIGKILL mid-stream, replaced {} transactional id",
-            if same_id {
-                "with the same"
-            } else {
-                "with another"
-            }
-        ),
-    );
-    pause
+        (
+            committed_after.unwrap_or_default(),
+            visible_after.unwrap_or_default(),
+        )
+    })
 }
 
-/// A new pod: the broker aborts the killed one's open transaction at its timeout (30 s), and
-/// until then the partitions' committed offsets cannot be read (they are pending in it).
+/// A new pod: the broker aborts the killed one's open transaction at its timeout (30 s). Until
+/// then the partitions' committed offsets cannot be read if it had sent them, and a
+/// read_committed reader sees nothing after its first record either way.
 #[test]
 fn a_consumer_killed_mid_stream_and_replaced_by_a_new_one_leaves_each_result_once() {
-    let pause = killed_and_replaced(false);
+    let (committed, visible) = killed_and_replaced(false);
     eprintln!(
-        "exactly once, SIGKILL then a replacement with another transactional id: first commit {:.1}s after the kill",
-        pause.as_secs_f64()
+        "exactly once, SIGKILL then a replacement with another transactional id: first commit {:.1}s, first new result visible {:.1}s after the kill",
+        committed.as_secs_f64(),
+        visible.as_secs_f64()
     );
 }
 
@@ -129,10 +155,11 @@ fn a_consumer_killed_mid_stream_and_replaced_by_a_new_one_leaves_each_result_onc
 /// producer and aborts its transaction at once; the group's session timeout is what is left.
 #[test]
 fn a_consumer_killed_mid_stream_and_restarted_with_its_id_leaves_each_result_once() {
-    let pause = killed_and_replaced(true);
+    let (committed, visible) = killed_and_replaced(true);
     eprintln!(
-        "exactly once, SIGKILL then a restart with the same transactional id: first commit {:.1}s after the kill",
-        pause.as_secs_f64()
+        "exactly once, SIGKILL then a restart with the same transactional id: first commit {:.1}s, first new result visible {:.1}s after the kill",
+        committed.as_secs_f64(),
+        visible.as_secs_f64()
     );
 }
 

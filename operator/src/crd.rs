@@ -104,9 +104,10 @@ pub struct FetchPipelineSpec {
     /// offsets, so readers with `isolation.level=read_committed` (librdkafka's default, not the
     /// Java client's) see each event's result exactly once, up to 100 ms later than at least
     /// once. Needs transactions on the brokers (`transaction.state.log.*` settings that their
-    /// count can meet). After a consumer pod is killed, its partitions wait up to the
-    /// transaction timeout (30 s) for the broker to abort what it left open, unless the
-    /// container restarts in the same pod (then at once). Changing it restarts the consumers.
+    /// count can meet). After a consumer pod is killed, read_committed readers see nothing
+    /// newer until the broker aborts the transaction it left open: up to 40 s (the 30 s
+    /// transaction timeout and the broker's 10 s check), or at once when the container
+    /// restarts in the same pod. Changing it restarts the consumers.
     #[serde(default)]
     pub guarantee: Guarantee,
 

@@ -138,13 +138,13 @@ impl KafkaSettings {
 
     /// The exactly-once producer: [`Self::producer`]'s settings plus a transactional id.
     ///
-    /// A transaction left open by a replica killed mid-way holds back its partitions' next
-    /// owner (it cannot read their committed offsets) and read_committed readers, until the
-    /// broker aborts it: at `transaction.timeout.ms`, or at once when a producer with the same
-    /// id starts (a container restarted in its pod keeps its host name and pid 1, so its id).
-    /// 30 s keeps that pause within the group's own 45 s session timeout, which a killed
-    /// member costs anyway, and still lets records wait out a 30 s broker outage (a
-    /// transactional producer's `message.timeout.ms` cannot exceed it).
+    /// A transaction left open by a replica killed mid-way holds back read_committed readers
+    /// (and its partitions' next owner, if it had sent their offsets) until the broker aborts
+    /// it: at `transaction.timeout.ms` (found by the broker's check every 10 s), or at once
+    /// when a producer with the same id starts (a container restarted in its pod keeps its
+    /// host name and pid 1, so its id). 30 s keeps that pause near the group's own 45 s
+    /// session timeout, which a killed member costs anyway, and still lets records wait out a
+    /// 30 s broker outage (a transactional producer's `message.timeout.ms` cannot exceed it).
     pub fn transactional_producer(&self, transactional_id: &str) -> ClientConfig {
         let mut c = self.producer();
         c.set("transactional.id", transactional_id)
