@@ -200,16 +200,25 @@ pub fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
 }
 
 /// A broker of a test's own, for tests that stop it; stopped when dropped.
+///
+/// One at a time per test binary: three brokers restarting at once beside their consumers on
+/// two cores once left a test's own producer unable to flush within two minutes, and the test
+/// failed for the machine's sake, not the consumer's.
 pub struct Broker {
     pub bootstrap: String,
     dir: std::path::PathBuf,
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
 }
+
+static OWN_BROKERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 const KAFKA_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../hack/kafka.sh");
 
 impl Broker {
     /// Starts a single-node KRaft broker with `hack/kafka.sh` in a fresh directory.
     pub fn start() -> Self {
+        // A test that failed while holding it poisoned it; the next may still run.
+        let one_at_a_time = OWN_BROKERS.lock().unwrap_or_else(|e| e.into_inner());
         let dir = std::env::temp_dir().join(unique("broker"));
         let status = std::process::Command::new("bash")
             .args([KAFKA_SCRIPT, "start"])
@@ -228,7 +237,11 @@ impl Broker {
             .find_map(|l| l.strip_prefix("KAFKA_BOOTSTRAP="))
             .expect("KAFKA_BOOTSTRAP in env file")
             .to_owned();
-        Broker { bootstrap, dir }
+        Broker {
+            bootstrap,
+            dir,
+            _one_at_a_time: one_at_a_time,
+        }
     }
 
     /// Stops the broker the way `hack/kafka.sh stop` does (SIGTERM: a controlled shutdown that
