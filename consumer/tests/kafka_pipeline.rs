@@ -7,28 +7,13 @@ use std::collections::{HashMap, HashSet};
 
 use fetch_consumer::clean::Cleaner;
 use fetch_consumer::dead_letter;
-use fetch_consumer::generator::{Generator, GeneratorConfig};
 use rdkafka::Message;
 use rdkafka::message::Headers;
 use support::*;
 
-type Record = (Vec<u8>, Option<Vec<u8>>);
-
 /// Generated events (with malformed ones) plus hand-made edge cases.
 fn records(n: usize, seed: u64) -> Vec<Record> {
-    let mut generator = Generator::new(GeneratorConfig {
-        seed,
-        variety: true,
-        malformed: 0.05,
-        ..Default::default()
-    });
-    let (mut key, mut value) = (Vec::new(), Vec::new());
-    let mut out: Vec<Record> = (0..n)
-        .map(|_| {
-            generator.next_record(1_730_326_892, &mut key, &mut value);
-            (key.clone(), Some(value.clone()))
-        })
-        .collect();
+    let mut out = support::records(n, seed);
     out.push((b"no-payload".to_vec(), None));
     out.push((
         b"bad-utf8".to_vec(),

@@ -31,11 +31,48 @@ async fn running_pipeline(
     ns: &str,
     partitions: i32,
 ) -> (TestNamespace, Topics, Vec<Pod>) {
+    running_pipeline_with(client, ns, partitions, "").await
+}
+
+/// [`running_pipeline`] with `spec` lines added to the pipeline's spec.
+async fn running_pipeline_with(
+    client: &kube::Client,
+    ns: &str,
+    partitions: i32,
+    spec: &str,
+) -> (TestNamespace, Topics, Vec<Pod>) {
     let namespace = TestNamespace::restricted(client, ns).await;
     let topics = Topics::create(ns, partitions);
-    apply(&pipeline("logins", ns, &topics, &bootstrap(), ""));
+    apply(&pipeline("logins", ns, &topics, &bootstrap(), spec));
     let pods = ready_consumers(client, ns, "logins", partitions as usize).await;
     (namespace, topics, pods)
+}
+
+/// Streams 6,000 events (`seed`) into the pipeline over 15 s, deletes its first consumer pod
+/// 3 s in, waits for the replacement, and waits until the output holds every event's result.
+async fn delete_a_pod_mid_stream(
+    client: &kube::Client,
+    ns: &str,
+    topics: &Topics,
+    pods: &[Pod],
+    seed: u64,
+) -> Events {
+    let events = events(6_000, seed);
+    let producing = produce_over(&topics.input, &events, 20, Duration::from_secs(15));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let victim = pods[0].name_any();
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    api.delete(&victim, &DeleteParams::default())
+        .await
+        .expect("delete a consumer pod");
+    eventually("the deleted pod replaced", || async {
+        let now = ready_pods(client, ns, &consumer_selector("logins"), pods.len()).await;
+        (!names(&now).contains(&victim)).then_some(())
+    })
+    .await;
+    producing.join().expect("producer");
+    await_pipeline_output(topics, &events);
+    events
 }
 
 async fn lease_holder(client: &kube::Client) -> String {
@@ -224,22 +261,7 @@ async fn a_deleted_consumer_pod_is_replaced_and_nothing_is_lost() {
     ensure_chart(&client).await;
     let ns = "e2e-delete";
     let (_ns, topics, before) = running_pipeline(&client, ns, 3).await;
-
-    let events = events(6_000, 3);
-    let producing = produce_over(&topics.input, &events, 20, Duration::from_secs(15));
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let victim = before[0].name_any();
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    pods.delete(&victim, &DeleteParams::default())
-        .await
-        .expect("delete a consumer pod");
-    eventually("the deleted pod replaced", || async {
-        let now = ready_pods(&client, ns, &consumer_selector("logins"), 3).await;
-        (!names(&now).contains(&victim)).then_some(())
-    })
-    .await;
-    producing.join().expect("producer");
-    await_pipeline_output(&topics, &events);
+    delete_a_pod_mid_stream(&client, ns, &topics, &before, 3).await;
 }
 
 /// `spec.guarantee: ExactlyOnce` on real pods: a consumer pod deleted mid-stream (the
@@ -251,16 +273,8 @@ async fn an_exactly_once_pipeline_keeps_each_result_once_through_a_pod_replaceme
     let client = client().await;
     ensure_chart(&client).await;
     let ns = "e2e-exactly-once";
-    let _namespace = TestNamespace::restricted(&client, ns).await;
-    let topics = Topics::create(ns, 3);
-    apply(&pipeline(
-        "logins",
-        ns,
-        &topics,
-        &bootstrap(),
-        "  guarantee: ExactlyOnce",
-    ));
-    let before = ready_consumers(&client, ns, "logins", 3).await;
+    let (_ns, topics, before) =
+        running_pipeline_with(&client, ns, 3, "  guarantee: ExactlyOnce").await;
     let env = kubectl(&[
         "get",
         "deploy",
@@ -271,21 +285,7 @@ async fn an_exactly_once_pipeline_keeps_each_result_once_through_a_pod_replaceme
     ]);
     assert_eq!(env, "exactly-once", "the pods run exactly once");
 
-    let events = events(6_000, 7);
-    let producing = produce_over(&topics.input, &events, 20, Duration::from_secs(15));
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let victim = before[0].name_any();
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    pods.delete(&victim, &DeleteParams::default())
-        .await
-        .expect("delete a consumer pod");
-    eventually("the deleted pod replaced", || async {
-        let now = ready_pods(&client, ns, &consumer_selector("logins"), 3).await;
-        (!names(&now).contains(&victim)).then_some(())
-    })
-    .await;
-    producing.join().expect("producer");
-    await_pipeline_output(&topics, &events);
+    let events = delete_a_pod_mid_stream(&client, ns, &topics, &before, 7).await;
 
     // Each result once, as a read_committed reader sees the topics.
     let output = fetch_testing::read_to_end(&bootstrap(), &topics.output);
