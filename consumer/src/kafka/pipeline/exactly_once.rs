@@ -191,13 +191,9 @@ impl Guarantee for ExactlyOnce {
     fn track(&self, partition: i32, offset: i64, dead_letter: bool) -> Result<usize> {
         let token = token(partition, offset, dead_letter)?;
         let mut state = self.state();
-        Self::stopped(&state)?;
-        if state.handled(partition, offset, Instant::now())
-            && let Err(e) = self.producer.begin_transaction()
-        {
-            self.fail(&mut state, "beginning a transaction", e);
-        }
-        Self::stopped(&state).map(|()| token)
+        self.open(&mut state)?;
+        state.handled(partition, offset, Instant::now());
+        Ok(token)
     }
 
     /// Insights ride in the transaction: a snapshot is visible exactly when the results of

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -125,23 +125,10 @@ impl ConsumerContext for GroupContext {
             Rebalance::Revoke(_) => {}
         }
     }
-
-    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        let outcome = if result.is_ok() { "ok" } else { "error" };
-        self.shared
-            .metrics
-            .commits
-            .get_or_create(&OutcomeLabel { outcome })
-            .inc();
-        if let Err(e) = result {
-            tracing::warn!(error = %e, offsets = ?offsets.to_topic_map(), "offset commit failed; it is sent again with the next commit");
-            mark_failed(&self.shared, offsets);
-        }
-    }
 }
 
 /// Marks the offsets of a failed commit to be sent again.
-pub(super) fn mark_failed(shared: &Shared, offsets: &TopicPartitionList) {
+fn mark_failed(shared: &Shared, offsets: &TopicPartitionList) {
     let mut tracker = shared.tracker();
     for e in offsets.elements() {
         if let Offset::Offset(offset) = e.offset() {
@@ -150,14 +137,18 @@ pub(super) fn mark_failed(shared: &Shared, offsets: &TopicPartitionList) {
     }
 }
 
-/// Commits the acknowledged offsets (of `only` these partitions, or all). Returns false when
-/// the commit could not be sent or, for a synchronous one, failed.
+/// Commits the acknowledged offsets (of `only` these partitions, or all), synchronously.
+/// Returns false when the commit failed; its offsets are sent again with the next.
+///
+/// Never async: rust-rdkafka's BaseConsumer never reports the outcome of an async commit
+/// (fede1024/rust-rdkafka#856), so a commit refused during a rebalance was lost silently, its
+/// offsets marked as committed and never sent again. A sync commit on loopback costs about a
+/// millisecond a second.
 pub(super) fn commit<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     shared: &Shared,
     topic: &str,
     only: Option<&[i32]>,
-    mode: CommitMode,
 ) -> bool {
     let offsets = {
         let mut tracker = shared.tracker();
@@ -169,28 +160,20 @@ pub(super) fn commit<C: ConsumerContext>(
     if offsets.is_empty() {
         return true;
     }
-    let _span = tracing::info_span!(
-        "commit",
-        partitions = offsets.len(),
-        sync = matches!(mode, CommitMode::Sync)
-    )
-    .entered();
+    let _span = tracing::info_span!("commit", partitions = offsets.len()).entered();
     let mut list = TopicPartitionList::with_capacity(offsets.len());
     for (partition, next) in &offsets {
         if let Err(e) = list.add_partition_offset(topic, *partition, Offset::Offset(*next)) {
             tracing::warn!(error = %e, partition, "cannot build commit");
         }
     }
-    let result = consumer.commit(&list, mode);
-    if matches!(mode, CommitMode::Sync) {
-        // The commit callback never sees a sync commit: count its outcome here.
-        let outcome = if result.is_ok() { "ok" } else { "error" };
-        shared
-            .metrics
-            .commits
-            .get_or_create(&OutcomeLabel { outcome })
-            .inc();
-    }
+    let result = consumer.commit(&list, CommitMode::Sync);
+    let outcome = if result.is_ok() { "ok" } else { "error" };
+    shared
+        .metrics
+        .commits
+        .get_or_create(&OutcomeLabel { outcome })
+        .inc();
     match result {
         Ok(()) => true,
         Err(e) => {

@@ -10,8 +10,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use rdkafka::consumer::CommitMode;
-
 use super::StageState;
 use super::group::{Consumer_, commit};
 use super::produce::{Producer_, flush, publish};
@@ -112,17 +110,7 @@ impl Guarantee for AtLeastOnce {
         if last.elapsed() < self.commit_interval {
             return;
         }
-        commit(
-            consumer,
-            &self.shared,
-            &self.input_topic,
-            None,
-            // Not Async: rust-rdkafka's BaseConsumer never reports the outcome of an async
-            // commit (fede1024/rust-rdkafka#856), so a commit refused during a rebalance was
-            // lost silently, its offsets marked as committed and never sent again. A sync
-            // commit on loopback costs about a millisecond a second.
-            CommitMode::Sync,
-        );
+        commit(consumer, &self.shared, &self.input_topic, None);
         *last = std::time::Instant::now();
     }
 
@@ -153,13 +141,7 @@ impl Guarantee for AtLeastOnce {
         // racing it, a coordinator moving) would make it reprocess what was produced.
         let mut committed = false;
         for attempt in 1..=3 {
-            committed = commit(
-                consumer,
-                &self.shared,
-                &self.input_topic,
-                Some(partitions),
-                CommitMode::Sync,
-            );
+            committed = commit(consumer, &self.shared, &self.input_topic, Some(partitions));
             if committed {
                 break;
             }
@@ -190,13 +172,7 @@ impl Guarantee for AtLeastOnce {
         if let Err(e) = flush(&self.producer, self.flush_timeout) {
             tracing::warn!(error = %e, "flush timed out; unacknowledged records will be reprocessed");
         }
-        commit(
-            consumer,
-            &self.shared,
-            &self.input_topic,
-            None,
-            CommitMode::Sync,
-        );
+        commit(consumer, &self.shared, &self.input_topic, None);
         self.shared.tracker().in_flight()
     }
 }
