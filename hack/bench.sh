@@ -7,13 +7,23 @@
 # 1. Throughput: BENCH_EVENTS (2,000,000) generated events in an input topic with
 #    BENCH_PARTITIONS (6) partitions; the consumer drains them until every output is
 #    acknowledged (`run --max-records`), once as the pipeline and once as a pass-through
-#    (same clients and settings, bytes copied unchanged on the poll loop's thread); best of
-#    BENCH_ROUNDS (2) each, with the CPU each used per event (consumer and broker). The
+#    (same clients and settings, same keys, bytes copied unchanged where the pipeline
+#    cleans); best of BENCH_ROUNDS (2) each, after one unmeasured drain of each that warms
+#    the broker's JIT up. Per drain: the CPU per event of the consumer, by thread with its
+#    context switches (hack/thread-cpu.py), and of the broker, split into its request
+#    threads, its JVM's own (JIT, GC) and the rest; and the requests each client sent. The
 #    pipeline also runs with insights publishing off (`--insights-topic ''`): publishing must
 #    cost at most 3%, and the line `insights on/off` prints the ratio. And exactly once
 #    (`--guarantee exactly-once`, transactions every 100 ms by default) against at least once:
 #    the goal is >= 0.8x; one more drain per interval of BENCH_EOS_INTERVALS ("50ms 1s", no
-#    records limit) draws the curve.
+#    records limit) draws the curve. One more pipeline drain per producer linger of
+#    BENCH_LINGERS ("20", ms; the default is 5), with its latency (below).
+#    The `goals` lines hold the efficiency goals: the broker's request threads per event at
+#    most 1.2x the pass-through's, the consumer's CPU per event at most the pass-through's
+#    plus 1.5x the core's (`process` over the same events, no Kafka), end to end at least
+#    0.75x.
+#    BENCH_PIN=1 pins the broker to core 0 and the consumers to core 1: production's shape,
+#    where the broker has machines of its own.
 # 2. Latency: at BENCH_LATENCY_RATE (20,000) events/s for BENCH_LATENCY_SECONDS (15), p50/p99
 #    from the input's produce time to the output's append time (after a 1 s warm-up; the
 #    all-events p99 is printed too), at least once and exactly once. Exactly once, a
@@ -33,6 +43,7 @@ latency_rate="${BENCH_LATENCY_RATE:-20000}"
 latency_seconds="${BENCH_LATENCY_SECONDS:-15}"
 memory_events="${BENCH_MEMORY_EVENTS:-10000000}"
 eos_intervals="${BENCH_EOS_INTERVALS:-50ms 1s}"
+lingers="${BENCH_LINGERS:-20}"
 
 "$HACK_DIR/install-system-deps.sh"
 need cargo
@@ -48,32 +59,53 @@ trap '"$HACK_DIR/kafka.sh" stop "$state/kafka"' EXIT
 KAFKA_HEAP=2g "$HACK_DIR/kafka.sh" start "$state/kafka" >/dev/null
 bootstrap="$(sed -n 's/^KAFKA_BOOTSTRAP=//p' "$state/kafka/env")"
 topic() { "$HACK_DIR/kafka.sh" topic "$state/kafka" "$@" >/dev/null; }
-for t in bench-in bench-out bench-pass bench-dlq lat-dlq eos-lat-dlq; do topic "$t" "$partitions"; done
-topic lat-out "$partitions" --config message.timestamp.type=LogAppendTime
-topic eos-lat-out "$partitions" --config message.timestamp.type=LogAppendTime
+for t in bench-in bench-out bench-pass bench-dlq; do topic "$t" "$partitions"; done
 
 log "loading $events events into bench-in ($partitions partitions)"
 "$bin" --log-format json generate --bootstrap-servers "$bootstrap" --topic bench-in --rate 0 \
   --count "$events" --variety --malformed 0.01 --seed 1 2>"$state/load.log"
 
-# CPU seconds (user + system) the broker has used so far.
-broker_cpu() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$(cat "$state/kafka/kafka.pid")/stat"; }
+broker_pid="$(cat "$state/kafka/kafka.pid")"
+if [ -n "${BENCH_PIN:-}" ]; then
+  # Production's shape on this machine: the broker on core 0 (every thread), the consumers on 1.
+  taskset -a -p -c 0 "$broker_pid" >/dev/null
+  consumer_cpus=(taskset -c 1)
+  log "pinned: the broker to core 0, the consumers to core 1"
+else
+  consumer_cpus=()
+fi
+threads() { python3 "$HACK_DIR/thread-cpu.py" "$@"; }
+# ratio A B [DIGITS]: A / B, rounded.
+ratio() { python3 -c "print(f'{$1 / max($2, 1e-9):.${3:-2}f}')"; }
 
 # Runs the consumer until it has drained the input; prints
-# "<events/s> <peak RSS KiB> <consumer CPU us/event> <broker CPU us/event> <requests>", the last
-# from the run's "requests to the brokers" line (statistics every second): produce and fetch
-# requests per 1,000 events and records per produce batch.
+# "<events/s> <peak RSS KiB> <consumer CPU us/event> <broker CPU us/event> <broker request
+# threads' CPU us/event> <requests>", the last from the run's "requests to the brokers" line
+# (statistics every second): produce and fetch requests per 1,000 events and records per
+# produce batch. The consumer's CPU by thread and its context switches, and the broker's CPU
+# in parts, go to $state/<name>.threads.
 drain() {
-  local name="$1" output="$2" broker_before
+  local name="$1" output="$2" timer consumer
   shift 2
-  broker_before="$(broker_cpu)"
-  /usr/bin/time -f '%M %U %S' -o "$state/$name.rss" "$bin" --log-format json run --bootstrap-servers "$bootstrap" \
+  threads snap "$broker_pid" "$state/$name.broker-before"
+  "${consumer_cpus[@]}" /usr/bin/time -f '%M %U %S' -o "$state/$name.rss" "$bin" --log-format json run --bootstrap-servers "$bootstrap" \
     --group-id "bench-$name-$RANDOM$RANDOM" --input-topic bench-in --output-topic "$output" \
     --dead-letter-topic bench-dlq --http-addr 127.0.0.1:0 --max-records "$events" -X statistics.interval.ms=1000 "$@" \
-    >"$state/$name.out" 2>"$state/$name.err" || die "$name run failed (see $state/$name.err)"
-  local eps rss user sys
+    >"$state/$name.out" 2>"$state/$name.err" &
+  timer=$!
+  until consumer="$(pgrep -P "$timer")"; do sleep 0.01; done
+  threads watch "$consumer" "$state/$name.consumer" &
+  wait "$timer" || die "$name run failed (see $state/$name.err)"
+  wait
+  threads snap "$broker_pid" "$state/$name.broker-after"
+  local eps rss user sys broker_requests broker_jvm broker_other
   eps="$(sed -n 's/^throughput *\([0-9,]*\) events\/s.*/\1/p' "$state/$name.out" | tr -d ,)"
   read -r rss user sys <"$state/$name.rss"
+  read -r broker_requests broker_jvm broker_other < <(threads broker "$state/$name.broker-before" "$state/$name.broker-after" "$events")
+  {
+    echo "consumer threads: $(threads diff - "$state/$name.consumer" "$events")"
+    echo "broker: requests $broker_requests, JVM (JIT, GC) $broker_jvm, other $broker_other us/event"
+  } >"$state/$name.threads"
   python3 - "$state/$name.err" <<EOF
 import json, sys
 fields = {}
@@ -84,33 +116,56 @@ per_k = lambda n: f"{n * 1000 / $events:.1f}"
 requests = (f"produce={per_k(fields.get('produce_requests', 0))}/1k-events,"
             f"fetch={per_k(fields.get('fetch_requests', 0))}/1k-events,"
             f"records/batch={fields.get('records_per_produce_batch', '?')}")
-print(${eps:-0}, $rss, f"{($user + $sys) * 1e6 / $events:.2f}", f"{($(broker_cpu) - $broker_before) * 1e6 / $events:.2f}", requests)
+broker = $broker_requests + $broker_jvm + $broker_other
+print(${eps:-0}, $rss, f"{($user + $sys) * 1e6 / $events:.2f}", f"{broker:.2f}", "$broker_requests", requests)
 EOF
 }
+
+# Logs a drain's line and its threads' breakdown.
+report() {
+  log "$1"
+  sed 's/^/    /' "$state/$2.threads" >&2
+}
+
+# The broker's JIT compiles the code paths the drains take the first times they take them: in
+# a fresh broker its compilers used more CPU than its request threads over the first drains.
+# One unmeasured drain of each kind first, so round 1 measures a broker that is warm.
+log "warming the broker up: one pass-through and one pipeline drain, not measured"
+drain warm-pass bench-pass --passthrough >/dev/null
+drain warm-pipe bench-out >/dev/null
 
 # CPU per event tells a CPU-bound run from one that waits: with the broker on the same cores,
 # the ratio cannot beat pass-through CPU / pipeline CPU once both keep the cores busy.
 best_pass=0 best_pipe=0 best_quiet=0 best_eos=0 pipe_rss=0 pass_cpu="" pipe_cpu="" eos_cpu=""
 for round in $(seq "$rounds"); do
-  read -r eps _ cpu broker requests < <(drain "pass-$round" bench-pass --passthrough)
-  log "round $round: pass-through $eps events/s (CPU per event: consumer $cpu us, broker $broker us; requests $requests)"
-  [ "$eps" -gt "$best_pass" ] && best_pass="$eps" pass_cpu="consumer $cpu us + broker $broker us"
-  read -r eps rss cpu broker requests < <(drain "pipe-$round" bench-out)
-  log "round $round: pipeline     $eps events/s (CPU per event: consumer $cpu us, broker $broker us; peak RSS $((rss / 1024)) MB; requests $requests)"
-  [ "$eps" -gt "$best_pipe" ] && best_pipe="$eps" pipe_cpu="consumer $cpu us + broker $broker us"
+  read -r eps _ cpu broker requests_cpu requests < <(drain "pass-$round" bench-pass --passthrough)
+  report "round $round: pass-through $eps events/s (CPU per event: consumer $cpu us, broker $broker us; requests $requests)" "pass-$round"
+  [ "$eps" -gt "$best_pass" ] && best_pass="$eps" pass_cpu="$cpu" pass_broker="$broker" pass_requests="$requests_cpu"
+  read -r eps rss cpu broker requests_cpu requests < <(drain "pipe-$round" bench-out)
+  report "round $round: pipeline     $eps events/s (CPU per event: consumer $cpu us, broker $broker us; peak RSS $((rss / 1024)) MB; requests $requests)" "pipe-$round"
+  [ "$eps" -gt "$best_pipe" ] && best_pipe="$eps" pipe_cpu="$cpu" pipe_broker="$broker" pipe_requests="$requests_cpu"
   [ "$rss" -gt "$pipe_rss" ] && pipe_rss="$rss"
-  read -r eps _ cpu broker _ < <(drain "quiet-$round" bench-out --insights-topic '')
-  log "round $round: pipeline, insights not published $eps events/s (CPU per event: consumer $cpu us, broker $broker us)"
+  read -r eps _ cpu broker _ _ < <(drain "quiet-$round" bench-out --insights-topic '')
+  report "round $round: pipeline, insights not published $eps events/s (CPU per event: consumer $cpu us, broker $broker us)" "quiet-$round"
   [ "$eps" -gt "$best_quiet" ] && best_quiet="$eps"
-  read -r eps _ cpu broker requests < <(drain "eos-$round" bench-out --guarantee exactly-once)
-  log "round $round: pipeline, exactly once (100ms) $eps events/s (CPU per event: consumer $cpu us, broker $broker us; requests $requests)"
+  read -r eps _ cpu broker _ requests < <(drain "eos-$round" bench-out --guarantee exactly-once)
+  report "round $round: pipeline, exactly once (100ms) $eps events/s (CPU per event: consumer $cpu us, broker $broker us; requests $requests)" "eos-$round"
   [ "$eps" -gt "$best_eos" ] && best_eos="$eps" eos_cpu="consumer $cpu us + broker $broker us"
 done
 eos_curve=""
 for interval in $eos_intervals; do
-  read -r eps _ _ _ _ < <(drain "eos-$interval" bench-out --guarantee exactly-once --commit-interval "$interval" --transaction-max-records 10000000)
+  read -r eps _ _ _ _ _ < <(drain "eos-$interval" bench-out --guarantee exactly-once --commit-interval "$interval" --transaction-max-records 10000000)
   log "exactly once, transactions every $interval: $eps events/s"
   eos_curve="$eos_curve $interval: $eps ($(python3 -c "print(f'{$eps / max($best_pipe, 1):.2f}')")x);"
+done
+# The producer's linger against the broker's work: a consumer-bound pipeline sends a batch
+# per partition every linger.ms (librdkafka puts one partition in each produce request), so
+# the linger sets the request count; the latency runs below show what it costs.
+linger_lines=()
+for linger in $lingers; do
+  read -r eps _ cpu broker requests_cpu requests < <(drain "linger-$linger" bench-out -X "linger.ms=$linger")
+  report "pipeline, linger.ms=$linger: $eps events/s (CPU per event: consumer $cpu us, broker $broker us; requests $requests)" "linger-$linger"
+  linger_lines+=("linger.ms=$linger $eps events/s ($(ratio "$eps" "$best_pass")x pass-through), broker request threads $requests_cpu us/event ($(ratio "$requests_cpu" "$pass_requests")x pass-through's), consumer $cpu us/event; requests $requests")
 done
 
 # Prints the latency line of a consumer run at the fixed rate, with `$@` added to its flags.
@@ -118,7 +173,10 @@ latency_of() {
   local name="$1" out="$2" dlq="$3" consumer_pid
   shift 3
   log "latency ($name) at $latency_rate events/s for ${latency_seconds}s"
-  "$bin" --log-format json run --bootstrap-servers "$bootstrap" --group-id "bench-latency-$name" \
+  topic "lat-in-$name" "$partitions"
+  topic "$out" "$partitions" --config message.timestamp.type=LogAppendTime
+  topic "$dlq" "$partitions"
+  "${consumer_cpus[@]}" "$bin" --log-format json run --bootstrap-servers "$bootstrap" --group-id "bench-latency-$name" \
     --input-topic "lat-in-$name" --output-topic "$out" --dead-letter-topic "$dlq" --http-addr 127.0.0.1:0 \
     "$@" >"$state/latency-$name.out" 2>"$state/latency-$name.err" &
   consumer_pid=$!
@@ -129,16 +187,18 @@ latency_of() {
   done
   grep -q '"partitions assigned"' "$state/latency-$name.err" ||
     die "the latency consumer got no partitions in 30 s (see $state/latency-$name.err)"
-  "$bin" --log-format json generate --bootstrap-servers "$bootstrap" --topic "lat-in-$name" --rate "$latency_rate" \
+  "${consumer_cpus[@]}" "$bin" --log-format json generate --bootstrap-servers "$bootstrap" --topic "lat-in-$name" --rate "$latency_rate" \
     --count "$((latency_rate * latency_seconds))" 2>"$state/latency-load-$name.log"
   sleep 3
   kill -TERM "$consumer_pid" && wait "$consumer_pid" || true
   "$latency_tool" "$bootstrap" "lat-in-$name" "$out"
 }
-topic lat-in-alo "$partitions"
-topic lat-in-eos "$partitions"
 latency="$(latency_of alo lat-out lat-dlq --commit-interval 1s)"
 eos_latency="$(latency_of eos eos-lat-out eos-lat-dlq --guarantee exactly-once)"
+for i in "${!linger_lines[@]}"; do
+  linger="$(echo "$lingers" | tr -s ' ' '\n' | grep . | sed -n "$((i + 1))p")"
+  linger_lines[i]="${linger_lines[i]}; $(latency_of "linger-$linger" "lat-out-$linger" "lat-dlq-$linger" --commit-interval 1s -X "linger.ms=$linger")"
+done
 
 log "memory: process over $memory_events events with distinct users and IPs (baseline: 10,000)"
 peak_rss_kb() {
@@ -149,19 +209,31 @@ peak_rss_kb() {
 }
 rss_small="$(peak_rss_kb 10000)"
 rss_large="$(peak_rss_kb "$memory_events")"
+# The core's CPU per event in this run, for the consumer's goal: `process` over the drains'
+# events (parse, clean, serialize, insights on their thread; no Kafka), its own CPU only.
+log "core: process mode over the drains' $events events"
+"$bin" generate --output - --rate 0 --count "$events" --variety --malformed 0.01 --seed 1 |
+  /usr/bin/time -f '%U %S' -o "$state/core.cpu" "${consumer_cpus[@]}" "$bin" process --input - \
+    --output /dev/null --dead-letter /dev/null 2>/dev/null
+read -r core_user core_sys <"$state/core.cpu"
+core_cpu="$(python3 -c "print(f'{($core_user + $core_sys) * 1e6 / $events:.2f}')")"
 users_line="$(grep -E '^users ' "$state/mem-$memory_events.report")"
 top_line="$(grep -E '^most active IPs' "$state/mem-$memory_events.report")"
 
-ratio="$(python3 -c "print(f'{$best_pipe / max($best_pass, 1):.3f}')")"
-insights_ratio="$(python3 -c "print(f'{$best_pipe / max($best_quiet, 1):.3f}')")"
+insights_ratio="$(ratio "$best_pipe" "$best_quiet")"
+consumer_budget="$(python3 -c "print(f'{$pass_cpu + 1.5 * $core_cpu:.2f}')")"
 echo
-echo "throughput  pipeline $best_pipe events/s, pass-through $best_pass events/s (best of $rounds, $events events, $partitions partitions)"
-echo "cpu/event   pipeline $pipe_cpu; pass-through $pass_cpu ($(nproc) cores in all)"
+echo "throughput  pipeline $best_pipe events/s, pass-through $best_pass events/s (best of $rounds, $events events, $partitions partitions$([ -n "${BENCH_PIN:-}" ] && echo ", broker pinned to core 0 and consumers to core 1"))"
+echo "cpu/event   pipeline consumer $pipe_cpu us + broker $pipe_broker us; pass-through consumer $pass_cpu us + broker $pass_broker us ($(nproc) cores in all)"
+echo "goals       broker: request threads $pipe_requests us/event, $(ratio "$pipe_requests" "$pass_requests")x pass-through's $pass_requests (goal <= 1.2x)"
+echo "            consumer: $pipe_cpu us/event against pass-through's $pass_cpu + 1.5 x the core's $core_cpu = $consumer_budget (goal: at most that)"
+echo "            end to end: $(ratio "$best_pipe" "$best_pass")x pass-through (goal >= 0.75x)"
 echo "insights    on/off $insights_ratio: pipeline publishing insights $best_pipe events/s, not publishing $best_quiet events/s"
-echo "exactly once  $best_eos events/s, $(python3 -c "print(f'{$best_eos / max($best_pipe, 1):.2f}')")x at least once (transactions every 100ms; cpu/event $eos_cpu); other intervals:$eos_curve"
-echo "$latency (at least once)"
+echo "exactly once  $best_eos events/s, $(ratio "$best_eos" "$best_pipe")x at least once (transactions every 100ms; cpu/event $eos_cpu); other intervals:$eos_curve"
+echo "$latency (at least once, linger.ms=5)"
 echo "$eos_latency (exactly once, append time; read_committed readers see it at the transaction's commit)"
+for line in "${linger_lines[@]}"; do echo "linger      $line"; done
 echo "memory      peak RSS $((rss_large / 1024)) MB after $memory_events events vs $((rss_small / 1024)) MB after 10,000 (process mode)"
 echo "            $users_line"
 echo "            $top_line"
-echo "pipeline_vs_passthrough=$ratio pipeline_eps=$best_pipe passthrough_eps=$best_pass rss_mb=$((pipe_rss / 1024))"
+echo "pipeline_vs_passthrough=$(ratio "$best_pipe" "$best_pass" 3) pipeline_eps=$best_pipe passthrough_eps=$best_pass rss_mb=$((pipe_rss / 1024))"
