@@ -8,27 +8,28 @@
 #    BENCH_PARTITIONS (6) partitions; the consumer drains them until every output is
 #    acknowledged (`run --max-records`), once as the pipeline and once as a pass-through
 #    (same clients and settings, same keys, bytes copied unchanged where the pipeline
-#    cleans); best of BENCH_ROUNDS (2) each, after one unmeasured drain of each that warms
-#    the broker's JIT up. Per drain: the CPU per event of the consumer, by thread with its
-#    context switches (hack/thread-cpu.py), and of the broker, split into its request
-#    threads, its JVM's own (JIT, GC) and the rest; and the requests each client sent. The
-#    pipeline also runs with insights publishing off (`--insights-topic ''`): publishing must
-#    cost at most 3%, and the line `insights on/off` prints the ratio. And exactly once
-#    (`--guarantee exactly-once`, transactions every 100 ms by default) against at least once:
-#    the goal is >= 0.8x; one more drain per interval of BENCH_EOS_INTERVALS ("50ms 1s", no
-#    records limit) draws the curve. One more pipeline drain per producer linger of
-#    BENCH_LINGERS ("20", ms; the default is 5), with its latency (below).
+#    cleans); best of BENCH_ROUNDS (2) each, after unmeasured drains that warm the broker's
+#    JIT up (at most BENCH_WARMUP, 5, pairs). Per drain: the CPU per event of the consumer,
+#    by thread with its context switches (hack/thread-cpu.py), and of the broker, split into
+#    its request threads, its JVM's own (JIT, GC) and the rest; and the requests each client
+#    sent. The pipeline also runs with insights publishing off (`--insights-topic ''`):
+#    publishing must cost at most 3%, and the line `insights on/off` prints the ratio. And
+#    exactly once (`--guarantee exactly-once`, transactions every 100 ms by default) against
+#    at least once: the goal is >= 0.8x; one more drain per interval of BENCH_EOS_INTERVALS
+#    ("50ms 1s", no records limit) draws the curve. One more pipeline drain per producer
+#    linger of BENCH_LINGERS ("20", ms; the default is 5), with its latency (below).
 #    The `goals` lines hold the efficiency goals: the broker's request threads per event at
 #    most 1.2x the pass-through's, the consumer's CPU per event at most the pass-through's
 #    plus 1.5x the core's (`process` over the same events, no Kafka), end to end at least
-#    0.75x.
-#    BENCH_PIN=1 pins the broker to core 0 and the consumers to core 1: production's shape,
-#    where the broker has machines of its own.
+#    0.75x. BENCH_PIN=1 pins the broker to core 0 and the consumers to core 1: production's
+#    shape, where the broker has machines of its own.
 # 2. Latency: at BENCH_LATENCY_RATE (20,000) events/s for BENCH_LATENCY_SECONDS (15), p50/p99
 #    from the input's produce time to the output's append time (after a 1 s warm-up; the
-#    all-events p99 is printed too), at least once and exactly once. Exactly once, a
-#    read_committed reader sees a record when its transaction commits: add up to the commit
-#    interval and the commit itself (fetch_consumer_transaction_commit_duration_seconds).
+#    all-events p99 is printed too): at least once, the pass-through, exactly once and each
+#    linger of BENCH_LINGERS. Exactly once, a read_committed reader sees a record when its
+#    transaction commits: add up to the commit interval and the commit itself
+#    (fetch_consumer_transaction_commit_duration_seconds). Each run also prints its broker's
+#    request threads' CPU per event: at one rate, the like-for-like broker comparison.
 # 3. Memory: peak RSS of `process` over BENCH_MEMORY_EVENTS (10,000,000) events with as many
 #    distinct users and IPs, against 10,000 events.
 #
@@ -81,9 +82,9 @@ ratio() { python3 -c "print(f'{$1 / max($2, 1e-9):.${3:-2}f}')"; }
 # Runs the consumer until it has drained the input; prints
 # "<events/s> <peak RSS KiB> <consumer CPU us/event> <broker CPU us/event> <broker request
 # threads' CPU us/event> <requests>", the last from the run's "requests to the brokers" line
-# (statistics every second): produce and fetch requests per 1,000 events and records per
-# produce batch. The consumer's CPU by thread and its context switches, and the broker's CPU
-# in parts, go to $state/<name>.threads.
+# (statistics every second): produce and fetch requests per 1,000 events, records per
+# produce batch and produce batches (requests) by topic. The consumer's CPU by thread and its
+# context switches, and the broker's CPU in parts, go to $state/<name>.threads.
 drain() {
   local name="$1" output="$2" timer consumer
   shift 2
@@ -115,7 +116,8 @@ for line in open(sys.argv[1]):
 per_k = lambda n: f"{n * 1000 / $events:.1f}"
 requests = (f"produce={per_k(fields.get('produce_requests', 0))}/1k-events,"
             f"fetch={per_k(fields.get('fetch_requests', 0))}/1k-events,"
-            f"records/batch={fields.get('records_per_produce_batch', '?')}")
+            f"records/batch={fields.get('records_per_produce_batch', '?')}; "
+            f"batches by topic: {fields.get('produce_batches_by_topic', '?')}")
 broker = $broker_requests + $broker_jvm + $broker_other
 print(${eps:-0}, $rss, f"{($user + $sys) * 1e6 / $events:.2f}", f"{broker:.2f}", "$broker_requests", requests)
 EOF
@@ -127,12 +129,19 @@ report() {
   sed 's/^/    /' "$state/$2.threads" >&2
 }
 
-# The broker's JIT compiles the code paths the drains take the first times they take them: in
-# a fresh broker its compilers used more CPU than its request threads over the first drains.
-# One unmeasured drain of each kind first, so round 1 measures a broker that is warm.
-log "warming the broker up: one pass-through and one pipeline drain, not measured"
-drain warm-pass bench-pass --passthrough >/dev/null
-drain warm-pipe bench-out >/dev/null
+# The broker's JIT compiles the code paths the drains take, for the first several of them: in
+# a fresh broker its compilers used more CPU than its request threads (up to 2.6 against 1.8
+# us per event), and the pipeline's throughput climbed by a quarter over ten drains. Unmeasured
+# drains first, a pass-through and a pipeline at a time, until a pipeline drain's JIT and GC
+# cost under 0.2 us per event (at most BENCH_WARMUP, 5, pairs), so round 1 meets a warm broker.
+log "warming the broker up: pass-through and pipeline drains, not measured, until its JIT is quiet"
+for warm in $(seq "${BENCH_WARMUP:-5}"); do
+  drain "warm-pass-$warm" bench-pass --passthrough >/dev/null
+  drain "warm-pipe-$warm" bench-out >/dev/null
+  read -r _ jvm _ < <(threads broker "$state/warm-pipe-$warm.broker-before" "$state/warm-pipe-$warm.broker-after" "$events")
+  log "warm-up $warm: the broker's JIT and GC took $jvm us per event of the pipeline drain"
+  python3 -c "import sys; sys.exit(0 if $jvm < 0.2 else 1)" && break
+done
 
 # CPU per event tells a CPU-bound run from one that waits: with the broker on the same cores,
 # the ratio cannot beat pass-through CPU / pipeline CPU once both keep the cores busy.
@@ -168,14 +177,18 @@ for linger in $lingers; do
   linger_lines+=("linger.ms=$linger $eps events/s ($(ratio "$eps" "$best_pass")x pass-through), broker request threads $requests_cpu us/event ($(ratio "$requests_cpu" "$pass_requests")x pass-through's), consumer $cpu us/event; requests $requests")
 done
 
-# Prints the latency line of a consumer run at the fixed rate, with `$@` added to its flags.
+# Prints the latency line of a consumer run at the fixed rate, with `$@` added to its flags,
+# and the CPU per event of the broker's request threads over the run (serving the load's
+# producer too). At a fixed rate the pipeline and the pass-through ask the same of the
+# broker but for the dead letters and the insights: the like-for-like broker comparison.
 latency_of() {
-  local name="$1" out="$2" dlq="$3" consumer_pid
+  local name="$1" out="$2" dlq="$3" consumer_pid broker_requests
   shift 3
   log "latency ($name) at $latency_rate events/s for ${latency_seconds}s"
   topic "lat-in-$name" "$partitions"
   topic "$out" "$partitions" --config message.timestamp.type=LogAppendTime
   topic "$dlq" "$partitions"
+  threads snap "$broker_pid" "$state/latency-$name.broker-before"
   "${consumer_cpus[@]}" "$bin" --log-format json run --bootstrap-servers "$bootstrap" --group-id "bench-latency-$name" \
     --input-topic "lat-in-$name" --output-topic "$out" --dead-letter-topic "$dlq" --http-addr 127.0.0.1:0 \
     "$@" >"$state/latency-$name.out" 2>"$state/latency-$name.err" &
@@ -191,14 +204,18 @@ latency_of() {
     --count "$((latency_rate * latency_seconds))" 2>"$state/latency-load-$name.log"
   sleep 3
   kill -TERM "$consumer_pid" && wait "$consumer_pid" || true
-  "$latency_tool" "$bootstrap" "lat-in-$name" "$out"
+  threads snap "$broker_pid" "$state/latency-$name.broker-after"
+  read -r broker_requests _ < <(threads broker "$state/latency-$name.broker-before" "$state/latency-$name.broker-after" "$((latency_rate * latency_seconds))")
+  echo "$("$latency_tool" "$bootstrap" "lat-in-$name" "$out") broker_requests_us=$broker_requests"
 }
 latency="$(latency_of alo lat-out lat-dlq --commit-interval 1s)"
+pass_latency="$(latency_of pass lat-out-pass lat-dlq-pass --commit-interval 1s --passthrough)"
 eos_latency="$(latency_of eos eos-lat-out eos-lat-dlq --guarantee exactly-once)"
 for i in "${!linger_lines[@]}"; do
   linger="$(echo "$lingers" | tr -s ' ' '\n' | grep . | sed -n "$((i + 1))p")"
   linger_lines[i]="${linger_lines[i]}; $(latency_of "linger-$linger" "lat-out-$linger" "lat-dlq-$linger" --commit-interval 1s -X "linger.ms=$linger")"
 done
+at_rate() { sed -n 's/.*broker_requests_us=\([0-9.]*\).*/\1/p' <<<"$1"; }
 
 log "memory: process over $memory_events events with distinct users and IPs (baseline: 10,000)"
 peak_rss_kb() {
@@ -225,12 +242,14 @@ consumer_budget="$(python3 -c "print(f'{$pass_cpu + 1.5 * $core_cpu:.2f}')")"
 echo
 echo "throughput  pipeline $best_pipe events/s, pass-through $best_pass events/s (best of $rounds, $events events, $partitions partitions$([ -n "${BENCH_PIN:-}" ] && echo ", broker pinned to core 0 and consumers to core 1"))"
 echo "cpu/event   pipeline consumer $pipe_cpu us + broker $pipe_broker us; pass-through consumer $pass_cpu us + broker $pass_broker us ($(nproc) cores in all)"
-echo "goals       broker: request threads $pipe_requests us/event, $(ratio "$pipe_requests" "$pass_requests")x pass-through's $pass_requests (goal <= 1.2x)"
+echo "goals       broker: request threads $pipe_requests us/event, $(ratio "$pipe_requests" "$pass_requests")x pass-through's $pass_requests (goal <= 1.2x);"
+echo "            at $latency_rate events/s, $(at_rate "$latency") us/event, $(ratio "$(at_rate "$latency")" "$(at_rate "$pass_latency")")x pass-through's $(at_rate "$pass_latency")"
 echo "            consumer: $pipe_cpu us/event against pass-through's $pass_cpu + 1.5 x the core's $core_cpu = $consumer_budget (goal: at most that)"
 echo "            end to end: $(ratio "$best_pipe" "$best_pass")x pass-through (goal >= 0.75x)"
 echo "insights    on/off $insights_ratio: pipeline publishing insights $best_pipe events/s, not publishing $best_quiet events/s"
 echo "exactly once  $best_eos events/s, $(ratio "$best_eos" "$best_pipe")x at least once (transactions every 100ms; cpu/event $eos_cpu); other intervals:$eos_curve"
 echo "$latency (at least once, linger.ms=5)"
+echo "$pass_latency (pass-through)"
 echo "$eos_latency (exactly once, append time; read_committed readers see it at the transaction's commit)"
 for line in "${linger_lines[@]}"; do echo "linger      $line"; done
 echo "memory      peak RSS $((rss_large / 1024)) MB after $memory_events events vs $((rss_small / 1024)) MB after 10,000 (process mode)"

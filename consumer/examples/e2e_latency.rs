@@ -1,7 +1,8 @@
 //! End-to-end latency of a pipeline run, for `hack/bench.sh`: for every cleaned event, the
 //! time from the input record's produce timestamp (CreateTime) to the output record's append
 //! time (the output topic uses LogAppendTime). Events are matched by `user_id`, which the
-//! generator makes unique per event by default.
+//! generator makes unique per event by default: the pipeline's output key, or the `user_id`
+//! in the value for the pass-through, which keeps the input's key.
 //!
 //! The percentiles leave out the events produced in the first second of the load: those wait
 //! for the pipeline's first fetch and its producer's first batch (0.5-0.7 s on this machine),
@@ -78,8 +79,14 @@ fn main() {
     let matched: Vec<(i64, i64)> = read_all(bootstrap, output)
         .iter()
         .filter_map(|m| {
-            let key = std::str::from_utf8(m.key()?).ok()?;
-            let produced_at = *produced.get(key)?;
+            let by_key = m.key().and_then(|k| std::str::from_utf8(k).ok());
+            let produced_at = match by_key.and_then(|k| produced.get(k)) {
+                Some(at) => *at,
+                None => {
+                    let v = serde_json::from_slice::<serde_json::Value>(m.payload()?).ok()?;
+                    *produced.get(v["user_id"].as_str()?)?
+                }
+            };
             Some((produced_at, m.timestamp().to_millis()? - produced_at))
         })
         .collect();

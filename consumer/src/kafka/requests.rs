@@ -6,7 +6,10 @@
 //! - Request counts are cumulative in librdkafka's statistics: the latest emission is the
 //!   total, summed over the brokers.
 //! - Batch windows (`batchcnt`, `batchsize`) cover only the time since the previous emission:
-//!   their sums and counts are added up emission by emission.
+//!   their sums and counts are added up emission by emission, in all and per topic.
+//! - librdkafka puts one partition's batch in each produce request, so batches per topic tell
+//!   which topic the produce requests went to: a topic that gets few records, such as the
+//!   dead letters, can still cost a request per partition and linger.
 //!
 //! Pure logic; the client contexts feed it.
 
@@ -37,6 +40,8 @@ pub struct ClientRequests {
     pub batches: i64,
     /// Bytes in the produce batches so far.
     pub batched_bytes: i64,
+    /// Produce batches so far, by topic.
+    pub batches_by_topic: BTreeMap<String, i64>,
 }
 
 impl ClientRequests {
@@ -56,7 +61,23 @@ impl ClientRequests {
             self.batched_records += topic.batchcnt.sum;
             self.batches += topic.batchcnt.cnt;
             self.batched_bytes += topic.batchsize.sum;
+            if topic.batchcnt.cnt > 0 {
+                *self
+                    .batches_by_topic
+                    .entry(topic.topic.clone())
+                    .or_default() += topic.batchcnt.cnt;
+            }
         }
+    }
+
+    /// Produce batches by topic, as `topic=count` pairs.
+    pub fn batches_by_topic(&self) -> String {
+        let pairs: Vec<String> = self
+            .batches_by_topic
+            .iter()
+            .map(|(topic, n)| format!("{topic}={n}"))
+            .collect();
+        pairs.join(" ")
     }
 
     /// Records per produce batch, on average.
@@ -129,5 +150,6 @@ mod tests {
             (4_000, 20, 200_000)
         );
         assert_eq!(r.records_per_batch(), 200.0);
+        assert_eq!(r.batches_by_topic(), "out=20");
     }
 }

@@ -323,6 +323,7 @@ fn log_requests(shared: &Shared, consumed: u64) {
             + count(p, "EndTxn"),
         records_per_produce_batch = format!("{:.1}", p.records_per_batch()),
         bytes_per_produce_batch = p.batched_bytes / p.batches.max(1),
+        produce_batches_by_topic = p.batches_by_topic(),
         "requests to the brokers"
     );
 }
