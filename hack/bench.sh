@@ -130,7 +130,7 @@ report() {
 }
 
 # The broker's JIT compiles the code paths the drains take, for the first several of them: in
-# a fresh broker its compilers used more CPU than its request threads (up to 2.6 against 1.8
+# a fresh broker its compilers used more CPU than its request threads (up to 3.4 against 1.8
 # us per event), and the pipeline's throughput climbed by a quarter over ten drains. Unmeasured
 # drains first, a pass-through and a pipeline at a time, until a pipeline drain's JIT and GC
 # cost under 0.2 us per event (at most BENCH_WARMUP, 5, pairs), so round 1 meets a warm broker.
