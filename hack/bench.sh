@@ -22,7 +22,8 @@
 #    most 1.2x the pass-through's, the consumer's CPU per event at most the pass-through's
 #    plus 1.5x the core's (`process` over the same events, no Kafka), end to end at least
 #    0.75x. BENCH_PIN=1 pins the broker to core 0 and the consumers to core 1: production's
-#    shape, where the broker has machines of its own.
+#    shape, where the broker has machines of its own. BENCH_PROFILE=1 adds a drain of each
+#    kind under a system-wide `perf record` and prints where the samples fell.
 # 2. Latency: at BENCH_LATENCY_RATE (20,000) events/s for BENCH_LATENCY_SECONDS (15), p50/p99
 #    from the input's produce time to the output's append time (after a 1 s warm-up; the
 #    all-events p99 is printed too): at least once, the pass-through, exactly once and each
@@ -86,7 +87,7 @@ ratio() { python3 -c "print(f'{$1 / max($2, 1e-9):.${3:-2}f}')"; }
 # produce batch and produce batches (requests) by topic. The consumer's CPU by thread and its
 # context switches, and the broker's CPU in parts, go to $state/<name>.threads.
 drain() {
-  local name="$1" output="$2" timer consumer
+  local name="$1" output="$2" timer consumer watcher
   shift 2
   threads snap "$broker_pid" "$state/$name.broker-before"
   "${consumer_cpus[@]}" /usr/bin/time -f '%M %U %S' -o "$state/$name.rss" "$bin" --log-format json run --bootstrap-servers "$bootstrap" \
@@ -96,8 +97,9 @@ drain() {
   timer=$!
   until consumer="$(pgrep -P "$timer")"; do sleep 0.01; done
   threads watch "$consumer" "$state/$name.consumer" &
+  watcher=$!
   wait "$timer" || die "$name run failed (see $state/$name.err)"
-  wait
+  wait "$watcher"
   threads snap "$broker_pid" "$state/$name.broker-after"
   local eps rss user sys broker_requests broker_jvm broker_other
   eps="$(sed -n 's/^throughput *\([0-9,]*\) events\/s.*/\1/p' "$state/$name.out" | tr -d ,)"
@@ -176,6 +178,28 @@ for linger in $lingers; do
   report "pipeline, linger.ms=$linger: $eps events/s (CPU per event: consumer $cpu us, broker $broker us; requests $requests)" "linger-$linger"
   linger_lines+=("linger.ms=$linger $eps events/s ($(ratio "$eps" "$best_pass")x pass-through), broker request threads $requests_cpu us/event ($(ratio "$requests_cpu" "$pass_requests")x pass-through's), consumer $cpu us/event; requests $requests")
 done
+
+# BENCH_PROFILE=1: one more drain of each kind under a system-wide `perf record` (consumer
+# and broker together, 999 samples a second per core), and where the samples fell, by thread
+# and symbol. The figures of docs/benchmarks.md §8's profile.
+profile_of() {
+  local name="$1" recorder
+  shift
+  perf record -a -F 999 -o "$state/$name.perf" >/dev/null 2>&1 &
+  recorder=$!
+  sleep 0.5
+  drain "$name" "$@" >/dev/null
+  kill -INT "$recorder" && wait "$recorder" || true
+  perf report -i "$state/$name.perf" -n --sort comm,dso,sym --stdio >"$state/$name.report" 2>/dev/null
+  awk '/^ +[0-9.]+%/ && n++ < 40' "$state/$name.report" >"$state/$name.profile"
+  log "profile of a $name drain (share of all samples; per thread and symbol): $state/$name.profile"
+  head -15 "$state/$name.profile" >&2
+}
+if [ -n "${BENCH_PROFILE:-}" ]; then
+  need perf
+  profile_of profile-pass bench-pass --passthrough
+  profile_of profile-pipe bench-out
+fi
 
 # Prints the latency line of a consumer run at the fixed rate, with `$@` added to its flags,
 # and the CPU per event of the broker's request threads over the run (serving the load's
