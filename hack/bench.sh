@@ -45,7 +45,7 @@ latency_rate="${BENCH_LATENCY_RATE:-20000}"
 latency_seconds="${BENCH_LATENCY_SECONDS:-15}"
 memory_events="${BENCH_MEMORY_EVENTS:-10000000}"
 eos_intervals="${BENCH_EOS_INTERVALS:-50ms 1s}"
-lingers="${BENCH_LINGERS:-20}"
+read -ra lingers <<<"${BENCH_LINGERS:-20}"
 
 "$HACK_DIR/install-system-deps.sh"
 need cargo
@@ -173,7 +173,7 @@ done
 # per partition every linger.ms (librdkafka puts one partition in each produce request), so
 # the linger sets the request count; the latency runs below show what it costs.
 linger_lines=()
-for linger in $lingers; do
+for linger in "${lingers[@]}"; do
   read -r eps _ cpu broker requests_cpu requests < <(drain "linger-$linger" bench-out -X "linger.ms=$linger")
   report "pipeline, linger.ms=$linger: $eps events/s (CPU per event: consumer $cpu us, broker $broker us; requests $requests)" "linger-$linger"
   linger_lines+=("linger.ms=$linger $eps events/s ($(ratio "$eps" "$best_pass")x pass-through), broker request threads $requests_cpu us/event ($(ratio "$requests_cpu" "$pass_requests")x pass-through's), consumer $cpu us/event; requests $requests")
@@ -235,8 +235,8 @@ latency_of() {
 latency="$(latency_of alo lat-out lat-dlq --commit-interval 1s)"
 pass_latency="$(latency_of pass lat-out-pass lat-dlq-pass --commit-interval 1s --passthrough)"
 eos_latency="$(latency_of eos eos-lat-out eos-lat-dlq --guarantee exactly-once)"
-for i in "${!linger_lines[@]}"; do
-  linger="$(echo "$lingers" | tr -s ' ' '\n' | grep . | sed -n "$((i + 1))p")"
+for i in "${!lingers[@]}"; do
+  linger="${lingers[i]}"
   linger_lines[i]="${linger_lines[i]}; $(latency_of "linger-$linger" "lat-out-$linger" "lat-dlq-$linger" --commit-interval 1s -X "linger.ms=$linger")"
 done
 at_rate() { sed -n 's/.*broker_requests_us=\([0-9.]*\).*/\1/p' <<<"$1"; }

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use e2e_support::*;
 use fetch_testing::bootstrap;
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
@@ -232,7 +231,6 @@ async fn autoscaling_grows_real_pods_on_a_backlog_and_shrinks_them_after_it_drai
     // test sees at 0 says little about when the last check asked for 4. Two things hold
     // regardless: the window opens at the operator's first check, which follows the apply,
     // and the checks between the drain and the scale-down say they are holding.
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     let mut holding = Vec::new();
     eventually("Deployment logins-consumer scaled to 1", || {
         let reason = status_of(ns, "scalingReason");
@@ -240,11 +238,8 @@ async fn autoscaling_grows_real_pods_on_a_backlog_and_shrinks_them_after_it_drai
             at(&format!("scalingReason: {reason}"));
             holding.push(reason);
         }
-        let deployments = deployments.clone();
-        async move {
-            let d = deployments.get_opt("logins-consumer").await.ok()??;
-            (d.spec?.replicas? == 1).then_some(())
-        }
+        let client = client.clone();
+        async move { (consumer_replicas(&client, ns, "logins").await? == 1).then_some(()) }
     })
     .await;
     let waited = started.elapsed();

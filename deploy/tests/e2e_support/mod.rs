@@ -221,18 +221,21 @@ pub fn consumer_selector(name: &str) -> String {
     format!("app.kubernetes.io/name=fetch-consumer,app.kubernetes.io/instance={name}")
 }
 
+/// The replicas pipeline `name`'s consumer Deployment asks for; `None` before it exists.
+pub async fn consumer_replicas(client: &Client, ns: &str, name: &str) -> Option<i32> {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let d = deployments
+        .get_opt(&format!("{name}-consumer"))
+        .await
+        .ok()??;
+    d.spec?.replicas
+}
+
 /// Waits until the pipeline's consumer Deployment has `count` ready replicas and no others.
 pub async fn ready_consumers(client: &Client, ns: &str, name: &str, count: usize) -> Vec<Pod> {
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     eventually(
         &format!("Deployment {name}-consumer scaled to {count}"),
-        || async {
-            let d = deployments
-                .get_opt(&format!("{name}-consumer"))
-                .await
-                .ok()??;
-            (d.spec?.replicas? == count as i32).then_some(())
-        },
+        || async { (consumer_replicas(client, ns, name).await? == count as i32).then_some(()) },
     )
     .await;
     ready_pods(client, ns, &consumer_selector(name), count).await
