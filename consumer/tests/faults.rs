@@ -53,7 +53,7 @@ fn large_event(bytes: usize, seed: u64) -> Record {
 /// The consumer's log lines at these levels (`WARN`, `ERROR`, ...), parsed, with when each
 /// was logged.
 fn logged(consumer: &ConsumerProcess, levels: &[&str]) -> Vec<(SystemTime, serde_json::Value)> {
-    let lines = consumer.stderr.lock().expect("lock").clone();
+    let lines = consumer.stderr.lines().clone();
     lines
         .iter()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())

@@ -5,7 +5,6 @@
 mod support;
 
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fetch_operator::crd::FetchPipeline;
@@ -17,7 +16,7 @@ use support::*;
 
 struct Operator {
     child: Child,
-    log: Arc<Mutex<Vec<String>>>,
+    log: CapturedLog,
 }
 
 impl Operator {
@@ -36,11 +35,7 @@ impl Operator {
     }
 
     fn led(&self) -> bool {
-        self.log
-            .lock()
-            .expect("lock")
-            .iter()
-            .any(|l| l.contains("became leader"))
+        self.log.lines().iter().any(|l| l.contains("became leader"))
     }
 }
 
@@ -119,20 +114,8 @@ async fn a_leader_whose_controller_fails_exits_non_zero_and_releases_the_lease()
         async move { exited }
     })
     .await;
-    // The log is read on a thread of its own: give it a moment to reach the end.
-    for _ in 0..50 {
-        if operator
-            .log
-            .lock()
-            .expect("lock")
-            .iter()
-            .any(|l| l.starts_with("error: "))
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let log = operator.log.lock().expect("lock").join("\n");
+    operator.log.finish();
+    let log = operator.log.lines().join("\n");
     assert!(operator.led(), "it led before failing; log:\n{log}");
     assert!(
         status.code().is_some_and(|code| code != 0),

@@ -314,21 +314,44 @@ impl Drop for Broker {
     }
 }
 
-/// Collects a spawned program's stderr, line by line, as it runs (the program's stderr must be
-/// piped). Tests read the lines to find what the program logged.
-pub fn capture_stderr(
-    child: &mut std::process::Child,
-) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+/// A spawned program's stderr, collected line by line by a thread as the program writes it.
+/// Tests read the lines to find what the program logged.
+pub struct CapturedLog {
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    reader: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl CapturedLog {
+    /// The lines read so far.
+    pub fn lines(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.lines.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until every line is read: call it once the program has exited. The reader thread
+    /// can be behind the exit, and a program's last words are the lines a test wants most.
+    pub fn finish(&self) {
+        let reader = self.reader.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(reader) = reader {
+            let _ = reader.join();
+        }
+    }
+}
+
+/// Starts collecting `child`'s stderr, which must be piped.
+pub fn capture_stderr(child: &mut std::process::Child) -> CapturedLog {
     use std::io::{BufRead, BufReader};
     let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let sink = lines.clone();
     let pipe = child.stderr.take().expect("the child's stderr is piped");
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         for line in BufReader::new(pipe).lines().map_while(Result::ok) {
             sink.lock().unwrap_or_else(|e| e.into_inner()).push(line);
         }
     });
-    lines
+    CapturedLog {
+        lines,
+        reader: std::sync::Mutex::new(Some(reader)),
+    }
 }
 
 /// GET `path` from the HTTP server at `addr` (`host:port`): the status and the body. Gives up

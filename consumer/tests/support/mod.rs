@@ -5,7 +5,6 @@
 
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 
 pub use fetch_testing::*;
 
@@ -17,7 +16,7 @@ pub use tally::*;
 /// A running `fetch-consumer run` process.
 pub struct ConsumerProcess {
     pub child: Child,
-    pub stderr: Arc<Mutex<Vec<String>>>,
+    pub stderr: CapturedLog,
     pub http: String,
 }
 
@@ -58,7 +57,7 @@ impl ConsumerProcess {
         let stderr = capture_stderr(&mut child);
         let mut http = String::new();
         wait_until("the consumer's HTTP address in its log", || {
-            let lines = stderr.lock().expect("lock");
+            let lines = stderr.lines();
             http = lines
                 .iter()
                 .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -79,7 +78,7 @@ impl ConsumerProcess {
     }
 
     pub fn log(&self) -> String {
-        self.stderr.lock().expect("lock").join("\n")
+        self.stderr.lines().join("\n")
     }
 
     /// Sends SIGTERM and waits for the exit; returns (exit code, stdout).

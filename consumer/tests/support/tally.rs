@@ -71,6 +71,8 @@ pub fn wait_for_exit(consumer: &mut ConsumerProcess) -> Option<i32> {
     let deadline = Instant::now() + TIMEOUT;
     loop {
         if let Some(status) = consumer.child.try_wait().expect("try_wait") {
+            // Its last words may still be on their way through the pipe.
+            consumer.stderr.finish();
             return status.code();
         }
         assert!(
