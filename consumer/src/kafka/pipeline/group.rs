@@ -216,3 +216,31 @@ pub(super) fn leave_group<C: ConsumerContext>(consumer: &BaseConsumer<C>, timeou
         }
     }
 }
+
+/// Closes the consumer (by dropping it), giving up after `timeout`. librdkafka's close can
+/// still wait forever in its own unassign after [`leave_group`] (confluentinc/librdkafka#4884;
+/// seen once in CI with eager assignment, the process alive and idle 15 minutes after its
+/// SIGTERM). Everything durable is done by then: a close left behind only leaves the group to
+/// notice at its session timeout, which beats a pod that never stops.
+pub(super) fn close_within<C>(consumer: BaseConsumer<C>, timeout: Duration)
+where
+    C: ConsumerContext + 'static,
+{
+    let (closed, done) = std::sync::mpsc::channel();
+    let closing = std::thread::Builder::new()
+        .name("consumer-close".into())
+        .spawn(move || {
+            drop(consumer);
+            let _ = closed.send(());
+        });
+    if let Err(e) = closing {
+        tracing::warn!(error = %e, "cannot start a thread to close the consumer; not closing it");
+        return;
+    }
+    if done.recv_timeout(timeout).is_err() {
+        tracing::warn!(
+            ?timeout,
+            "the consumer's close did not finish in time; leaving it (confluentinc/librdkafka#4884)"
+        );
+    }
+}

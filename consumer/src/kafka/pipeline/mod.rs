@@ -47,7 +47,7 @@ mod records;
 mod shared;
 
 use exactly_once::ExactlyOnce;
-use group::{Consumer_, GroupContext, leave_group};
+use group::{Consumer_, GroupContext, close_within, leave_group};
 use guarantee::{AtLeastOnce, Guarantee};
 use produce::{DeliveryContext, Producer_, serve_delivery_reports};
 use records::{handle, pass_through};
@@ -302,7 +302,7 @@ fn shut_down(
     let left_out = guarantee.finish(&consumer, state);
     shared.metrics.in_flight.set(left_out as i64);
     leave_group(&consumer, config.flush_timeout);
-    drop(consumer);
+    close_within(consumer, config.flush_timeout);
     left_out
 }
 
