@@ -192,8 +192,9 @@ pub(super) fn commit<C: ConsumerContext>(
 /// the close, and a close that receives an assignment meanwhile (another replica leaving at the
 /// same moment) can wait forever in the unassign (confluentinc/librdkafka#4527, #4884, seen
 /// with cooperative-sticky). Once unsubscribed, no assignment can arrive, and the close has
-/// nothing left to revoke. Records fetched before the revocation are dropped uncommitted:
-/// their next owner reads them.
+/// nothing left to revoke; that made the hang rare, not impossible, so the close itself is
+/// bounded too ([`close_within`]). Records fetched before the revocation are dropped
+/// uncommitted: their next owner reads them.
 pub(super) fn leave_group<C: ConsumerContext>(consumer: &BaseConsumer<C>, timeout: Duration) {
     consumer.unsubscribe();
     let deadline = Instant::now() + timeout;
