@@ -542,11 +542,16 @@ async fn a_failed_insights_read_keeps_the_last_summary() {
     assert_eq!(before.cleaned, 3);
 
     drop(broker);
+    // A check that straddles the stop can read the offsets just before it and fail the
+    // insights read just after (the two reads run side by side), so wait for a check that
+    // found both unreadable.
     let fp = eventually(
-        "InsightsAvailable=False after the broker stopped",
+        "InsightsAvailable=False and KafkaReachable=False after the broker stopped",
         || async {
             let fp = pipelines.get("outage").await.ok()?;
-            (condition(&fp, "InsightsAvailable")?.1 == "ReadFailed").then_some(fp)
+            let insights_failed = condition(&fp, "InsightsAvailable")?.1 == "ReadFailed";
+            let kafka_down = condition(&fp, "KafkaReachable")?.0 == "False";
+            (insights_failed && kafka_down).then_some(fp)
         },
     )
     .await;
