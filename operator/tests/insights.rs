@@ -13,6 +13,7 @@ use fetch_consumer::clean::Flags;
 use fetch_consumer::insights::fleet::{Fleet, Summary};
 use fetch_consumer::insights::snapshot::{Snapshot, SnapshotKind, Span};
 use fetch_consumer::insights::{DEFAULT_TOP_CAPACITY, Insights, LoginFacts};
+use fetch_consumer::kafka::send::send as send_record;
 use fetch_consumer::reason::RejectReason;
 use fetch_operator::crd::{FetchPipeline, InsightsStatus};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -94,10 +95,7 @@ fn send(bootstrap: &str, topic: &str, records: &[(Vec<u8>, Vec<u8>, Option<i32>)
         if let Some(p) = partition {
             record = record.partition(*p);
         }
-        producer
-            .send(record)
-            .map_err(|(e, _)| e)
-            .expect("queue a record");
+        send_record(&producer, record).expect("queue a record");
     }
     producer.flush(Duration::from_secs(30)).expect("flush");
 }

@@ -15,6 +15,7 @@ use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
+use fetch_consumer::kafka::send::send;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -133,15 +134,7 @@ pub fn produce_to(bootstrap: &str, topic: &str, records: &[(Vec<u8>, Option<Vec<
         if let Some(v) = value {
             record = record.payload(&v[..]);
         }
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    record = back;
-                    producer.poll(Duration::from_millis(10));
-                }
-            }
-        }
+        send(&producer, record).unwrap_or_else(|e| panic!("producing to {topic}: {e}"));
     }
     // As long as any wait in the tests: a broker restarted under load can take a while.
     producer.flush(TIMEOUT).expect("flush");

@@ -6,11 +6,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 
 use super::client_log;
 use super::config::KafkaSettings;
+use super::send::send;
 use crate::error::{Error, Result};
 use crate::generator::Generator;
 use crate::telemetry::Shutdown;
@@ -95,17 +96,8 @@ pub fn produce(
             }
         }
         generator.next_record(epoch_seconds(), &mut key, &mut value);
-        let mut record = BaseRecord::to(topic).key(&key[..]).payload(&value[..]);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    producer.poll(Duration::from_millis(5));
-                }
-                Err((e, _)) => return Err(Error::kafka(format!("producing to {topic}"))(e)),
-            }
-        }
+        let record = BaseRecord::to(topic).key(&key[..]).payload(&value[..]);
+        send(&producer, record).map_err(Error::kafka(format!("producing to {topic}")))?;
         n += 1;
         sent.store(n, Ordering::Relaxed);
         if n.is_multiple_of(1024) {

@@ -31,6 +31,7 @@ use crate::insights::DEFAULT_TOP_CAPACITY;
 use crate::insights::fleet::TopicState;
 use crate::insights::retire;
 use crate::kafka::client_log;
+use crate::kafka::send::send;
 
 /// The context of the client that checks the topic at startup: librdkafka's logs and errors
 /// go to the log (`client_log`), so a broker that refuses the replica says why (a SASL
@@ -266,27 +267,6 @@ pub fn retire(
         )(e));
     }
     Ok(plan.folded)
-}
-
-/// Queues one record, waiting while the producer's queue is full.
-fn send<K, P>(
-    producer: &ThreadedProducer<DefaultProducerContext>,
-    mut record: BaseRecord<'_, K, P>,
-) -> std::result::Result<(), KafkaError>
-where
-    K: rdkafka::message::ToBytes + ?Sized,
-    P: rdkafka::message::ToBytes + ?Sized,
-{
-    loop {
-        match producer.send(record) {
-            Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                record = back;
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err((e, _)) => return Err(e),
-        }
-    }
 }
 
 /// Whether a newer producer with the same transactional id took over.

@@ -9,6 +9,7 @@ pub mod insights_topic;
 pub mod offsets;
 pub mod pipeline;
 pub mod requests;
+pub mod send;
 mod stage;
 pub mod transaction;
 

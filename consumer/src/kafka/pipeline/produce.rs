@@ -16,8 +16,8 @@ use rdkafka::statistics::Statistics;
 use super::shared::Shared;
 use crate::error::{Error, Result};
 use crate::kafka::checkpoint::Taken;
-use crate::kafka::client_log;
 use crate::kafka::offsets::Delivered;
+use crate::kafka::{self, client_log};
 
 /// The producer's context: turns delivery reports into acknowledgements.
 pub(super) struct DeliveryContext {
@@ -167,18 +167,6 @@ pub(super) fn flush(producer: &Producer_, timeout: Duration) -> Result<(), Kafka
 }
 
 /// Hands a record to the producer, waiting for room when its queue is full (backpressure).
-pub(super) fn send(
-    producer: &Producer_,
-    mut record: BaseRecord<'_, [u8], [u8], usize>,
-) -> Result<()> {
-    loop {
-        match producer.send(record) {
-            Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                record = back;
-                producer.poll(Duration::from_millis(5));
-            }
-            Err((e, _)) => return Err(Error::kafka("producing a record")(e)),
-        }
-    }
+pub(super) fn send(producer: &Producer_, record: BaseRecord<'_, [u8], [u8], usize>) -> Result<()> {
+    kafka::send::send(producer, record).map_err(Error::kafka("producing a record"))
 }
