@@ -22,6 +22,8 @@ cd "$REPO_ROOT"
 log "formatting and lints"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The end-to-end tests build only with their feature on: lint them too.
+cargo clippy -p fetch-deploy-tests --features e2e --all-targets --locked -- -D warnings
 
 log "control-plane binaries for the operator's tests"
 KUBEBUILDER_ASSETS="$("$HACK_DIR/k8s-binaries.sh")"
