@@ -326,12 +326,17 @@ pub async fn generate(args: GenerateArgs) -> Result<()> {
         rate: (args.rate > 0.0).then_some(args.rate),
         count: (args.count > 0).then_some(args.count),
     };
-    if let Some(path) = &args.output {
-        return generate_to_file(&mut generator, path, pace);
-    }
-    let settings = kafka_settings(&args.kafka);
     let shutdown = Shutdown::new();
     signal::trigger_on_signal(&shutdown, None);
+    if let Some(path) = args.output {
+        // Blocking writes, off the runtime's threads (which serve the signal).
+        let written = tokio::task::spawn_blocking(move || {
+            generate_to_file(&mut generator, &path, pace, &shutdown)
+        })
+        .await;
+        return written.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    }
+    let settings = kafka_settings(&args.kafka);
     let sent = Arc::new(AtomicU64::new(0));
     tracing::info!(topic = %args.topic, seed, rate = ?pace.rate, count = ?pace.count, "generating events");
     let started = Instant::now();
@@ -362,17 +367,26 @@ pub async fn generate(args: GenerateArgs) -> Result<()> {
     Ok(())
 }
 
-fn generate_to_file(generator: &mut Generator, path: &Path, pace: Pace) -> Result<()> {
+/// Writes generated events, one per line, until the count is reached or `shutdown` is
+/// triggered; either way the file ends with a whole line (a signal no longer cuts one in two).
+fn generate_to_file(
+    generator: &mut Generator,
+    path: &Path,
+    pace: Pace,
+    shutdown: &Shutdown,
+) -> Result<()> {
     let mut out = create_output(path)?;
     let (mut key, mut value) = (Vec::new(), Vec::new());
     let started = Instant::now();
     let mut n = 0u64;
-    while pace.count.is_none_or(|c| n < c) {
+    while pace.count.is_none_or(|c| n < c) && !shutdown.is_triggered() {
         if let Some(rate) = pace.rate {
             let due = started + Duration::from_secs_f64(n as f64 / rate);
             if let Some(wait) = due.checked_duration_since(Instant::now()) {
                 out.flush().map_err(Error::io("writing events"))?;
-                std::thread::sleep(wait);
+                // In short naps, so a signal is answered at once even at a low rate.
+                std::thread::sleep(wait.min(Duration::from_millis(100)));
+                continue;
             }
         }
         generator.next_record(generate::epoch_seconds(), &mut key, &mut value);

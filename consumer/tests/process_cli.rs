@@ -294,3 +294,37 @@ fn exports_traces_over_otlp_when_configured() {
     let body = String::from_utf8_lossy(&body);
     assert!(body.contains("process_lines"), "the span is in the export");
 }
+
+/// `generate --output` with no count runs until stopped; SIGTERM stops it cleanly, leaving a
+/// file of whole events (the buffered writer used to be cut off mid-line).
+#[test]
+fn generate_to_a_file_stops_on_sigterm_with_whole_lines() {
+    let dir = tempdir();
+    let events = dir.join("endless.jsonl");
+    let mut child = bin()
+        .args(["generate", "--rate", "0", "--seed", "5", "--output"])
+        .arg(&events)
+        .spawn()
+        .expect("generate");
+    // Until it has written a few buffers' worth, so a cut would show.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::metadata(&events).map_or(0, |m| m.len()) < 1 << 20 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "generate wrote nothing"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(killed.success());
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(0), "a clean stop");
+    let text = std::fs::read_to_string(&events).expect("read");
+    assert!(text.ends_with('\n'), "the last line is whole");
+    for line in text.lines() {
+        serde_json::from_str::<Value>(line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    }
+}
