@@ -52,8 +52,8 @@ need cargo
 cd "$REPO_ROOT"
 log "building release binaries"
 cargo build --release --locked -p fetch-consumer --bin fetch-consumer --example e2e_latency
-bin="$REPO_ROOT/target/release/fetch-consumer"
-latency_tool="$REPO_ROOT/target/release/examples/e2e_latency"
+bin="$CARGO_TARGET/release/fetch-consumer"
+latency_tool="$CARGO_TARGET/release/examples/e2e_latency"
 
 state="$REPO_ROOT/target/bench"
 rm -rf "$state" && mkdir -p "$state"

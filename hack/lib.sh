@@ -8,6 +8,8 @@ set -euo pipefail
 
 HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$HACK_DIR/.." && pwd)"
+# Where cargo puts what it builds: CARGO_TARGET_DIR when the user set one, as cargo does.
+CARGO_TARGET="${CARGO_TARGET_DIR:-$REPO_ROOT/target}"
 # shellcheck source=versions.env
 source "$HACK_DIR/versions.env"
 

@@ -24,7 +24,7 @@ done
 need cargo
 log "building fetch-consumer (release)"
 (cd "$REPO_ROOT" && cargo build --release --locked -p fetch-consumer)
-bin="$REPO_ROOT/target/release/fetch-consumer"
+bin="$CARGO_TARGET/release/fetch-consumer"
 
 state="$REPO_ROOT/target/local-run"
 generator_pid=""
