@@ -19,10 +19,7 @@ use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{
-    BaseProducer, BaseRecord, DefaultProducerContext, DeliveryResult, Producer, ProducerContext,
-    ThreadedProducer,
-};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::cli::MAX_WINDOW;
@@ -222,7 +219,7 @@ pub fn retire(
             format!("fetch-insights-retire/{pipeline}"),
         )
         .set("transaction.timeout.ms", "30000");
-    let producer: ThreadedProducer<DefaultProducerContext> = producer_config
+    let producer: BaseProducer = producer_config
         .create()
         .map_err(|e| Error::Config(format!("insights producer settings: {e}")))?;
     // Fences any other replica of this pipeline retiring at the same time: its transaction
@@ -252,6 +249,8 @@ pub fn retire(
         for key in &plan.delete {
             send(&producer, BaseRecord::<String, [u8]>::to(topic).key(key))?;
         }
+        // The delivery reports are served by polling, which the commit does not do.
+        producer.flush(timeout)?;
         producer.commit_transaction(timeout)
     };
     if let Err(e) = transaction() {
