@@ -379,15 +379,11 @@ fn generate_to_file(
     let (mut key, mut value) = (Vec::new(), Vec::new());
     let started = Instant::now();
     let mut n = 0u64;
-    while pace.count.is_none_or(|c| n < c) && !shutdown.is_triggered() {
-        if let Some(rate) = pace.rate {
-            let due = started + Duration::from_secs_f64(n as f64 / rate);
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                out.flush().map_err(Error::io("writing events"))?;
-                // In short naps, so a signal is answered at once even at a low rate.
-                std::thread::sleep(wait.min(Duration::from_millis(100)));
-                continue;
-            }
+    while !pace.done(n) && !shutdown.is_triggered() {
+        if let Some(nap) = pace.nap(started, n, Instant::now()) {
+            out.flush().map_err(Error::io("writing events"))?;
+            std::thread::sleep(nap);
+            continue;
         }
         generator.next_record(generate::epoch_seconds(), &mut key, &mut value);
         out.write_all(&value).map_err(Error::io("writing events"))?;

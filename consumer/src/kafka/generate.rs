@@ -25,6 +25,25 @@ pub struct Pace {
     pub count: Option<u64>,
 }
 
+/// The longest wait for the next event's time: a signal is answered within it at any rate.
+const MAX_NAP: Duration = Duration::from_millis(100);
+
+impl Pace {
+    /// Whether `sent` events are all that was asked for.
+    pub fn done(&self, sent: u64) -> bool {
+        self.count.is_some_and(|c| sent >= c)
+    }
+
+    /// How long to wait at `now` before the event after `sent` is due, in a run that started
+    /// at `started`: `None` when it is due (or there is no rate), else at most [`MAX_NAP`].
+    pub fn nap(&self, started: Instant, sent: u64, now: Instant) -> Option<Duration> {
+        let due = started + Duration::from_secs_f64(sent as f64 / self.rate?);
+        due.checked_duration_since(now)
+            .filter(|wait| !wait.is_zero())
+            .map(|wait| wait.min(MAX_NAP))
+    }
+}
+
 #[derive(Default)]
 struct Reports {
     acknowledged: AtomicU64,
@@ -85,15 +104,11 @@ pub fn produce(
     let started = Instant::now();
     let (mut key, mut value) = (Vec::new(), Vec::new());
     let mut n = 0u64;
-    while pace.count.is_none_or(|c| n < c) && !shutdown.is_triggered() {
-        if let Some(rate) = pace.rate {
-            let due = started + Duration::from_secs_f64(n as f64 / rate);
-            let now = Instant::now();
-            if due > now {
-                std::thread::sleep((due - now).min(Duration::from_millis(100)));
-                producer.poll(Duration::ZERO);
-                continue;
-            }
+    while !pace.done(n) && !shutdown.is_triggered() {
+        if let Some(nap) = pace.nap(started, n, Instant::now()) {
+            std::thread::sleep(nap);
+            producer.poll(Duration::ZERO);
+            continue;
         }
         generator.next_record(epoch_seconds(), &mut key, &mut value);
         let record = BaseRecord::to(topic).key(&key[..]).payload(&value[..]);
@@ -119,4 +134,54 @@ pub fn epoch_seconds() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_a_rate_every_event_is_due_at_once() {
+        let pace = Pace {
+            rate: None,
+            count: None,
+        };
+        let now = Instant::now();
+        assert_eq!(pace.nap(now, 1_000_000, now), None);
+    }
+
+    #[test]
+    fn an_early_event_waits_in_naps_of_at_most_100ms() {
+        let pace = Pace {
+            rate: Some(10.0),
+            count: None,
+        };
+        let started = Instant::now();
+        // The 6th event is due at 0.5 s.
+        assert_eq!(pace.nap(started, 5, started), Some(MAX_NAP));
+        let nearly = started + Duration::from_millis(460);
+        assert_eq!(
+            pace.nap(started, 5, nearly),
+            Some(Duration::from_millis(40))
+        );
+        assert_eq!(
+            pace.nap(started, 5, started + Duration::from_millis(500)),
+            None
+        );
+    }
+
+    #[test]
+    fn only_a_count_ends_the_run() {
+        let endless = Pace {
+            rate: None,
+            count: None,
+        };
+        assert!(!endless.done(u64::MAX));
+        let three = Pace {
+            rate: None,
+            count: Some(3),
+        };
+        assert!(!three.done(2));
+        assert!(three.done(3));
+    }
 }
