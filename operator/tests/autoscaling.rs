@@ -90,8 +90,7 @@ async fn a_backlog_scales_up_at_once_and_the_drained_pipeline_scales_down_after_
         .await
         .expect("create");
     // 4,000 records at 500 per replica ask for 8; the 4 partitions cap it.
-    await_replicas(&deployments, "burst-consumer", 4).await;
-    let fp = pipelines.get("burst").await.expect("pipeline");
+    let fp = await_scaled(&pipelines, &deployments, "burst", 4).await;
     assert_eq!(
         reason(&fp),
         "backlog 4,000 records, 500 per replica -> 8, capped at the 4 partitions"
@@ -109,7 +108,7 @@ async fn a_backlog_scales_up_at_once_and_the_drained_pipeline_scales_down_after_
     })
     .await;
     let drained = Instant::now();
-    await_replicas(&deployments, "burst-consumer", 1).await;
+    let fp = await_scaled(&pipelines, &deployments, "burst", 1).await;
     let waited = drained.elapsed();
     // The last check that asked for 4 came at most a check (1 s) and a status write before
     // the drained lag showed: the scale-down had to wait the 20 s window from there.
@@ -117,7 +116,6 @@ async fn a_backlog_scales_up_at_once_and_the_drained_pipeline_scales_down_after_
         waited >= Duration::from_secs(17),
         "scaled down {waited:?} after the backlog drained, before the 20s window"
     );
-    let fp = pipelines.get("burst").await.expect("pipeline");
     assert!(
         reason(&fp)
             .starts_with("idle (no backlog, nothing arriving) -> 0, raised to replicas.min 1"),
@@ -181,9 +179,8 @@ async fn idle_with_min_zero_goes_to_zero_and_the_first_record_brings_a_replica_b
     await_replicas(&deployments, "quiet-consumer", 1).await;
 
     let replica = Replica::start(&group, &input, &output, &dead_letter);
-    await_replicas(&deployments, "quiet-consumer", 0).await;
+    let fp = await_scaled(&pipelines, &deployments, "quiet", 0).await;
     drop(replica);
-    let fp = pipelines.get("quiet").await.expect("pipeline");
     let ready = fp
         .status
         .as_ref()
@@ -265,7 +262,7 @@ async fn kubectl_scale_sets_a_fixed_count_that_wins_until_removed() {
         .patch_scale("manual", &PatchParams::default(), &Patch::Merge(&scale))
         .await
         .expect("patch /scale");
-    await_replicas(&deployments, "manual-consumer", 2).await;
+    await_scaled(&pipelines, &deployments, "manual", 2).await;
     let read = pipelines.get_scale("manual").await.expect("get /scale");
     assert_eq!(read.spec.and_then(|s| s.replicas), Some(2));
     let status = read.status.expect("scale status");

@@ -42,3 +42,21 @@ pub async fn await_replicas(
     })
     .await;
 }
+
+/// Waits until pipeline `name`'s Deployment asks for `n` replicas and the pipeline's status says
+/// so too, and returns the pipeline. The operator applies the Deployment before it writes the
+/// status, so a status read the moment the Deployment changes can still be the previous check's.
+pub async fn await_scaled(
+    pipelines: &kube::Api<fetch_operator::crd::FetchPipeline>,
+    deployments: &kube::Api<k8s_openapi::api::apps::v1::Deployment>,
+    name: &str,
+    n: i32,
+) -> fetch_operator::crd::FetchPipeline {
+    await_replicas(deployments, &format!("{name}-consumer"), n).await;
+    eventually(&format!("{name}'s status at {n} replicas"), || async {
+        let fp = pipelines.get(name).await.ok()?;
+        let desired = fp.status.as_ref()?.desired_replicas?;
+        (desired == n).then_some(fp)
+    })
+    .await
+}
