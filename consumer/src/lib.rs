@@ -10,6 +10,7 @@
 //! - [`pii`]: optional masking or keyed hashing of `ip` and `device_id`.
 //! - [`insights`]: bounded-memory, mergeable insights (HyperLogLog, Space-Saving) and the report.
 //! - [`output_json`]: the output record's JSON, written by hand for its fixed shape.
+//! - [`json_string`]: where a JSON string's plain run ends, shared by parsing and writing.
 //! - [`processor`]: cleaning + serialization + insights, shared by every mode.
 //! - [`handoff`]: batches passed between threads and handed back for reuse.
 //! - [`dead_letter`]: how rejected records are written (Kafka headers, JSON lines).
@@ -34,6 +35,7 @@ pub mod handoff;
 pub mod health;
 pub mod http;
 pub mod insights;
+pub mod json_string;
 pub mod kafka;
 pub mod metrics;
 pub mod output_json;
