@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
 use fetch_consumer::clean::Cleaner;
+use fetch_consumer::event::RawEvent;
 use fetch_consumer::generator::{Generator, GeneratorConfig};
 use fetch_consumer::insights::Insights;
 use fetch_consumer::processor::{Processor, Routed};
@@ -64,6 +65,15 @@ fn parse_only(records: &[Vec<u8>]) -> usize {
         .count()
 }
 
+/// The core's own parse into every known field, by the fast path where it applies
+/// (`RawEvent::parse`) or by serde_json alone (`RawEvent::parse_reference`).
+fn parse_event(records: &[Vec<u8>], parses: fn(&str) -> bool) -> usize {
+    records
+        .iter()
+        .filter(|r| std::str::from_utf8(r).is_ok_and(parses))
+        .count()
+}
+
 fn process(processor: &mut Processor, records: &[Vec<u8>]) -> usize {
     let mut bytes = 0;
     for r in records {
@@ -96,6 +106,16 @@ fn main() {
     let mut group = c.benchmark_group("processing");
     group.throughput(Throughput::Elements(records.len() as u64));
     group.bench_function("parse_only", |b| b.iter(|| parse_only(black_box(&records))));
+    group.bench_function("event_parse", |b| {
+        b.iter(|| parse_event(black_box(&records), |t| RawEvent::parse(t).is_ok()))
+    });
+    group.bench_function("event_parse_reference", |b| {
+        b.iter(|| {
+            parse_event(black_box(&records), |t| {
+                RawEvent::parse_reference(t).is_ok()
+            })
+        })
+    });
     group.bench_function("process", |b| {
         b.iter(|| process(&mut processor, black_box(&records)))
     });

@@ -1,6 +1,7 @@
 //! Properties of the processing core over arbitrary input.
 
 use fetch_consumer::clean::Cleaner;
+use fetch_consumer::event::{RawEvent, flat};
 use fetch_consumer::file_mode::process_lines;
 use fetch_consumer::insights::Insights;
 use fetch_consumer::output_json;
@@ -65,6 +66,15 @@ proptest! {
         prop_assert_eq!(out.iter().filter(|b| **b == b'\n').count() as u64, stats.cleaned);
         prop_assert_eq!(dlq.iter().filter(|b| **b == b'\n').count() as u64, stats.dead_lettered);
         prop_assert_eq!(processor.into_insights().cleaned, stats.cleaned);
+    }
+
+    /// The fast parse path agrees with serde_json wherever it answers (escapes, signs,
+    /// fractions and nesting included in the inputs, which it leaves to serde_json).
+    #[test]
+    fn the_fast_parse_path_agrees_with_serde_json(text in event_like()) {
+        if let Some(fast) = flat::parse(&text) {
+            prop_assert_eq!(Ok(fast), RawEvent::parse_reference(&text));
+        }
     }
 
     /// Cleaning is idempotent: a cleaned event cleans to itself (but for `flags`, which say

@@ -27,6 +27,8 @@
 //!   characters, which masks to `ab****` and again to `ab******`. With `--pii-mode hash` it does
 //!   not hold at all (a hash is hashed again, a hashed IP is no IP); what is checked there is
 //!   that hashing changes nothing but `ip` and `device_id`.
+//! - The two parse paths agree: whenever the fast path (`event::flat`) reads a record, its
+//!   fields are exactly what the serde_json path reads.
 //! - The PII modes never change where a record goes, why it is rejected, or any field but `ip`
 //!   and `device_id`.
 //! - A lower size limit changes nothing but to reject longer records as `too_large`; the file
@@ -38,6 +40,7 @@ use std::net::IpAddr;
 
 use fetch_consumer::clean::{Cleaner, DEFAULT_MAX_EVENT_BYTES, Rejection};
 use fetch_consumer::dead_letter::{self, FileRecord, Source};
+use fetch_consumer::event::{RawEvent, flat};
 use fetch_consumer::file_mode::process_lines;
 use fetch_consumer::insights::Insights;
 use fetch_consumer::pii::{PiiMode, PiiPolicy};
@@ -97,10 +100,24 @@ pub fn check_processing(input: &[u8]) {
         }
         Outcome::DeadLetter(rejection) => check_dead_letter(input, rejection),
     }
+    check_parse_paths_agree(input);
     check_reason_agrees(input, &kept);
     check_pii_modes(input, &kept);
     check_small_limit(input, &kept);
     check_file_mode(input);
+}
+
+fn check_parse_paths_agree(input: &[u8]) {
+    let Ok(text) = std::str::from_utf8(input) else {
+        return;
+    };
+    if let Some(fast) = flat::parse(text) {
+        assert_eq!(
+            Ok(fast),
+            RawEvent::parse_reference(text),
+            "the fast parse path differs from serde_json's"
+        );
+    }
 }
 
 /// Where one record went, owned (the processor's answer borrows it and the input).

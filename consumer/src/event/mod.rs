@@ -4,6 +4,12 @@
 //! holds ([`Field`]), so the cleaning rules in [`crate::clean`] can decide with full information.
 //! Unknown fields are skipped without being materialized. Strings borrow from the input unless
 //! they contain escapes.
+//!
+//! Two paths give the same answer: [`flat`] reads the flat objects that make up nearly all of
+//! the stream in one pass, and serde_json ([`RawEvent::parse_reference`]) reads everything else
+//! and words the errors.
+
+pub mod flat;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -68,6 +74,15 @@ pub enum ParseError {
 impl<'a> RawEvent<'a> {
     /// Parses one event from JSON text.
     pub fn parse(text: &'a str) -> Result<Self, ParseError> {
+        match flat::parse(text) {
+            Some(event) => Ok(event),
+            None => Self::parse_reference(text),
+        }
+    }
+
+    /// Parses one event with serde_json alone: the reference that [`flat::parse`] must agree
+    /// with, and the path for everything it leaves (escapes, nesting, errors).
+    pub fn parse_reference(text: &'a str) -> Result<Self, ParseError> {
         let first = text.bytes().find(|b| !b.is_ascii_whitespace());
         if first != Some(b'{') {
             // Tell "valid JSON of the wrong shape" from "not JSON" for a precise reason code.
@@ -96,6 +111,29 @@ impl<'a> RawEvent<'a> {
                     ParseError::Malformed(e.to_string())
                 }
             })
+    }
+}
+
+impl<'a> RawEvent<'a> {
+    /// The field a key names, if it is one of the known ones.
+    fn slot(&mut self, key: &str) -> Option<&mut Field<'a>> {
+        KNOWN_KEYS
+            .iter()
+            .position(|k| *k == key)
+            .map(|i| self.slot_at(i))
+    }
+
+    /// The field of [`KNOWN_KEYS`]`[i]`.
+    fn slot_at(&mut self, i: usize) -> &mut Field<'a> {
+        match i {
+            0 => &mut self.user_id,
+            1 => &mut self.app_version,
+            2 => &mut self.device_type,
+            3 => &mut self.ip,
+            4 => &mut self.locale,
+            5 => &mut self.device_id,
+            _ => &mut self.timestamp,
+        }
     }
 }
 
@@ -212,15 +250,7 @@ impl<'de> Visitor<'de> for FillEvent<'_, 'de> {
                 map.next_value::<IgnoredAny>()?;
                 continue;
             };
-            let slot = match i {
-                0 => &mut ev.user_id,
-                1 => &mut ev.app_version,
-                2 => &mut ev.device_type,
-                3 => &mut ev.ip,
-                4 => &mut ev.locale,
-                5 => &mut ev.device_id,
-                _ => &mut ev.timestamp,
-            };
+            let slot = ev.slot_at(i);
             if !matches!(slot, Field::Absent) {
                 return Err(de::Error::duplicate_field(KNOWN_KEYS[i]));
             }
@@ -233,6 +263,17 @@ impl<'de> Visitor<'de> for FillEvent<'_, 'de> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_known_key_names_its_own_slot() {
+        let mut event = RawEvent::default();
+        for (i, key) in KNOWN_KEYS.iter().enumerate() {
+            let by_name: *const Field = event.slot(key).expect("known key");
+            let by_index: *const Field = event.slot_at(i);
+            assert_eq!(by_name, by_index, "{key}");
+        }
+        assert!(event.slot("other").is_none());
+    }
 
     #[test]
     fn reads_every_known_field_and_skips_others() {
