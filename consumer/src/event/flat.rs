@@ -12,7 +12,7 @@
 //! Why it exists: parsing is the processing core's largest cost after the insights. Over the
 //! generator's mix this path parses in about two thirds of serde_json's time
 //! (`cargo bench -p fetch-consumer --bench processing`: `event_parse` against
-//! `event_parse_reference`), and the whole core runs about 10% faster.
+//! `event_parse_reference`), and the whole core runs 7-10% faster.
 
 use std::borrow::Cow;
 
