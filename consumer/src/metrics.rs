@@ -28,6 +28,44 @@ pub struct OutcomeLabel {
     pub outcome: &'static str,
 }
 
+/// Why an at-least-once revocation handed partitions on with some of their progress not
+/// committed. Their next owner then produces those records' results again: a duplicate a
+/// reader sees, which at least once allows but which never happens without one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unsettled {
+    /// The group gave the partitions away before this member could commit.
+    Lost,
+    /// The processing thread did not finish its batches within `--shutdown-timeout`.
+    NotDrained,
+    /// No insights checkpoint in time (commits wait for one that counts their events).
+    NoInsightsCheckpoint,
+    /// The producer did not deliver everything within `--shutdown-timeout`.
+    FlushTimeout,
+    /// The broker refused the commit, three times.
+    CommitFailed,
+}
+
+impl Unsettled {
+    pub const ALL: [Unsettled; 5] = [
+        Unsettled::Lost,
+        Unsettled::NotDrained,
+        Unsettled::NoInsightsCheckpoint,
+        Unsettled::FlushTimeout,
+        Unsettled::CommitFailed,
+    ];
+
+    /// The metric's `reason` label.
+    pub fn code(self) -> &'static str {
+        match self {
+            Unsettled::Lost => "lost",
+            Unsettled::NotDrained => "not_drained",
+            Unsettled::NoInsightsCheckpoint => "no_insights_checkpoint",
+            Unsettled::FlushTimeout => "flush_timeout",
+            Unsettled::CommitFailed => "commit_failed",
+        }
+    }
+}
+
 /// Every metric of the consumer, registered once in its own registry.
 #[derive(Debug)]
 pub struct Metrics {
@@ -53,6 +91,8 @@ pub struct Metrics {
     pub batch_size: Histogram,
     /// Offset commits (with exactly-once, transaction commits), by outcome (`ok` or `error`).
     pub commits: Family<OutcomeLabel, Counter>,
+    /// At least once: revocations that left some progress uncommitted, by [`Unsettled`] reason.
+    pub unsettled_revocations: Family<ReasonLabel, Counter>,
     /// Exactly-once: transactions aborted (their results discarded and produced again).
     pub aborted_transactions: Counter,
     /// Exactly-once: time to commit one transaction (flush, offsets, commit).
@@ -81,6 +121,7 @@ impl Default for Metrics {
             batch_duration: Histogram::new(exponential_buckets(0.000_05, 2.0, 18)),
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
             commits: Family::default(),
+            unsettled_revocations: Family::default(),
             aborted_transactions: Counter::default(),
             transaction_commit_duration: Histogram::new(exponential_buckets(0.000_5, 2.0, 16)),
             consumer_lag: Family::default(),
@@ -136,6 +177,11 @@ impl Default for Metrics {
             m.commits.clone(),
         );
         registry.register(
+            "revocations_unsettled",
+            "At least once: revocations that handed partitions on with progress not committed (their next owner produces some results again), by reason",
+            m.unsettled_revocations.clone(),
+        );
+        registry.register(
             "transactions_aborted",
             "Exactly-once: transactions aborted, their results discarded and produced again",
             m.aborted_transactions.clone(),
@@ -171,6 +217,11 @@ impl Default for Metrics {
                 reason: reason.code(),
             });
         }
+        for why in Unsettled::ALL {
+            let _ = m
+                .unsettled_revocations
+                .get_or_create(&ReasonLabel { reason: why.code() });
+        }
         Metrics { registry, ..m }
     }
 }
@@ -182,6 +233,12 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    pub fn count_unsettled(&self, why: Unsettled) {
+        self.unsettled_revocations
+            .get_or_create(&ReasonLabel { reason: why.code() })
+            .inc();
     }
 
     pub fn count_rejection(&self, reason: RejectReason) {

@@ -16,6 +16,7 @@ use super::produce::{Producer_, flush, publish};
 use super::shared::Shared;
 use crate::error::{Error, Result};
 use crate::kafka::offsets::DeliveryToken;
+use crate::metrics::Unsettled;
 
 /// What each guarantee does at the loop's few decision points.
 pub(super) trait Guarantee: Send + Sync {
@@ -114,7 +115,10 @@ impl Guarantee for AtLeastOnce {
         *last = std::time::Instant::now();
     }
 
-    fn revoke(&self, consumer: &Consumer_, partitions: &[i32], _drained: bool, lost: bool) {
+    /// Every way this can leave progress uncommitted is logged and counted
+    /// ([`Unsettled`]): without one, the next owner starts exactly after what was produced.
+    fn revoke(&self, consumer: &Consumer_, partitions: &[i32], drained: bool, lost: bool) {
+        let unsettled = |why: Unsettled| self.shared.metrics.count_unsettled(why);
         if lost {
             // The group has given the partitions to others already: a commit now would be
             // refused (or, worse, move their new owner's position).
@@ -122,8 +126,14 @@ impl Guarantee for AtLeastOnce {
                 ?partitions,
                 "assignment lost; what was produced since the last commit is produced again by the partitions' next owner"
             );
+            unsettled(Unsettled::Lost);
             self.shared.tracker().forget(partitions);
             return;
+        }
+        if !drained {
+            // The loop's context has logged it; the stage may still produce these partitions'
+            // records after the commit below.
+            unsettled(Unsettled::NotDrained);
         }
         // The insights counting these partitions' events must be published before their
         // offsets can be committed.
@@ -131,11 +141,13 @@ impl Guarantee for AtLeastOnce {
             tracing::warn!(
                 "no insights checkpoint in time; the next owner reprocesses what the last published snapshot does not count"
             );
+            unsettled(Unsettled::NoInsightsCheckpoint);
         }
         // Everything produced so far must be acknowledged before its offsets can be committed
         // for the next owner of these partitions.
         if let Err(e) = flush(&self.producer, self.flush_timeout) {
             tracing::warn!(error = %e, "flush on revocation timed out; unacknowledged records will be reprocessed by the next owner");
+            unsettled(Unsettled::FlushTimeout);
         }
         // The partitions' next owner starts from this commit: a failure here (a rebalance
         // racing it, a coordinator moving) would make it reprocess what was produced.
@@ -152,6 +164,7 @@ impl Guarantee for AtLeastOnce {
                 ?partitions,
                 "could not commit the revoked partitions' offsets; their next owner reprocesses from the last commit (duplicates)"
             );
+            unsettled(Unsettled::CommitFailed);
         }
         self.shared.tracker().forget(partitions);
     }
