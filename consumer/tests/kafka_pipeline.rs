@@ -4,6 +4,8 @@
 mod support;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use fetch_consumer::clean::Cleaner;
 use fetch_consumer::dead_letter;
@@ -237,48 +239,69 @@ fn second_consumer_joins(extra: &[&str]) {
         .chain(extra)
         .copied()
         .collect();
-    let (input, output, dlq) = topics(4);
+    let (input, output, dead_letter) = topics(4);
+    let t = Topics {
+        input,
+        output,
+        dead_letter,
+    };
     let records = records(200_000, 13);
-    let cleaner = Cleaner::default();
-    let valid = records
-        .iter()
-        .filter(|(_, v)| v.as_deref().is_some_and(|v| cleaner.clean(v).is_ok()))
-        .count();
     let group = unique("group");
 
-    let first = ConsumerProcess::start(&group, &input, &output, &dlq, &args);
+    let first = ConsumerProcess::start(&group, &t.input, &t.output, &t.dead_letter, &args);
     wait_until("the first consumer's partitions", || {
         first.log().contains("partitions assigned")
     });
-    let log2 = std::thread::scope(|scope| {
-        // A steady stream, so the first consumer is busy when the second one joins.
-        scope.spawn(|| {
+    let joined = AtomicBool::new(false);
+    let (sent, log2, unsettled2) = std::thread::scope(|scope| {
+        // A steady stream, so the first consumer is busy when the second one joins. Joining
+        // once took longer than the stream on a loaded machine: a trickle then goes on (the
+        // records again) until a second after the join.
+        let producing = scope.spawn(|| {
+            let mut sent = 0;
             for chunk in records.chunks(5_000) {
-                produce(&input, chunk);
-                std::thread::sleep(std::time::Duration::from_millis(100));
+                produce(&t.input, chunk);
+                sent += chunk.len();
+                std::thread::sleep(Duration::from_millis(100));
             }
+            let (mut after_join, give_up) = (0, Instant::now() + TIMEOUT);
+            for chunk in records.chunks(500).cycle() {
+                if after_join == 10 || Instant::now() > give_up {
+                    break;
+                }
+                produce(&t.input, chunk);
+                sent += chunk.len();
+                std::thread::sleep(Duration::from_millis(100));
+                after_join += usize::from(joined.load(Ordering::Acquire));
+            }
+            sent
         });
-        wait_until("some output", || total(&end_offsets(&output)) > 20_000);
-        let second = ConsumerProcess::start(&group, &input, &output, &dlq, &args);
+        wait_until("some output", || total(&end_offsets(&t.output)) > 20_000);
+        let second = ConsumerProcess::start(&group, &t.input, &t.output, &t.dead_letter, &args);
         wait_until("the second consumer's partitions", || {
             second.log().contains("partitions assigned")
         });
-        assert!(
-            total(&end_offsets(&input)) < records.len() as i64,
-            "the load ended before the second consumer joined; slow it down"
+        joined.store(true, Ordering::Release);
+        let sent = producing.join().expect("the producing thread");
+        wait_until_else(
+            "the two consumers to commit everything",
+            || committed(&group, &t.input) == end_offsets(&t.input),
+            || {
+                format!(
+                    "committed {:?} of {:?}\nthe first consumer:\n{}\nthe second:\n{}",
+                    committed(&group, &t.input),
+                    end_offsets(&t.input),
+                    group_events(&first),
+                    group_events(&second),
+                )
+            },
         );
-        wait_until("everything loaded", || {
-            total(&end_offsets(&input)) == records.len() as i64
-        });
-        wait_until("the two consumers to commit everything", || {
-            committed(&group, &input) == end_offsets(&input)
-        });
-        let log2 = second.log();
+        let (log2, unsettled2) = (second.log(), unsettled_revocations(&second));
         let (code2, _) = second.terminate();
         assert_eq!(code2, Some(0));
-        log2
+        (sent, log2, unsettled2)
     });
-    let log1 = first.log();
+    let (log1, unsettled1) = (first.log(), unsettled_revocations(&first));
     let (code1, _) = first.terminate();
     assert_eq!(code1, Some(0));
     assert!(
@@ -286,25 +309,66 @@ fn second_consumer_joins(extra: &[&str]) {
         "the first consumer gave partitions up:\n{log1}"
     );
 
-    // The revocation waited for the processing stage and committed exactly what was produced;
-    // records polled but not yet processed were left to the next owner, so none is doubled.
-    // Should that fail, the warnings of both consumers say where (commits, timeouts).
+    // Record by record, against what the input topic holds (which a retry of the test's own
+    // producer may have doubled).
+    let tally = Tally::of(&bootstrap(), &t);
     let warnings: Vec<&str> = log1
         .lines()
         .chain(log2.lines())
         .filter(|l| l.contains("\"WARN\"") || l.contains("\"ERROR\""))
         .collect();
-    assert_eq!(
-        total(&end_offsets(&output)) as usize,
-        valid,
-        "one output per valid event; the consumers' warnings:\n{}",
-        warnings.join("\n")
-    );
-    assert_eq!(
-        total(&end_offsets(&output)) + total(&end_offsets(&dlq)),
-        records.len() as i64,
-        "one record out per record in"
-    );
+    let warnings = warnings.join("\n");
+    assert!(tally.input >= sent, "every record sent is in the input");
+    tally.assert_nothing_lost();
+    // The revocation waited for the processing stage and committed exactly what was produced;
+    // records polled but not yet processed were left to the next owner, so none is doubled.
+    // At least once allows a duplicate only where a revocation could not settle (a commit or
+    // flush that failed on a loaded machine), and each such one is counted: without one, a
+    // duplicate is a bug.
+    let duplicates = (tally.duplicate_outputs, tally.duplicate_dead_letters);
+    if unsettled1 + unsettled2 == 0 {
+        assert_eq!(
+            duplicates,
+            (0, 0),
+            "duplicates with every revocation settled; the consumers' warnings:\n{warnings}"
+        );
+    } else {
+        eprintln!(
+            "{} revocations did not settle, {duplicates:?} duplicates, as at least once allows:\n{warnings}",
+            unsettled1 + unsettled2
+        );
+    }
+}
+
+/// A consumer's log lines about its group (assignments, revocations, commits), warnings and
+/// errors, and its commit and revocation metrics.
+fn group_events(consumer: &ConsumerProcess) -> String {
+    let log = consumer.log();
+    let lines = log.lines().filter(|l| {
+        ["WARN", "ERROR", "partitions", "commit"]
+            .iter()
+            .any(|w| l.contains(w))
+    });
+    let metrics = consumer.get("/metrics").1;
+    let metrics = metrics.lines().filter(|l| {
+        !l.starts_with('#') && (l.contains("offset_commits") || l.contains("revocations"))
+    });
+    lines.chain(metrics).collect::<Vec<_>>().join("\n")
+}
+
+/// `fetch_consumer_revocations_unsettled_total`, every reason summed.
+fn unsettled_revocations(consumer: &ConsumerProcess) -> u64 {
+    let (status, body) = consumer.get("/metrics");
+    assert_eq!(status, 200, "{body}");
+    body.lines()
+        .filter(|l| l.starts_with("fetch_consumer_revocations_unsettled_total{"))
+        .map(|l| {
+            l.rsplit(' ')
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("a count in {l}"))
+        })
+        .sum()
 }
 
 #[test]

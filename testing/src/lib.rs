@@ -184,10 +184,22 @@ pub fn read_all(topic: &str, expected: usize) -> Vec<OwnedMessage> {
 }
 
 /// Waits until `check` holds, polling; panics with `what` on timeout.
-pub fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+pub fn wait_until(what: &str, check: impl FnMut() -> bool) {
+    wait_until_else(what, check, String::new);
+}
+
+/// [`wait_until`], whose timeout also tells what `describe` finds then (offsets, logs), so a
+/// failure says where things stood.
+pub fn wait_until_else(
+    what: &str,
+    mut check: impl FnMut() -> bool,
+    describe: impl FnOnce() -> String,
+) {
     let deadline = Instant::now() + TIMEOUT;
     while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        if Instant::now() >= deadline {
+            panic!("timed out waiting for {what}\n{}", describe());
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
 }
