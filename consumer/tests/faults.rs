@@ -23,6 +23,7 @@
 mod support;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fetch_consumer::clean::DEFAULT_MAX_EVENT_BYTES;
@@ -177,19 +178,21 @@ fn broker_restart_mid_stream(extra: &[&str]) -> (Tally, String) {
     let routed =
         || total(&end_offsets_on(bs, &t.output)) + total(&end_offsets_on(bs, &t.dead_letter));
 
+    let stopping = AtomicBool::new(false);
     let (stop_began, stop_took, resumed, stream_ended) = std::thread::scope(|scope| {
         // A steady stream (about 6,000 events/s, ~7 s without the outage), so the consumer is
         // busy when the broker stops and input keeps coming after it is back.
         let producing = scope.spawn(|| {
-            for chunk in records.chunks(1_000) {
-                produce_to(bs, &t.input, chunk);
-                std::thread::sleep(Duration::from_millis(150));
-            }
+            let pace = (1_000, Duration::from_millis(150));
+            steady_stream(&records, pace, &stopping, 20, |c| {
+                produce_to(bs, &t.input, c)
+            });
             Instant::now()
         });
         wait_until("a quarter of the stream routed", || routed() > 10_000);
         let routed_before = routed();
         let stop_began = SystemTime::now();
+        stopping.store(true, Ordering::Release);
         broker.stop();
         let stop_took = secs_between(stop_began, SystemTime::now());
         assert!(

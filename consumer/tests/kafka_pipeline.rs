@@ -5,7 +5,7 @@ mod support;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fetch_consumer::clean::Cleaner;
 use fetch_consumer::dead_letter;
@@ -173,7 +173,11 @@ fn a_consumer_killed_mid_stream_and_restarted_loses_nothing() {
         .collect();
     let group = unique("group");
 
-    let first = ConsumerProcess::start(&group, &input, &output, &dlq, &["--batch-size", "256"]);
+    // The group notices the killed member at its session timeout, and the restarted one waits
+    // for that before it gets partitions: 6 s rather than the default 45 s, which on a loaded
+    // machine once left too little of the wait below for the work itself.
+    let args = ["--batch-size", "256", "-X", "session.timeout.ms=6000"];
+    let first = ConsumerProcess::start(&group, &input, &output, &dlq, &args);
     wait_until("some output", || total(&end_offsets(&output)) > 5_000);
     first.kill();
     let routed = total(&end_offsets(&output)) + total(&end_offsets(&dlq));
@@ -254,27 +258,10 @@ fn second_consumer_joins(extra: &[&str]) {
     });
     let joined = AtomicBool::new(false);
     let (sent, log2, unsettled2) = std::thread::scope(|scope| {
-        // A steady stream, so the first consumer is busy when the second one joins. Joining
-        // once took longer than the stream on a loaded machine: a trickle then goes on (the
-        // records again) until a second after the join.
+        // A steady stream, so the first consumer is busy when the second one joins.
         let producing = scope.spawn(|| {
-            let mut sent = 0;
-            for chunk in records.chunks(5_000) {
-                produce(&t.input, chunk);
-                sent += chunk.len();
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let (mut after_join, give_up) = (0, Instant::now() + TIMEOUT);
-            for chunk in records.chunks(500).cycle() {
-                if after_join == 10 || Instant::now() > give_up {
-                    break;
-                }
-                produce(&t.input, chunk);
-                sent += chunk.len();
-                std::thread::sleep(Duration::from_millis(100));
-                after_join += usize::from(joined.load(Ordering::Acquire));
-            }
-            sent
+            let pace = (5_000, Duration::from_millis(100));
+            steady_stream(&records, pace, &joined, 10, |c| produce(&t.input, c))
         });
         wait_until("some output", || total(&end_offsets(&t.output)) > 20_000);
         let second = ConsumerProcess::start(&group, &t.input, &t.output, &t.dead_letter, &args);

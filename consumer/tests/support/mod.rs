@@ -5,6 +5,8 @@
 
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 pub use fetch_testing::*;
 
@@ -108,4 +110,32 @@ impl Drop for ConsumerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Sends `records` with `send` as a steady stream, `chunk` records every `pause`, so a test
+/// can act while it flows (a consumer joining, the broker stopping) and the stream goes on
+/// for at least `after` sends once `moment` is set. On a loaded machine that moment once came
+/// after the whole stream had been sent; so the stream then trickles on (the records again,
+/// 500 at a time) as long as needed. Returns how many records were sent.
+pub fn steady_stream(
+    records: &[Record],
+    (chunk, pause): (usize, Duration),
+    moment: &AtomicBool,
+    after: usize,
+    send: impl Fn(&[Record]),
+) -> usize {
+    let (mut sent, mut sent_after) = (0, 0);
+    let give_up = Instant::now() + TIMEOUT;
+    let stream = records.chunks(chunk).map(|c| (c, false));
+    let trickle = records.chunks(500).cycle().map(|c| (c, true));
+    for (c, trickling) in stream.chain(trickle) {
+        if trickling && (sent_after >= after || Instant::now() > give_up) {
+            break;
+        }
+        sent_after += usize::from(moment.load(Ordering::Acquire));
+        send(c);
+        sent += c.len();
+        std::thread::sleep(pause);
+    }
+    sent
 }
