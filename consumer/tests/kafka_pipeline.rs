@@ -187,9 +187,18 @@ fn a_consumer_killed_mid_stream_and_restarted_loses_nothing() {
     );
 
     let second = ConsumerProcess::start(&group, &input, &output, &dlq, &[]);
-    wait_until("the restarted consumer to commit everything", || {
-        committed(&group, &input) == end_offsets(&input)
-    });
+    wait_until_else(
+        "the restarted consumer to commit everything",
+        || committed(&group, &input) == end_offsets(&input),
+        || {
+            format!(
+                "committed {:?} of {:?}\nthe restarted consumer:\n{}",
+                committed(&group, &input),
+                end_offsets(&input),
+                group_events(&second)
+            )
+        },
+    );
     let (code, _) = second.terminate();
     assert_eq!(code, Some(0));
 
