@@ -56,6 +56,14 @@ impl ProducerContext for DeliveryContext {
                 }
                 self.shared.tracker().ack(token.partition, token.offset);
             }
+            Err((error, message)) if discarded(error) => {
+                tracing::debug!(
+                    partition = token.partition,
+                    offset = token.offset,
+                    topic = message.topic(),
+                    "result discarded with its aborted transaction; produced again after the rewind"
+                );
+            }
             Err((error, message)) => {
                 self.shared.metrics.delivery_failures.inc();
                 // Not always the broker's doing: librdkafka fails records itself too (a topic
@@ -98,6 +106,8 @@ impl DeliveryContext {
                     }
                 }
             }
+            // Discarded with its transaction: its coverage never applies, and nothing failed.
+            Err((error, _)) if discarded(error) => self.shared.ledger().failed(number),
             Err((error, message)) => {
                 self.shared.ledger().failed(number);
                 self.shared.metrics.insights_publish_failures.inc();
@@ -108,6 +118,18 @@ impl DeliveryContext {
             }
         }
     }
+}
+
+/// Whether a delivery failed because the record was purged from the producer's queue: what
+/// aborting a transaction does to the records still in it (and dropping a producer, to what it
+/// could not deliver). Those results are discarded on purpose, not refused: an abort rewinds and
+/// produces them again, so treating them as failures for good would turn an abortable error
+/// into an exit, and could name a purged record as the reason instead of the refused one.
+fn discarded(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)
+    )
 }
 
 pub(super) type Producer_ = BaseProducer<DeliveryContext>;
@@ -169,4 +191,18 @@ pub(super) fn flush(producer: &Producer_, timeout: Duration) -> Result<(), Kafka
 /// Hands a record to the producer, waiting for room when its queue is full (backpressure).
 pub(super) fn send(producer: &Producer_, record: BaseRecord<'_, [u8], [u8], usize>) -> Result<()> {
     kafka::send::send(producer, record).map_err(Error::kafka("producing a record"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_purged_by_an_abort_are_discarded_not_failed() {
+        let failed = KafkaError::MessageProduction;
+        assert!(discarded(&failed(RDKafkaErrorCode::PurgeQueue)));
+        assert!(discarded(&failed(RDKafkaErrorCode::PurgeInflight)));
+        assert!(!discarded(&failed(RDKafkaErrorCode::MessageSizeTooLarge)));
+        assert!(!discarded(&failed(RDKafkaErrorCode::UnknownPartition)));
+    }
 }
