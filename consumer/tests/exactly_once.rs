@@ -17,6 +17,7 @@
 mod support;
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use support::*;
@@ -36,10 +37,10 @@ fn stream<'s>(
     records: &'s [Record],
 ) -> std::thread::ScopedJoinHandle<'s, ()> {
     scope.spawn(move || {
-        for chunk in records.chunks(1_000) {
-            produce(topic, chunk);
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        // No moment to outlast: the records once, then stop.
+        let passed = AtomicBool::new(true);
+        let pace = (1_000, Duration::from_millis(100));
+        steady_stream(records, pace, &passed, 0, |c| produce(topic, c));
     })
 }
 

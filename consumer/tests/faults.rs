@@ -92,14 +92,6 @@ fn secs_between(earlier: SystemTime, later: SystemTime) -> f64 {
     }
 }
 
-/// A counter or gauge from the consumer's `/metrics`.
-fn metric(consumer: &ConsumerProcess, name: &str) -> f64 {
-    let (_, body) = consumer.get("/metrics");
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{body}"))
-}
-
 /// How long the broker stays down. The consumer sees refused connections at once and
 /// heartbeats every second; this is also beyond librdkafka's longest reconnect backoff (10 s),
 /// so it is retrying at its slowest when the broker comes back. The default group session
@@ -215,7 +207,7 @@ fn broker_restart_mid_stream(extra: &[&str]) -> (Tally, String) {
             );
             std::thread::sleep(Duration::from_millis(500));
         }
-        let failures = metric(&consumer, "fetch_consumer_delivery_failures_total");
+        let failures = consumer.metric("fetch_consumer_delivery_failures_total");
         assert_eq!(
             failures, 0.0,
             "no record failed for good while the broker was down"

@@ -109,16 +109,6 @@ fn start(group: &str, topics: &(String, String, String), insights: &str) -> Cons
     )
 }
 
-/// A counter of the replica's /metrics.
-fn metric(replica: &ConsumerProcess, name: &str) -> u64 {
-    let (_, body) = replica.get("/metrics");
-    let name = format!("fetch_consumer_{name} ");
-    body.lines()
-        .find_map(|l| l.strip_prefix(&name))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
-}
-
 #[test]
 fn three_replicas_report_exactly_what_one_process_reports_over_the_same_input() {
     let topics = input_and_outputs();
@@ -210,11 +200,11 @@ fn a_replica_killed_and_replaced_mid_stream_leaves_nothing_out_of_the_insights()
     produce(&topics.0, first);
     let doomed = &replicas[0];
     wait_until("the replica to consume", || {
-        metric(doomed, "events_consumed_total") > 0
+        doomed.metric("fetch_consumer_events_consumed_total") > 0.0
     });
-    let published = metric(doomed, "insights_checkpoints_published_total");
+    let published = doomed.metric("fetch_consumer_insights_checkpoints_published_total");
     wait_until("a snapshot counting some of it", || {
-        metric(doomed, "insights_checkpoints_published_total") > published
+        doomed.metric("fetch_consumer_insights_checkpoints_published_total") > published
     });
     replicas.remove(0).kill();
     replicas.push(start(&group, &topics, &insights));

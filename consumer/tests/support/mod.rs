@@ -79,6 +79,25 @@ impl ConsumerProcess {
         http_get(&self.http, path)
     }
 
+    /// A metric of the consumer's /metrics, every series of it summed (a counter family's
+    /// labels, say); panics if it has none.
+    pub fn metric(&self, name: &str) -> f64 {
+        let (_, body) = self.get("/metrics");
+        let values: Vec<f64> = body
+            .lines()
+            .filter_map(|l| {
+                let rest = l.strip_prefix(name)?;
+                let value = match rest.strip_prefix('{') {
+                    Some(labelled) => labelled.split_once("} ")?.1,
+                    None => rest.strip_prefix(' ')?,
+                };
+                value.trim().parse().ok()
+            })
+            .collect();
+        assert!(!values.is_empty(), "no {name} in /metrics:\n{body}");
+        values.iter().sum()
+    }
+
     pub fn log(&self) -> String {
         self.stderr.lines().join("\n")
     }
