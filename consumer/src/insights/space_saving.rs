@@ -10,9 +10,10 @@
 //! chasing while sifting). Each tracked key has a slot of exactly one cache line holding the
 //! key's bytes (keys up to [`INLINE`] bytes: a UUID, any IP), and an open-addressing index
 //! maps a seeded hash of the key to its slot. An eviction, which with rarely repeating keys
-//! (IPs, fresh user ids) happens on nearly every insert, so touches the probed index line, the
-//! victim's slot and a heap leaf, and allocates nothing: with two sketches of 10,000 counters
-//! on a core shared with librdkafka, the lines an update touches are what it costs.
+//! (IPs, fresh user ids) happens on nearly every insert, so touches the new key's index line,
+//! the victim's slot and index line, and a heap leaf, and allocates nothing: with two sketches
+//! of 10,000 counters on a core shared with librdkafka, the lines an update touches are what
+//! it costs.
 
 use std::collections::HashMap;
 
