@@ -69,12 +69,12 @@ struct Slot {
 /// Where a key's slot is: open addressing with linear probing from `tag & mask`. An entry
 /// carries the tag, so looking up an untracked key reads no slot. A removal shifts the rest
 /// of its run back instead of leaving a tombstone, so constant eviction never lengthens probes
-/// and never needs a rehash. Kept at most 3/4 full.
+/// and never needs a rehash. Holds one entry per slot; [`Index::make_room`] keeps it at most
+/// 3/4 full as slots are added.
 #[derive(Clone, Default)]
 struct Index {
     /// A power of two in length, or empty.
     entries: Vec<Entry>,
-    len: usize,
 }
 
 #[derive(Clone, Copy)]
@@ -115,28 +115,28 @@ impl Index {
         }
     }
 
-    fn insert(&mut self, tag: u32, slot: u32) {
-        if (self.len + 1) * 4 > self.entries.len() * 3 {
+    /// Grows the table, if need be, to hold `slots` entries at most 3/4 full.
+    fn make_room(&mut self, slots: usize) {
+        if slots * 4 > self.entries.len() * 3 {
             self.grow();
         }
-        self.place(Entry { tag, slot });
-        self.len += 1;
     }
 
-    fn place(&mut self, entry: Entry) {
+    /// Adds `slot`'s entry; there must be room ([`Index::make_room`]).
+    fn insert(&mut self, tag: u32, slot: u32) {
         let mask = self.mask();
-        let mut at = entry.tag as usize & mask;
+        let mut at = tag as usize & mask;
         while self.entries[at].slot != Entry::EMPTY.slot {
             at = (at + 1) & mask;
         }
-        self.entries[at] = entry;
+        self.entries[at] = Entry { tag, slot };
     }
 
     fn grow(&mut self) {
         let size = (self.entries.len() * 2).max(16);
         let old = std::mem::replace(&mut self.entries, vec![Entry::EMPTY; size]);
         for e in old.into_iter().filter(|e| e.slot != Entry::EMPTY.slot) {
-            self.place(e);
+            self.insert(e.tag, e.slot);
         }
     }
 
@@ -169,7 +169,6 @@ impl Index {
             }
         }
         self.entries[hole] = Entry::EMPTY;
-        self.len -= 1;
     }
 }
 
@@ -373,6 +372,7 @@ impl SpaceSaving {
             inline: [0; INLINE],
         });
         self.set_key(slot, &counter.key);
+        self.index.make_room(self.slots.len());
         self.index.insert(tag, slot);
         self.heap.push((counter.count, slot));
         self.position.push(slot);
@@ -653,7 +653,12 @@ mod tests {
             assert_eq!(s.index.find(s.tag(key), |i| s.is_key(i, key)), Some(slot));
         }
         assert_eq!(s.heap.iter().map(|e| e.0).sum::<u64>(), s.total());
-        assert_eq!(s.index.len, s.slots.len(), "one index entry per slot");
+        let entries = s
+            .index
+            .entries
+            .iter()
+            .filter(|e| e.slot != Entry::EMPTY.slot);
+        assert_eq!(entries.count(), s.slots.len(), "one index entry per slot");
     }
 
     proptest::proptest! {
