@@ -8,9 +8,10 @@
 //!   container restarted in its pod), whose start aborts it at once. Each prints the pauses
 //!   from the kill to the first commit after it and to the first new result visible.
 //! - A second consumer joining and leaving mid-stream (two cooperative rebalances).
-//! - A record the output topic refuses for good: the transaction aborts and the consumer exits
-//!   1 naming the record, as at least once does; nothing of the aborted transaction is
-//!   visible. Once the topic takes it, a restart delivers everything exactly once.
+//! - A record the output topic refuses for good, alone or mid-stream: the transaction aborts
+//!   and the consumer exits 1 naming the record, as at least once does; nothing of the aborted
+//!   transaction is visible. Once the topic takes it, a restart delivers everything exactly
+//!   once.
 //!
 //! The broker restarted mid-stream, in both modes, is in `faults.rs`.
 
@@ -199,10 +200,28 @@ fn a_second_consumer_joining_and_leaving_mid_stream_leaves_each_result_once() {
     assert_exactly_once(&t, "a second consumer joining and leaving");
 }
 
-/// An output record larger than the output topic's `max.message.bytes`.
+/// An output record larger than the output topic's `max.message.bytes`, with a few records
+/// after it: the refusal comes back once the consumer has handed everything over.
 #[test]
 fn a_record_the_output_topic_refuses_aborts_and_stops_and_after_the_fix_each_result_is_there_once()
 {
+    refused_then_fixed(100, 46);
+}
+
+/// The same record mid-stream: the refusal comes back while the consumer is still producing
+/// what follows, so librdkafka refuses those records at once (its transaction can only abort
+/// now) before the refused record's report is served. The report is still what names the
+/// cause, and the abort serves it.
+#[test]
+fn a_record_the_output_topic_refuses_mid_stream_is_named_as_the_cause_and_nothing_after_it_shows() {
+    refused_then_fixed(40_000, 47);
+}
+
+/// Sends 150 records, then a record the output topic refuses followed by `after` others;
+/// checks the consumer aborts and exits 1 naming the refused record, with nothing from it on
+/// visible or committed; then raises the topic's limit and checks a restart delivers each
+/// result once.
+fn refused_then_fixed(after: usize, seed: u64) {
     let bs = bootstrap();
     let t = topics_on(&bs, 1, 3, &[("max.message.bytes", "49152")]);
     let group = unique("group");
@@ -214,9 +233,8 @@ fn a_record_the_output_topic_refuses_aborts_and_stops_and_after_the_fix_each_res
     });
     let refused_offset = before.len() as i64;
     let mut batch = vec![large_event_of(60_000)];
-    batch.extend(records(100, 46));
+    batch.extend(records(after, seed));
     produce(&t.input, &batch);
-
     let code = wait_for_exit(&mut first);
     let log = first.log();
     assert_eq!(code, Some(1), "a record refused for good exits 1:\n{log}");

@@ -28,7 +28,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::StageState;
 use super::group::Consumer_;
 use super::guarantee::{Guarantee, token};
-use super::produce::{Producer_, flush, publish};
+use super::produce::{Producer_, flush, publish, serve_delivery_reports};
 use super::shared::Shared;
 use crate::error::{Error, Result};
 use crate::kafka::transaction::{Broken, Cadence, TransactionState};
@@ -169,7 +169,7 @@ impl ExactlyOnce {
         self.shared.metrics.aborted_transactions.inc();
         match why {
             Broken::Aborted(reason) => {
-                if was_open && let Err(e) = self.producer.abort_transaction(self.timeout) {
+                if was_open && let Err(e) = self.abort() {
                     tracing::error!(error = %e, "aborting the transaction failed; the broker aborts it at transaction.timeout.ms");
                 }
                 tracing::warn!(
@@ -186,6 +186,35 @@ impl ExactlyOnce {
         }
     }
 }
+
+impl ExactlyOnce {
+    /// Aborts the open transaction, serving the producer's delivery reports while it waits.
+    ///
+    /// librdkafka's abort purges the records still queued and then waits until the report of
+    /// every record handed to it has been served, purged or not. Once the stage has stopped,
+    /// nothing else serves them, and an abort that only waited ran out its whole timeout with
+    /// the reports unserved (among them the one naming the record the broker refused, which
+    /// is why the transaction had to abort). An abort that timed out may be called again and
+    /// goes on where it was (librdkafka's rule), so it runs in short steps with the reports
+    /// served between them, up to `timeout` in all.
+    fn abort(&self) -> Result<(), KafkaError> {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            match self.producer.abort_transaction(ABORT_STEP) {
+                Err(KafkaError::Transaction(e))
+                    if e.is_retriable() && Instant::now() < deadline =>
+                {
+                    self.producer.poll(ABORT_STEP / 10);
+                    serve_delivery_reports(&self.producer, &self.shared);
+                }
+                done => return done,
+            }
+        }
+    }
+}
+
+/// How long one step of an abort waits before the delivery reports are served again.
+const ABORT_STEP: Duration = Duration::from_millis(100);
 
 impl Guarantee for ExactlyOnce {
     fn track(&self, partition: i32, offset: i64, dead_letter: bool) -> Result<usize> {

@@ -193,10 +193,7 @@ pub fn run(
 
     let mut state = stage_state.into_inner().unwrap_or_else(|e| e.into_inner());
     let unacknowledged = shut_down(config, &mut state, &*guarantee, consumer, &shared);
-    let outcome = outcome.and_then(|()| match take_failure(&shared) {
-        Some(failure) => Err(Error::Delivery(failure)),
-        None => Ok(()),
-    });
+    let outcome = cause(outcome, take_failure(&shared));
     log_requests(&shared, consumed);
     // From the first record to the last acknowledgement: group joining is not throughput.
     let elapsed = first_record.map_or(Duration::ZERO, |t| t.elapsed());
@@ -207,6 +204,23 @@ pub fn run(
         },
         unacknowledged,
     })
+}
+
+/// Why the run stopped, given its outcome and the first record refused for good since the loop
+/// last looked (if any).
+///
+/// A refused record is the cause of what follows it: a transactional producer then refuses
+/// the records after it and its transaction must abort, and neither says why. So the refusal
+/// replaces a clean finish or an aborted transaction (restarting would only see it refused
+/// again). It does not replace a delivery failure the loop already stopped on (later ones are
+/// the records batched with it) or any other error (a fenced producer, say), which it follows.
+fn cause(outcome: Result<()>, refused: Option<String>) -> Result<()> {
+    match (outcome, refused) {
+        (Ok(()) | Err(Error::TransactionAborted(_)), Some(refused)) => {
+            Err(Error::Delivery(refused))
+        }
+        (outcome, _) => outcome,
+    }
 }
 
 /// Creates the producer (transactional for exactly once), the guarantee and the consumer,
@@ -460,5 +474,44 @@ pub async fn run_until(
     match task.await {
         Ok(pair) => pair,
         Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused() -> Option<String> {
+        Some("could not deliver ...: MessageSizeTooLarge".to_owned())
+    }
+
+    #[test]
+    fn a_refused_record_is_the_cause_of_the_abort_it_brought_on() {
+        let aborted = Err(Error::TransactionAborted("committing".to_owned()));
+        assert!(
+            matches!(cause(aborted, refused()), Err(Error::Delivery(why)) if why.contains("MessageSizeTooLarge"))
+        );
+    }
+
+    #[test]
+    fn a_refused_record_fails_a_run_that_finished_cleanly() {
+        assert!(matches!(cause(Ok(()), refused()), Err(Error::Delivery(_))));
+        assert!(cause(Ok(()), None).is_ok());
+    }
+
+    #[test]
+    fn the_first_refusal_and_other_errors_keep_their_place() {
+        let first = Err(Error::Delivery("the first".to_owned()));
+        assert!(matches!(cause(first, refused()), Err(Error::Delivery(why)) if why == "the first"));
+        let fenced = Err(Error::TransactionFailed("fenced".to_owned()));
+        assert!(matches!(
+            cause(fenced, refused()),
+            Err(Error::TransactionFailed(_))
+        ));
+        let aborted = Err(Error::TransactionAborted("lost".to_owned()));
+        assert!(matches!(
+            cause(aborted, None),
+            Err(Error::TransactionAborted(_))
+        ));
     }
 }

@@ -190,7 +190,23 @@ pub(super) fn flush(producer: &Producer_, timeout: Duration) -> Result<(), Kafka
 
 /// Hands a record to the producer, waiting for room when its queue is full (backpressure).
 pub(super) fn send(producer: &Producer_, record: BaseRecord<'_, [u8], [u8], usize>) -> Result<()> {
-    kafka::send::send(producer, record).map_err(Error::kafka("producing a record"))
+    kafka::send::send(producer, record).map_err(refused)
+}
+
+/// What a record the producer would not take means for the pipeline.
+///
+/// `State` comes only from a transactional producer whose transaction has failed (the broker
+/// refused one of its batches, say): it takes no record until the transaction is aborted, and
+/// the delivery reports that say why may not have been served yet. So it asks for the abort
+/// every abortable error gets; the reports served during the abort name the cause (see
+/// `pipeline::cause`).
+fn refused(error: KafkaError) -> Error {
+    match error.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::State) => Error::TransactionAborted(format!(
+            "the producer refuses records until its failed transaction is aborted ({error})"
+        )),
+        _ => Error::kafka("producing a record")(error),
+    }
 }
 
 #[cfg(test)]
@@ -204,5 +220,29 @@ mod tests {
         assert!(discarded(&failed(RDKafkaErrorCode::PurgeInflight)));
         assert!(!discarded(&failed(RDKafkaErrorCode::MessageSizeTooLarge)));
         assert!(!discarded(&failed(RDKafkaErrorCode::UnknownPartition)));
+    }
+
+    #[test]
+    fn a_record_refused_because_the_transaction_failed_asks_for_an_abort() {
+        let refusal = refused(KafkaError::MessageProduction(RDKafkaErrorCode::State));
+        assert!(
+            matches!(&refusal, Error::TransactionAborted(why) if why.contains("Erroneous state")),
+            "{refusal:?}"
+        );
+    }
+
+    #[test]
+    fn other_refusals_stop_the_pipeline_as_produce_errors() {
+        for code in [
+            RDKafkaErrorCode::UnknownTopic,
+            RDKafkaErrorCode::MessageSizeTooLarge,
+            RDKafkaErrorCode::Fatal,
+        ] {
+            let refusal = refused(KafkaError::MessageProduction(code));
+            assert!(
+                matches!(refusal, Error::Kafka { .. }),
+                "{code:?}: {refusal:?}"
+            );
+        }
     }
 }
