@@ -16,8 +16,10 @@
 #    publishing must cost at most 3%, and the line `insights on/off` prints the ratio. And
 #    exactly once (`--guarantee exactly-once`, transactions every 100 ms by default) against
 #    at least once: the goal is >= 0.8x; one more drain per interval of BENCH_EOS_INTERVALS
-#    ("50ms 1s", no records limit) draws the curve. One more pipeline drain per producer
-#    linger of BENCH_LINGERS ("20", ms; the default is 5), with its latency (below).
+#    ("50ms 1s", no records limit) draws the curve. One more pipeline drain per set of client
+#    settings in BENCH_TUNINGS (space-separated sets of comma-separated librdkafka properties;
+#    by default a longer producer linger, fetches that wait to fill, and both), with its
+#    latency (below).
 #    The `goals` lines hold the efficiency goals: the broker's request threads per event at
 #    most 1.2x the pass-through's, the consumer's CPU per event at most the pass-through's
 #    plus 1.5x the core's (`process` over the same events, no Kafka), end to end at least
@@ -27,10 +29,12 @@
 # 2. Latency: at BENCH_LATENCY_RATE (20,000) events/s for BENCH_LATENCY_SECONDS (15), p50/p99
 #    from the input's produce time to the output's append time (after a 1 s warm-up; the
 #    all-events p99 is printed too): at least once, the pass-through, exactly once and each
-#    linger of BENCH_LINGERS. Exactly once, a read_committed reader sees a record when its
+#    set of BENCH_TUNINGS. Exactly once, a read_committed reader sees a record when its
 #    transaction commits: add up to the commit interval and the commit itself
 #    (fetch_consumer_transaction_commit_duration_seconds). Each run also prints its broker's
-#    request threads' CPU per event: at one rate, the like-for-like broker comparison.
+#    CPU per event, its request threads' and its other threads' but the JVM's own (a fetch
+#    that waits is timed out by a broker thread that is not a request thread): at one rate,
+#    the like-for-like broker comparison.
 # 3. Memory: peak RSS of `process` over BENCH_MEMORY_EVENTS (10,000,000) events with as many
 #    distinct users and IPs, against 10,000 events.
 #
@@ -45,7 +49,9 @@ latency_rate="${BENCH_LATENCY_RATE:-20000}"
 latency_seconds="${BENCH_LATENCY_SECONDS:-15}"
 memory_events="${BENCH_MEMORY_EVENTS:-10000000}"
 eos_intervals="${BENCH_EOS_INTERVALS:-50ms 1s}"
-read -ra lingers <<<"${BENCH_LINGERS:-20}"
+read -ra tunings <<<"${BENCH_TUNINGS:-linger.ms=20 fetch.wait.max.ms=10,fetch.min.bytes=1048576 linger.ms=20,fetch.wait.max.ms=10,fetch.min.bytes=1048576}"
+# x_flags SET: the -X flags of a comma-separated set of properties, one word per line.
+x_flags() { tr ',' '\n' <<<"$1" | sed 's/^/-X\n/'; }
 
 "$HACK_DIR/install-system-deps.sh"
 need cargo
@@ -174,14 +180,18 @@ for interval in $eos_intervals; do
   log "exactly once, transactions every $interval: $eps events/s"
   eos_curve="$eos_curve $interval: $eps ($(python3 -c "print(f'{$eps / max($best_pipe, 1):.2f}')")x);"
 done
-# The producer's linger against the broker's work: a consumer-bound pipeline sends a batch
-# per partition every linger.ms (librdkafka puts one partition in each produce request), so
-# the linger sets the request count; the latency runs below show what it costs.
-linger_lines=()
-for linger in "${lingers[@]}"; do
-  read -r eps _ cpu broker requests_cpu requests < <(drain "linger-$linger" bench-out -X "linger.ms=$linger")
-  report "pipeline, linger.ms=$linger: $eps events/s (CPU per event: consumer $cpu us, broker $broker us; requests $requests)" "linger-$linger"
-  linger_lines+=("linger.ms=$linger $eps events/s ($(ratio "$eps" "$best_pass")x pass-through), broker request threads $requests_cpu us/event ($(ratio "$requests_cpu" "$pass_requests")x pass-through's), consumer $cpu us/event; requests $requests")
+# Client settings against the broker's work. A consumer-bound pipeline sends a batch per
+# partition every linger.ms (librdkafka puts one partition in each produce request), so the
+# linger sets the produce requests; a consumer's fetch returns as soon as a record arrives
+# (fetch.min.bytes=1), so at a steady rate it sends a fetch for every few appends, and
+# fetch.wait.max.ms with a large fetch.min.bytes makes each fetch collect that long instead.
+# The latency runs below show what each costs.
+tuning_lines=()
+for i in "${!tunings[@]}"; do
+  mapfile -t flags < <(x_flags "${tunings[i]}")
+  read -r eps _ cpu broker requests_cpu requests < <(drain "tuning-$i" bench-out "${flags[@]}")
+  report "pipeline, ${tunings[i]}: $eps events/s (CPU per event: consumer $cpu us, broker $broker us; requests $requests)" "tuning-$i"
+  tuning_lines+=("${tunings[i]}: $eps events/s ($(ratio "$eps" "$best_pass")x pass-through), broker request threads $requests_cpu us/event ($(ratio "$requests_cpu" "$pass_requests")x pass-through's), consumer $cpu us/event; requests $requests")
 done
 
 # BENCH_PROFILE=1: one more drain of each kind under a system-wide `perf record` (consumer
@@ -207,11 +217,11 @@ if [ -n "${BENCH_PROFILE:-}" ]; then
 fi
 
 # Prints the latency line of a consumer run at the fixed rate, with `$@` added to its flags,
-# and the CPU per event of the broker's request threads over the run (serving the load's
-# producer too). At a fixed rate the pipeline and the pass-through ask the same of the
+# and the CPU per event of the broker's request threads and of its other threads but the JVM's
+# own, over the run (serving the load's producer too). At a fixed rate the pipeline and the pass-through ask the same of the
 # broker but for the dead letters and the insights: the like-for-like broker comparison.
 latency_of() {
-  local name="$1" out="$2" dlq="$3" consumer_pid broker_requests
+  local name="$1" out="$2" dlq="$3" consumer_pid broker_requests broker_other
   shift 3
   log "latency ($name) at $latency_rate events/s for ${latency_seconds}s"
   topic "lat-in-$name" "$partitions"
@@ -234,15 +244,15 @@ latency_of() {
   sleep 3
   kill -TERM "$consumer_pid" && wait "$consumer_pid" || true
   threads snap "$broker_pid" "$state/latency-$name.broker-after"
-  read -r broker_requests _ < <(threads broker "$state/latency-$name.broker-before" "$state/latency-$name.broker-after" "$((latency_rate * latency_seconds))")
-  echo "$("$latency_tool" "$bootstrap" "lat-in-$name" "$out") broker_requests_us=$broker_requests"
+  read -r broker_requests _ broker_other < <(threads broker "$state/latency-$name.broker-before" "$state/latency-$name.broker-after" "$((latency_rate * latency_seconds))")
+  echo "$("$latency_tool" "$bootstrap" "lat-in-$name" "$out") broker_requests_us=$broker_requests broker_other_us=$broker_other"
 }
 latency="$(latency_of alo lat-out lat-dlq --commit-interval 1s)"
 pass_latency="$(latency_of pass lat-out-pass lat-dlq-pass --commit-interval 1s --passthrough)"
 eos_latency="$(latency_of eos eos-lat-out eos-lat-dlq --guarantee exactly-once)"
-for i in "${!lingers[@]}"; do
-  linger="${lingers[i]}"
-  linger_lines[i]="${linger_lines[i]}; $(latency_of "linger-$linger" "lat-out-$linger" "lat-dlq-$linger" --commit-interval 1s -X "linger.ms=$linger")"
+for i in "${!tunings[@]}"; do
+  mapfile -t flags < <(x_flags "${tunings[i]}")
+  tuning_lines[i]="${tuning_lines[i]}; $(latency_of "tuning-$i" "lat-out-t$i" "lat-dlq-t$i" --commit-interval 1s "${flags[@]}")"
 done
 at_rate() { sed -n 's/.*broker_requests_us=\([0-9.]*\).*/\1/p' <<<"$1"; }
 
@@ -278,10 +288,10 @@ median_ratio="$(python3 -c "import statistics, sys; print(f'{statistics.median(m
 echo "            end to end: $(ratio "$best_pipe" "$best_pass")x pass-through (goal >= 0.75x); round by round ${round_ratios[*]}, median ${median_ratio}x"
 echo "insights    on/off $insights_ratio: pipeline publishing insights $best_pipe events/s, not publishing $best_quiet events/s"
 echo "exactly once  $best_eos events/s, $(ratio "$best_eos" "$best_pipe")x at least once (transactions every 100ms; cpu/event $eos_cpu); other intervals:$eos_curve"
-echo "$latency (at least once, linger.ms=5)"
+echo "$latency (at least once, the default settings: linger.ms=5, fetch.wait.max.ms=500, fetch.min.bytes=1)"
 echo "$pass_latency (pass-through)"
 echo "$eos_latency (exactly once, append time; read_committed readers see it at the transaction's commit)"
-for line in "${linger_lines[@]}"; do echo "linger      $line"; done
+for line in "${tuning_lines[@]}"; do echo "tuning      $line"; done
 echo "memory      peak RSS $((rss_large / 1024)) MB after $memory_events events vs $((rss_small / 1024)) MB after 10,000 (process mode)"
 echo "            $users_line"
 echo "            $top_line"
