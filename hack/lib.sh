@@ -16,7 +16,9 @@ source "$HACK_DIR/versions.env"
 FETCH_CACHE_DIR="${FETCH_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/fetch-pipeline}"
 mkdir -p "$FETCH_CACHE_DIR"
 
-log() { printf '\033[1m[%s]\033[0m %s\n' "$(basename "$0")" "$*" >&2; }
+# Each line carries the time of day: a cold CI run spends an hour in these scripts, and the
+# log is the only place that says where.
+log() { printf '\033[1m[%s %s]\033[0m %s\n' "$(basename "$0")" "$(date +%T)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 need() {
