@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::Consumer;
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -196,13 +196,16 @@ impl ExactlyOnce {
     /// the reports unserved (among them the one naming the record the broker refused, which
     /// is why the transaction had to abort). An abort that timed out may be called again and
     /// goes on where it was (librdkafka's rule), so it runs in short steps with the reports
-    /// served between them, up to `timeout` in all.
+    /// served between them, up to `timeout` in all. Only its own time running out is retried:
+    /// any other error (a commit still pending after it timed out, which an abort conflicts
+    /// with) would come back at every step until the deadline.
     fn abort(&self) -> Result<(), KafkaError> {
         let deadline = Instant::now() + self.timeout;
         loop {
             match self.producer.abort_transaction(ABORT_STEP) {
                 Err(KafkaError::Transaction(e))
-                    if e.is_retriable() && Instant::now() < deadline =>
+                    if e.code() == RDKafkaErrorCode::OperationTimedOut
+                        && Instant::now() < deadline =>
                 {
                     self.producer.poll(ABORT_STEP / 10);
                     serve_delivery_reports(&self.producer, &self.shared);
@@ -266,6 +269,10 @@ impl Guarantee for ExactlyOnce {
                 "revoked partitions' results and offsets committed"
             );
         }
+    }
+
+    fn abandon(&self, why: &str) {
+        self.break_off(&mut self.state(), Broken::Aborted(why.to_owned()));
     }
 
     fn finish(&self, consumer: &Consumer_, stage: &mut StageState<'_>) -> usize {

@@ -39,6 +39,11 @@ pub(super) trait Guarantee: Send + Sync {
     /// make everything done durable. Returns how many records were left out (reprocessed by
     /// the partitions' next owner).
     fn finish(&self, consumer: &Consumer_, state: &mut StageState<'_>) -> usize;
+
+    /// The stage stopped because the open transaction must abort (`why`): abort it before
+    /// [`Guarantee::finish`], which then neither publishes into it nor commits it. Only exactly
+    /// once has transactions.
+    fn abandon(&self, _why: &str) {}
 }
 
 /// Returns the token, or the error naming the record it cannot be made for.

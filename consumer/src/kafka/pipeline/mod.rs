@@ -51,7 +51,7 @@ use group::{Consumer_, GroupContext, close_within, leave_group};
 use guarantee::{AtLeastOnce, Guarantee};
 use produce::{DeliveryContext, Producer_, serve_delivery_reports};
 use records::{handle, pass_through};
-use shared::{Shared, take_failure};
+use shared::{Failure, Shared, take_failure};
 
 /// What the pipeline reads, writes and how.
 #[derive(Debug, Clone)]
@@ -182,7 +182,7 @@ pub fn run(
             }
             metrics.in_flight.set(shared.tracker().in_flight() as i64);
             if let Some(failure) = take_failure(shared) {
-                break Err(Error::Delivery(failure));
+                break Err(Error::Delivery(failure.text));
             }
             guarantee.tick(consumer);
         };
@@ -192,6 +192,9 @@ pub fn run(
     });
 
     let mut state = stage_state.into_inner().unwrap_or_else(|e| e.into_inner());
+    if let Err(Error::TransactionAborted(why)) = &outcome {
+        guarantee.abandon(why);
+    }
     let unacknowledged = shut_down(config, &mut state, &*guarantee, consumer, &shared);
     let outcome = cause(outcome, take_failure(&shared));
     log_requests(&shared, consumed);
@@ -206,19 +209,26 @@ pub fn run(
     })
 }
 
-/// Why the run stopped, given its outcome and the first record refused for good since the loop
-/// last looked (if any).
+/// Why the run stopped, given its outcome and the first record the producer could not deliver
+/// since the loop last looked (if any).
 ///
-/// A refused record is the cause of what follows it: a transactional producer then refuses
-/// the records after it and its transaction must abort, and neither says why. So the refusal
-/// replaces a clean finish or an aborted transaction (restarting would only see it refused
-/// again). It does not replace a delivery failure the loop already stopped on (later ones are
-/// the records batched with it) or any other error (a fenced producer, say), which it follows.
-fn cause(outcome: Result<()>, refused: Option<String>) -> Result<()> {
-    match (outcome, refused) {
-        (Ok(()) | Err(Error::TransactionAborted(_)), Some(refused)) => {
-            Err(Error::Delivery(refused))
+/// A failed record is the cause of what follows it: a transactional producer then refuses the
+/// records after it and its transaction must abort, and neither says why. So the failure fails
+/// a clean finish, as it always has. An aborted transaction restarts the pipeline from the
+/// committed offsets, which produces the record again: when it would be refused again (too
+/// large for the topic, say) the refusal replaces the abort and the consumer stops, naming
+/// it; otherwise the restart goes ahead with the failure in its reason. A delivery failure the
+/// loop already stopped on (later ones are the records batched with it) and any other error
+/// (a fenced producer, say) keep their place.
+fn cause(outcome: Result<()>, failure: Option<Failure>) -> Result<()> {
+    match (outcome, failure) {
+        (Ok(()), Some(failure)) => Err(Error::Delivery(failure.text)),
+        (Err(Error::TransactionAborted(_)), Some(failure)) if failure.for_good => {
+            Err(Error::Delivery(failure.text))
         }
+        (Err(Error::TransactionAborted(why)), Some(failure)) => Err(Error::TransactionAborted(
+            format!("{why}; a record failed: {}", failure.text),
+        )),
         (outcome, _) => outcome,
     }
 }
@@ -481,37 +491,62 @@ pub async fn run_until(
 mod tests {
     use super::*;
 
-    fn refused() -> Option<String> {
-        Some("could not deliver ...: MessageSizeTooLarge".to_owned())
+    fn refused() -> Option<Failure> {
+        Some(Failure {
+            text: "could not deliver ...: MessageSizeTooLarge".to_owned(),
+            for_good: true,
+        })
+    }
+
+    fn timed_out() -> Option<Failure> {
+        Some(Failure {
+            text: "could not deliver ...: MessageTimedOut".to_owned(),
+            for_good: false,
+        })
+    }
+
+    fn aborted() -> Result<()> {
+        Err(Error::TransactionAborted("committing".to_owned()))
     }
 
     #[test]
-    fn a_refused_record_is_the_cause_of_the_abort_it_brought_on() {
-        let aborted = Err(Error::TransactionAborted("committing".to_owned()));
-        assert!(
-            matches!(cause(aborted, refused()), Err(Error::Delivery(why)) if why.contains("MessageSizeTooLarge"))
-        );
+    fn a_record_refused_for_good_is_the_cause_of_the_abort_it_brought_on() {
+        assert!(matches!(
+            cause(aborted(), refused()),
+            Err(Error::Delivery(why)) if why.contains("MessageSizeTooLarge")
+        ));
     }
 
     #[test]
-    fn a_refused_record_fails_a_run_that_finished_cleanly() {
+    fn an_abort_a_restart_may_mend_restarts_and_names_the_failure() {
+        assert!(matches!(
+            cause(aborted(), timed_out()),
+            Err(Error::TransactionAborted(why)) if why.starts_with("committing") && why.contains("MessageTimedOut")
+        ));
+        assert!(matches!(
+            cause(aborted(), None),
+            Err(Error::TransactionAborted(why)) if why == "committing"
+        ));
+    }
+
+    #[test]
+    fn any_failed_record_fails_a_run_that_finished_cleanly() {
         assert!(matches!(cause(Ok(()), refused()), Err(Error::Delivery(_))));
+        assert!(matches!(
+            cause(Ok(()), timed_out()),
+            Err(Error::Delivery(_))
+        ));
         assert!(cause(Ok(()), None).is_ok());
     }
 
     #[test]
-    fn the_first_refusal_and_other_errors_keep_their_place() {
+    fn the_first_failure_and_other_errors_keep_their_place() {
         let first = Err(Error::Delivery("the first".to_owned()));
         assert!(matches!(cause(first, refused()), Err(Error::Delivery(why)) if why == "the first"));
         let fenced = Err(Error::TransactionFailed("fenced".to_owned()));
         assert!(matches!(
             cause(fenced, refused()),
             Err(Error::TransactionFailed(_))
-        ));
-        let aborted = Err(Error::TransactionAborted("lost".to_owned()));
-        assert!(matches!(
-            cause(aborted, None),
-            Err(Error::TransactionAborted(_))
         ));
     }
 }

@@ -13,7 +13,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::statistics::Statistics;
 
-use super::shared::Shared;
+use super::shared::{Failure, Shared};
 use crate::error::{Error, Result};
 use crate::kafka::checkpoint::Taken;
 use crate::kafka::offsets::Delivered;
@@ -84,7 +84,10 @@ impl ProducerContext for DeliveryContext {
                     // too, and are counted in delivery_failures_total rather than logged one
                     // by one.
                     tracing::error!("{text}");
-                    *failure = Some(text);
+                    *failure = Some(Failure {
+                        text,
+                        for_good: refused_for_good(error),
+                    });
                 } else {
                     tracing::debug!("{text}");
                 }
@@ -129,6 +132,30 @@ fn discarded(error: &KafkaError) -> bool {
     matches!(
         error.rdkafka_error_code(),
         Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)
+    )
+}
+
+/// Whether a record the broker (or librdkafka) refused would be refused again if produced
+/// again: it is too large or invalid for the topic, the topic is not there or not allowed.
+/// Other failures (a timeout after a long broker outage, a producer id the broker lost)
+/// pass: in exactly-once mode an abort and a restart from the committed offsets produce the
+/// record again and may well succeed.
+fn refused_for_good(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::MessageBatchTooLarge
+                | RDKafkaErrorCode::InvalidMessage
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::PolicyViolation
+                | RDKafkaErrorCode::InvalidTopic
+                | RDKafkaErrorCode::UnknownTopic
+                | RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::UnknownPartition
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+        )
     )
 }
 
@@ -195,15 +222,16 @@ pub(super) fn send(producer: &Producer_, record: BaseRecord<'_, [u8], [u8], usiz
 
 /// What a record the producer would not take means for the pipeline.
 ///
-/// `State` comes only from a transactional producer whose transaction has failed (the broker
-/// refused one of its batches, say): it takes no record until the transaction is aborted, and
+/// `State` comes only from a transactional producer with no transaction it may add to: the
+/// transaction failed (the broker refused one of its batches, say) or is being aborted (a
+/// revocation on the poll loop's thread). Either way it takes no record until the abort, and
 /// the delivery reports that say why may not have been served yet. So it asks for the abort
 /// every abortable error gets; the reports served during the abort name the cause (see
 /// `pipeline::cause`).
 fn refused(error: KafkaError) -> Error {
     match error.rdkafka_error_code() {
         Some(RDKafkaErrorCode::State) => Error::TransactionAborted(format!(
-            "the producer refuses records until its failed transaction is aborted ({error})"
+            "the producer takes no records until its transaction is aborted ({error})"
         )),
         _ => Error::kafka("producing a record")(error),
     }
@@ -220,6 +248,27 @@ mod tests {
         assert!(discarded(&failed(RDKafkaErrorCode::PurgeInflight)));
         assert!(!discarded(&failed(RDKafkaErrorCode::MessageSizeTooLarge)));
         assert!(!discarded(&failed(RDKafkaErrorCode::UnknownPartition)));
+    }
+
+    #[test]
+    fn refusals_that_would_come_again_are_for_good_and_the_others_pass() {
+        let failed = KafkaError::MessageProduction;
+        for code in [
+            RDKafkaErrorCode::MessageSizeTooLarge,
+            RDKafkaErrorCode::InvalidRecord,
+            RDKafkaErrorCode::UnknownTopicOrPartition,
+            RDKafkaErrorCode::TopicAuthorizationFailed,
+        ] {
+            assert!(refused_for_good(&failed(code)), "{code:?}");
+        }
+        for code in [
+            RDKafkaErrorCode::MessageTimedOut,
+            RDKafkaErrorCode::UnknownProducerId,
+            RDKafkaErrorCode::OutOfOrderSequenceNumber,
+            RDKafkaErrorCode::NotEnoughReplicas,
+        ] {
+            assert!(!refused_for_good(&failed(code)), "{code:?}");
+        }
     }
 
     #[test]

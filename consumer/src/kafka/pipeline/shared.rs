@@ -19,7 +19,7 @@ pub(super) struct Shared {
     pub(super) metrics: Arc<Metrics>,
     pub(super) health: Arc<Health>,
     /// The first permanent delivery failure; stops the loop.
-    pub(super) failure: Mutex<Option<String>>,
+    pub(super) failure: Mutex<Option<Failure>>,
     /// Delivery reports served so far, to tell when the producer's queue of reports is drained.
     pub(super) reports: AtomicU64,
     /// How far the processing stage has got, for revocations to wait on.
@@ -37,6 +37,16 @@ pub(super) struct Shared {
     pub(super) checkpoints_answered: AtomicU64,
     /// What the producer and the consumer asked of the brokers, from their statistics.
     pub(super) requests: Mutex<Requests>,
+}
+
+/// A record the producer could not deliver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Failure {
+    /// What happened, naming the record's input partition and offset.
+    pub(super) text: String,
+    /// Whether producing the record again would fail the same way (see
+    /// `produce::refused_for_good`).
+    pub(super) for_good: bool,
 }
 
 /// Both clients' requests.
@@ -99,7 +109,7 @@ impl Shared {
     }
 }
 
-pub(super) fn take_failure(shared: &Shared) -> Option<String> {
+pub(super) fn take_failure(shared: &Shared) -> Option<Failure> {
     shared
         .failure
         .lock()
