@@ -185,9 +185,7 @@ impl ExactlyOnce {
             ),
         }
     }
-}
 
-impl ExactlyOnce {
     /// Aborts the open transaction, serving the producer's delivery reports while it waits.
     ///
     /// librdkafka's abort purges the records still queued and then waits until the report of
