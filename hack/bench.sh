@@ -218,8 +218,9 @@ fi
 
 # Prints the latency line of a consumer run at the fixed rate, with `$@` added to its flags,
 # and the CPU per event of the broker's request threads and of its other threads but the JVM's
-# own, over the run (serving the load's producer too). At a fixed rate the pipeline and the pass-through ask the same of the
-# broker but for the dead letters and the insights: the like-for-like broker comparison.
+# own, over the run (serving the load's producer too). At a fixed rate the pipeline and the
+# pass-through ask the same of the broker but for the dead letters and the insights: the
+# like-for-like broker comparison.
 latency_of() {
   local name="$1" out="$2" dlq="$3" consumer_pid broker_requests broker_other
   shift 3
