@@ -6,14 +6,16 @@
 //! whose true count exceeds `total / capacity` is guaranteed to be tracked, and every reported
 //! count overestimates the true one by at most its `error` (itself at most `total / capacity`).
 //!
-//! Counters sit in an indexed 8-ary min-heap whose entries carry the counts (no pointer
-//! chasing while sifting). Each tracked key has a slot of exactly one cache line holding the
-//! key's bytes (keys up to [`INLINE`] bytes: a UUID, any IP), and an open-addressing index
-//! maps a seeded hash of the key to its slot. An eviction, which with rarely repeating keys
-//! (IPs, fresh user ids) happens on nearly every insert, so touches the new key's index line,
-//! the victim's slot and index line, and a heap leaf, and allocates nothing: with two sketches
-//! of 10,000 counters on a core shared with librdkafka, the lines an update touches are what
-//! it costs.
+//! Counters sit in an indexed 8-ary min-heap whose entries carry the counts and the keys' hash
+//! tags (no pointer chasing while sifting). Each tracked key has a slot of exactly one cache
+//! line holding the key's bytes (keys up to [`INLINE`] bytes: a UUID, any IP), and an
+//! open-addressing index maps a seeded hash of the key to its slot. An eviction, which with
+//! rarely repeating keys (IPs, fresh user ids) happens on nearly every insert, so touches the
+//! new key's index line, a heap leaf, and the victim's index line and slot, and allocates
+//! nothing. The victim's tag comes with its heap leaf, so its index line is read at once
+//! rather than after its slot: with two sketches of 10,000 counters on a core shared with
+//! librdkafka, the lines an update touches, and how many of them it waits for one after the
+//! other, are what it costs.
 
 use std::collections::HashMap;
 
@@ -44,7 +46,7 @@ const LEAF_PROBES: usize = 8;
 
 /// Key bytes kept in the slot itself: what is left of a cache line after the other fields.
 /// A UUID is 36 bytes and the longest IP text 39; longer keys are kept in `spilled`.
-const INLINE: usize = 43;
+const INLINE: usize = 47;
 /// [`Slot::len`] of a key kept in `spilled`.
 const SPILLED: u8 = u8::MAX;
 
@@ -52,15 +54,17 @@ const _: () = assert!(
     std::mem::size_of::<Slot>() == 64,
     "a slot is one cache line"
 );
+const _: () = assert!(
+    std::mem::size_of::<HeapEntry>() == 16,
+    "four heap entries share a cache line"
+);
 
-/// A tracked key without its count (the count lives in the heap entry): one cache line.
+/// A tracked key without its count and tag (both live in its [`HeapEntry`]): one cache line.
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
 struct Slot {
     error: u64,
     last_seen: i64,
-    /// Half of the key's seeded hash: its index entry is found from `tag` (see [`Index`]).
-    tag: u32,
     /// The key's length in `inline`, or [`SPILLED`].
     len: u8,
     inline: [u8; INLINE],
@@ -176,6 +180,16 @@ impl Index {
     }
 }
 
+/// A counter's place in the heap: its count, its slot, and its key's tag (half of the key's
+/// seeded hash, from which its [`Index`] entry is found), in the 16 bytes the first two took
+/// alone with their padding.
+#[derive(Clone, Copy)]
+struct HeapEntry {
+    count: u64,
+    slot: u32,
+    tag: u32,
+}
+
 /// A top-k sketch.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(from = "Snapshot", into = "Snapshot")]
@@ -185,8 +199,8 @@ pub struct SpaceSaving {
     slots: Vec<Slot>,
     /// Keys too long for their slot, by slot.
     spilled: HashMap<u32, Box<str>>,
-    /// (count, slot) pairs ordered as a min-heap on count.
-    heap: Vec<(u64, u32)>,
+    /// Ordered as a min-heap on count.
+    heap: Vec<HeapEntry>,
     /// `position[slot]` is where that slot's entry sits in `heap`.
     position: Vec<u32>,
     index: Index,
@@ -319,7 +333,7 @@ impl SpaceSaving {
             let s = &mut self.slots[slot as usize];
             s.last_seen = s.last_seen.max(at);
             let at_heap = self.position[slot as usize] as usize;
-            self.heap[at_heap].0 += 1;
+            self.heap[at_heap].count += 1;
             self.sift_down(at_heap);
         } else if self.slots.len() < self.capacity {
             self.push(Counter {
@@ -330,17 +344,20 @@ impl SpaceSaving {
             });
         } else {
             // Evict a minimum: its slot takes the new key in place.
-            let floor = self.heap[0].0;
+            let floor = self.heap[0].count;
             let at_heap = self.minimum_leaf(floor).unwrap_or(0);
-            let slot = self.heap[at_heap].1;
-            self.index.remove(self.slots[slot as usize].tag, slot);
-            self.set_key(slot, key);
-            let s = &mut self.slots[slot as usize];
-            s.tag = tag;
+            let victim = self.heap[at_heap];
+            self.index.remove(victim.tag, victim.slot);
+            self.set_key(victim.slot, key);
+            let s = &mut self.slots[victim.slot as usize];
             s.error = floor;
             s.last_seen = at;
-            self.index.insert(tag, slot);
-            self.heap[at_heap].0 = floor + 1;
+            self.index.insert(tag, victim.slot);
+            self.heap[at_heap] = HeapEntry {
+                count: floor + 1,
+                slot: victim.slot,
+                tag,
+            };
             self.sift_down(at_heap);
         }
     }
@@ -358,7 +375,7 @@ impl SpaceSaving {
             }
             let at = self.leaf_cursor;
             self.leaf_cursor += 1;
-            if self.heap[at].0 == floor {
+            if self.heap[at].count == floor {
                 return Some(at);
             }
         }
@@ -371,14 +388,17 @@ impl SpaceSaving {
         self.slots.push(Slot {
             error: counter.error,
             last_seen: counter.last_seen,
-            tag,
             len: 0,
             inline: [0; INLINE],
         });
         self.set_key(slot, &counter.key);
         self.index.make_room(self.slots.len());
         self.index.insert(tag, slot);
-        self.heap.push((counter.count, slot));
+        self.heap.push(HeapEntry {
+            count: counter.count,
+            slot,
+            tag,
+        });
         self.position.push(slot);
         self.sift_up(self.heap.len() - 1);
     }
@@ -387,7 +407,7 @@ impl SpaceSaving {
     fn counters(&self) -> Vec<Counter> {
         self.heap
             .iter()
-            .map(|&(count, slot)| {
+            .map(|&HeapEntry { count, slot, .. }| {
                 let s = &self.slots[slot as usize];
                 Counter {
                     key: self.key(slot).to_owned(),
@@ -428,7 +448,7 @@ impl SpaceSaving {
         if self.slots.len() < self.capacity {
             0
         } else {
-            self.heap.first().map_or(0, |e| e.0)
+            self.heap.first().map_or(0, |e| e.count)
         }
     }
 
@@ -499,7 +519,7 @@ impl SpaceSaving {
             let floor = part.floor();
             floors += floor;
             total += part.total;
-            for &(count, slot) in &part.heap {
+            for &HeapEntry { count, slot, .. } in &part.heap {
                 let s = &part.slots[slot as usize];
                 let e = merged.entry(part.key(slot)).or_insert((0, 0, 0, i64::MIN));
                 // Counts are at least the floor; errors may be below it.
@@ -531,9 +551,9 @@ impl SpaceSaving {
     }
 
     /// Puts `entry` at `at` and records where its slot now sits.
-    fn place(&mut self, at: usize, entry: (u64, u32)) {
+    fn place(&mut self, at: usize, entry: HeapEntry) {
         self.heap[at] = entry;
-        self.position[entry.1 as usize] = at as u32;
+        self.position[entry.slot as usize] = at as u32;
     }
 
     // Both sifts move a hole rather than swapping at every level: one write per level.
@@ -542,7 +562,7 @@ impl SpaceSaving {
         let entry = self.heap[at];
         while at > 0 {
             let parent = (at - 1) / ARITY;
-            if entry.0 >= self.heap[parent].0 {
+            if entry.count >= self.heap[parent].count {
                 break;
             }
             self.place(at, self.heap[parent]);
@@ -562,11 +582,11 @@ impl SpaceSaving {
             let last = (first + ARITY).min(len);
             let mut smallest = first;
             for child in first + 1..last {
-                if self.heap[child].0 < self.heap[smallest].0 {
+                if self.heap[child].count < self.heap[smallest].count {
                     smallest = child;
                 }
             }
-            if self.heap[smallest].0 >= entry.0 {
+            if self.heap[smallest].count >= entry.count {
                 break;
             }
             self.place(at, self.heap[smallest]);
@@ -648,15 +668,19 @@ mod tests {
             let key = (x >> 33) % ((x >> 20) % 200 + 1);
             s.insert(&key.to_string(), 0);
         }
-        for (at, &(count, slot)) in s.heap.iter().enumerate() {
+        for (at, &HeapEntry { count, slot, tag }) in s.heap.iter().enumerate() {
             assert_eq!(s.position[slot as usize] as usize, at);
             if at > 0 {
-                assert!(s.heap[(at - 1) / ARITY].0 <= count, "heap order at {at}");
+                assert!(
+                    s.heap[(at - 1) / ARITY].count <= count,
+                    "heap order at {at}"
+                );
             }
             let key = s.key(slot);
-            assert_eq!(s.index.find(s.tag(key), |i| s.is_key(i, key)), Some(slot));
+            assert_eq!(tag, s.tag(key), "the entry carries its key's tag");
+            assert_eq!(s.index.find(tag, |i| s.is_key(i, key)), Some(slot));
         }
-        assert_eq!(s.heap.iter().map(|e| e.0).sum::<u64>(), s.total());
+        assert_eq!(s.heap.iter().map(|e| e.count).sum::<u64>(), s.total());
         let entries = s
             .index
             .entries
