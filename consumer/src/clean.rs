@@ -40,6 +40,25 @@ pub struct CleanEvent<'a> {
     /// What cleaning had to discard, e.g. `["invalid_ip"]`; omitted when empty.
     #[serde(skip_serializing_if = "Flags::is_empty")]
     pub flags: Flags,
+    /// Whether the strings above are known to need no JSON escaping.
+    #[serde(skip)]
+    pub known_plain: KnownPlain,
+}
+
+/// Whether an event's strings are known to hold nothing JSON escapes (a control character,
+/// `"` or `\\`), so that the output writer copies them without scanning them again. It is
+/// known when no string in the input had an escape ([`RawEvent::strings_are_plain`]): every
+/// cleaning step keeps such a string so (trimming takes a part of it, case changes are ASCII,
+/// the PII policy keeps a prefix or writes hex digits or an address). A fact about how the
+/// event was made, not part of its value: events with the same fields compare equal whatever
+/// it says.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KnownPlain(pub bool);
+
+impl PartialEq for KnownPlain {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 /// An RFC 3339 UTC timestamp kept as its 20 ASCII bytes (no allocation per event).
@@ -192,6 +211,7 @@ impl Cleaner {
     }
 
     fn clean_fields<'a>(&self, raw: RawEvent<'a>) -> Result<CleanEvent<'a>, Rejection> {
+        let known_plain = KnownPlain(raw.strings_are_plain());
         let user_id = user_id(raw.user_id)?;
         let timestamp = timestamp(&raw.timestamp)?;
         let mut flags = Flags::default();
@@ -229,6 +249,7 @@ impl Cleaner {
             timestamp,
             login_time: LoginTime(time::rfc3339(timestamp)),
             flags,
+            known_plain,
         })
     }
 }

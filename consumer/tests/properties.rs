@@ -100,4 +100,22 @@ proptest! {
             prop_assert_eq!(String::from_utf8(ours).expect("utf-8"), serde_json::to_string(&event).expect("serialize"));
         }
     }
+
+    /// Strings known plain hold nothing JSON escapes: the output writer copies them unchecked.
+    #[test]
+    fn strings_known_plain_need_no_escaping(text in event_like()) {
+        if let Ok(event) = Cleaner::default().clean(text.as_bytes()) {
+            let strings = [
+                Some(&event.user_id),
+                Some(&event.app_version),
+                Some(&event.device_type),
+                event.ip.as_ref(),
+                Some(&event.locale),
+                event.device_id.as_ref(),
+            ];
+            for s in strings.into_iter().flatten().filter(|_| event.known_plain.0) {
+                prop_assert!(!s.chars().any(|c| c < ' ' || c == '"' || c == '\\'), "{:?}", s);
+            }
+        }
+    }
 }

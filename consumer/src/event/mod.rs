@@ -113,6 +113,22 @@ impl<'a> RawEvent<'a> {
             })
     }
 
+    /// Whether no known string field had an escape in the input. Such a string is borrowed as
+    /// is from the JSON text (by either path), and JSON text holds no control character, `"`
+    /// or `\\` unescaped, so none of them needs escaping when written out again.
+    pub fn strings_are_plain(&self) -> bool {
+        [
+            &self.user_id,
+            &self.app_version,
+            &self.device_type,
+            &self.ip,
+            &self.locale,
+            &self.device_id,
+        ]
+        .iter()
+        .all(|field| !matches!(field, Field::Str(Cow::Owned(_))))
+    }
+
     /// The field a key names, if it is one of the known ones.
     fn slot(&mut self, key: &str) -> Option<&mut Field<'a>> {
         known_key(key).map(|i| self.slot_at(i))
