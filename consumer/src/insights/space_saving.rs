@@ -456,50 +456,8 @@ impl SpaceSaving {
     /// credited with that side's minimum count as possible error, then the largest `capacity`
     /// counters are kept. The result keeps the guarantees for the union of both streams.
     pub fn merge(&mut self, other: &SpaceSaving) {
-        let (my_floor, their_floor) = (self.floor(), other.floor());
-        let theirs = other.counters();
-        let mut merged: HashMap<String, Counter> = self
-            .counters()
-            .into_iter()
-            .map(|c| (c.key.clone(), c))
-            .collect();
-        let their_keys: std::collections::HashSet<&str> =
-            theirs.iter().map(|c| c.key.as_str()).collect();
-        for c in merged.values_mut() {
-            if !their_keys.contains(c.key.as_str()) {
-                c.count += their_floor;
-                c.error += their_floor;
-            }
-        }
-        for c in theirs {
-            match merged.get_mut(&c.key) {
-                Some(m) => {
-                    m.count += c.count;
-                    m.error += c.error;
-                    m.last_seen = m.last_seen.max(c.last_seen);
-                }
-                None => {
-                    let key = c.key.clone();
-                    merged.insert(
-                        key,
-                        Counter {
-                            count: c.count + my_floor,
-                            error: c.error + my_floor,
-                            ..c
-                        },
-                    );
-                }
-            }
-        }
-        let mut counters: Vec<Counter> = merged.into_values().collect();
-        counters.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.key.cmp(&b.key)));
-        counters.truncate(self.capacity);
-        let total = self.total + other.total;
-        *self = SpaceSaving::from(Snapshot {
-            capacity: self.capacity,
-            total,
-            counters,
-        });
+        // Two at once is the many-at-once rule for two.
+        *self = SpaceSaving::merge_all(self.capacity, [&*self, other]);
     }
 
     /// Merges many sketches at once into one of `capacity` counters: the same rule as
