@@ -205,10 +205,12 @@ fn compress(snapshot: &Snapshot) -> std::io::Result<Vec<u8>> {
         version: format!("{VERSION_MAJOR}.{VERSION_MINOR}"),
         snapshot,
     };
+    // Written whole, then compressed in one call: serde_json writes token by token, and each
+    // small write into the encoder cost more than the bytes it carried.
+    let json = serde_json::to_vec(&envelope)?;
     // Level 1: the fastest; a full snapshot still takes well under the limit (see the size test).
     let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
-    serde_json::to_writer(&mut gz, &envelope)?;
-    gz.flush()?;
+    gz.write_all(&json)?;
     gz.finish()
 }
 
