@@ -46,7 +46,7 @@ pub struct CleanEvent<'a> {
 }
 
 /// Whether an event's strings are known to hold nothing JSON escapes (a control character,
-/// `"` or `\\`), so that the output writer copies them without scanning them again. It is
+/// `"` or `\`), so that the output writer copies them without scanning them again. It is
 /// known when no string in the input had an escape ([`RawEvent::strings_are_plain`]): every
 /// cleaning step keeps such a string so (trimming takes a part of it, case changes are ASCII,
 /// the PII policy keeps a prefix or writes hex digits or an address). A fact about how the

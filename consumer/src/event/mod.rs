@@ -115,7 +115,7 @@ impl<'a> RawEvent<'a> {
 
     /// Whether no known string field had an escape in the input. Such a string is borrowed as
     /// is from the JSON text (by either path), and JSON text holds no control character, `"`
-    /// or `\\` unescaped, so none of them needs escaping when written out again.
+    /// or `\` unescaped, so none of them needs escaping when written out again.
     pub fn strings_are_plain(&self) -> bool {
         [
             &self.user_id,
