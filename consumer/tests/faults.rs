@@ -219,9 +219,19 @@ fn broker_restart_mid_stream(extra: &[&str]) -> (Tally, String) {
         let stream_ended = producing.join().expect("the producing thread");
         (stop_began, stop_took, resumed, stream_ended)
     });
-    wait_until("every input offset committed", || {
-        committed_everything(bs, &group, &t.input)
-    });
+    wait_until_else(
+        "every input offset committed",
+        || committed_everything(bs, &group, &t.input),
+        || {
+            format!(
+                "committed {:?} of the input's end offsets {:?}; {} records routed\n{}",
+                committed_on(bs, &group, &t.input),
+                end_offsets_on(bs, &t.input),
+                routed(),
+                consumer.log()
+            )
+        },
+    );
     let caught_up = stream_ended.elapsed();
     let noticed = logged(&consumer, &["WARN", "ERROR"])
         .into_iter()
