@@ -247,8 +247,6 @@ impl Guarantee for ExactlyOnce {
         Self::stopped(&state)
     }
 
-    fn tick(&self, _consumer: &Consumer_) {}
-
     fn revoke(&self, consumer: &Consumer_, partitions: &[i32], drained: bool, lost: bool) {
         let mut state = self.state();
         if lost {

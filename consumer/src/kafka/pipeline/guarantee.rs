@@ -6,8 +6,8 @@
 //! from them; `ExactlyOnce` (in `exactly_once`) commits them inside the transaction that holds
 //! what was made from them.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::StageState;
@@ -28,8 +28,15 @@ pub(super) trait Guarantee: Send + Sync {
     /// one is due or asked for, and commit what is due. An error stops the stage.
     fn settle(&self, consumer: &Consumer_, state: &mut StageState<'_>) -> Result<()>;
 
-    /// On the poll loop after each batch.
-    fn tick(&self, consumer: &Consumer_);
+    /// How often [`Guarantee::tick`] runs; `None`, never.
+    fn tick_interval(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Every tick interval, on a thread of its own: commit what is due. A commit waits while
+    /// the group coordinator is unknown (librdkafka holds it until one is found, with no
+    /// timeout), and the poll loop must not: it serves the consumer's events meanwhile.
+    fn tick(&self, _consumer: &Consumer_) {}
 
     /// `partitions` are revoked, or `lost` (the group went on without this member). The
     /// stage has finished what it was handed, unless `drained` is false.
@@ -71,7 +78,18 @@ pub(super) struct AtLeastOnce {
     pub(super) input_topic: String,
     pub(super) commit_interval: Duration,
     pub(super) flush_timeout: Duration,
-    pub(super) last_commit: std::sync::Mutex<std::time::Instant>,
+    /// Held through each commit: the tick's thread and the poll loop (revocations, shutdown)
+    /// both commit, and a commit of older offsets must not land after a newer one.
+    pub(super) committing: Mutex<()>,
+}
+
+impl AtLeastOnce {
+    /// Commits the acknowledged offsets (of `only` these partitions, or all); false when the
+    /// commit failed.
+    fn commit(&self, consumer: &Consumer_, only: Option<&[i32]>) -> bool {
+        let _one_at_a_time = self.committing.lock().unwrap_or_else(|e| e.into_inner());
+        commit(consumer, &self.shared, &self.input_topic, only)
+    }
 }
 
 impl Guarantee for AtLeastOnce {
@@ -111,13 +129,12 @@ impl Guarantee for AtLeastOnce {
         Ok(())
     }
 
+    fn tick_interval(&self) -> Option<Duration> {
+        Some(self.commit_interval)
+    }
+
     fn tick(&self, consumer: &Consumer_) {
-        let mut last = self.last_commit.lock().unwrap_or_else(|e| e.into_inner());
-        if last.elapsed() < self.commit_interval {
-            return;
-        }
-        commit(consumer, &self.shared, &self.input_topic, None);
-        *last = std::time::Instant::now();
+        self.commit(consumer, None);
     }
 
     /// Every way this can leave progress uncommitted is logged and counted
@@ -158,7 +175,7 @@ impl Guarantee for AtLeastOnce {
         // racing it, a coordinator moving) would make it reprocess what was produced.
         let mut committed = false;
         for attempt in 1..=3 {
-            committed = commit(consumer, &self.shared, &self.input_topic, Some(partitions));
+            committed = self.commit(consumer, Some(partitions));
             if committed {
                 break;
             }
@@ -190,7 +207,7 @@ impl Guarantee for AtLeastOnce {
         if let Err(e) = flush(&self.producer, self.flush_timeout) {
             tracing::warn!(error = %e, "flush timed out; unacknowledged records will be reprocessed");
         }
-        commit(consumer, &self.shared, &self.input_topic, None);
+        self.commit(consumer, None);
         self.shared.tracker().in_flight()
     }
 }

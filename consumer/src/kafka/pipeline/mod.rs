@@ -12,7 +12,9 @@
 //! each batch, hands the results to the producer (which batches on its own) and serves the
 //! delivery reports. Neither waits on the other per record. The `--passthrough` baseline takes
 //! the same path and copies each record unchanged where the pipeline cleans it, so the two
-//! differ only in the processing.
+//! differ only in the processing. At least once, a third thread commits on the interval: a
+//! commit waits for as long as the group coordinator is unknown, and the poll loop must go on
+//! serving the consumer meanwhile (`Guarantee::tick`).
 //!
 //! With insights publishing on, the stage also takes checkpoints (`kafka::checkpoint`) and an
 //! offset is committed only once a published snapshot counts its event.
@@ -22,7 +24,9 @@
 //! (sending, and delivery reports into acknowledgements), `group` (revocations, commits, and
 //! leaving the group), `guarantee` and `exactly_once` (the two guarantees).
 
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::Scope;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::Consumer;
@@ -153,6 +157,7 @@ pub fn run(
                 guarantee.settle(consumer, &mut lock(state))
             },
         )?;
+        let stop_ticking = spawn_ticks(scope, guarantee, consumer)?;
         let looped = loop {
             health.beat();
             if shutdown.is_triggered() || config.max_records.is_some_and(|max| consumed >= max) {
@@ -184,8 +189,8 @@ pub fn run(
             if let Some(failure) = take_failure(shared) {
                 break Err(Error::Delivery(failure.text));
             }
-            guarantee.tick(consumer);
         };
+        drop(stop_ticking);
         // The stage produces everything it was handed before the flush below.
         let staged = stage.finish();
         looped.and(staged)
@@ -207,6 +212,27 @@ pub fn run(
         },
         unacknowledged,
     })
+}
+
+/// Runs the guarantee's tick on a thread of its own, if it has one, until the returned sender
+/// is dropped.
+fn spawn_ticks<'scope>(
+    scope: &'scope Scope<'scope, '_>,
+    guarantee: &'scope dyn Guarantee,
+    consumer: &'scope Consumer_,
+) -> Result<mpsc::Sender<()>> {
+    let (stop, stopped) = mpsc::channel::<()>();
+    if let Some(interval) = guarantee.tick_interval() {
+        std::thread::Builder::new()
+            .name("commits".into())
+            .spawn_scoped(scope, move || {
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
+                    guarantee.tick(consumer);
+                }
+            })
+            .map_err(Error::io("starting the commit thread"))?;
+    }
+    Ok(stop)
 }
 
 /// Why the run stopped, given its outcome and the first record the producer could not deliver
@@ -260,7 +286,7 @@ fn connect(
             input_topic: config.input_topic.clone(),
             commit_interval: config.commit_interval,
             flush_timeout: config.flush_timeout,
-            last_commit: Mutex::new(Instant::now()),
+            committing: Mutex::new(()),
         }),
         GuaranteeKind::ExactlyOnce => {
             // Fences an earlier producer with this id and aborts what it left open.
