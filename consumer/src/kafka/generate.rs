@@ -8,9 +8,11 @@ use rdkafka::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::statistics::Statistics;
 
 use super::client_log;
 use super::config::KafkaSettings;
+use super::rebootstrap::BrokerLoss;
 use super::send::send;
 use crate::error::{Error, Result};
 use crate::generator::Generator;
@@ -44,13 +46,21 @@ impl Pace {
     }
 }
 
-#[derive(Default)]
 struct Reports {
     acknowledged: AtomicU64,
     failure: Mutex<Option<String>>,
+    brokers: BrokerLoss,
 }
 
 impl Reports {
+    fn new() -> Self {
+        Reports {
+            acknowledged: AtomicU64::new(0),
+            failure: Mutex::new(None),
+            brokers: BrokerLoss::new("generator"),
+        }
+    }
+
     /// Fails with the first delivery failure reported so far, if any.
     fn check(&self, topic: &str) -> Result<()> {
         let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
@@ -68,6 +78,10 @@ impl ClientContext for Reports {
 
     fn error(&self, error: KafkaError, reason: &str) {
         client_log::error(error, reason);
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        self.brokers.observe(&statistics);
     }
 }
 
@@ -97,17 +111,18 @@ pub fn produce(
     shutdown: &Shutdown,
     sent: &AtomicU64,
 ) -> Result<u64> {
-    let producer: BaseProducer<Reports> = settings
-        .producer()
-        .create_with_context(Reports::default())
-        .map_err(|e| Error::Config(format!("producer settings: {e}")))?;
+    let producer: BaseProducer<Reports> =
+        settings
+            .producer()
+            .create_with_context(Reports::new())
+            .map_err(|e| Error::Config(format!("producer settings: {e}")))?;
     let started = Instant::now();
     let (mut key, mut value) = (Vec::new(), Vec::new());
     let mut n = 0u64;
     while !pace.done(n) && !shutdown.is_triggered() {
         if let Some(nap) = pace.nap(started, n, Instant::now()) {
             std::thread::sleep(nap);
-            producer.poll(Duration::ZERO);
+            serve(&producer, settings);
             continue;
         }
         generator.next_record(epoch_seconds(), &mut key, &mut value);
@@ -116,7 +131,7 @@ pub fn produce(
         n += 1;
         sent.store(n, Ordering::Relaxed);
         if n.is_multiple_of(1024) {
-            producer.poll(Duration::ZERO);
+            serve(&producer, settings);
         }
         producer.context().check(topic)?;
     }
@@ -127,6 +142,17 @@ pub fn produce(
         )))?;
     producer.context().check(topic)?;
     Ok(producer.context().acknowledged.load(Ordering::Relaxed))
+}
+
+/// Serves the producer's events (delivery reports, statistics) and mends a broker loss they
+/// showed. (While `send` waits for room in a full queue it serves them too, but cannot mend:
+/// unpaced, a generator whose producer has forgotten every broker waits there.)
+fn serve(producer: &BaseProducer<Reports>, settings: &KafkaSettings) {
+    producer.poll(Duration::ZERO);
+    producer
+        .context()
+        .brokers
+        .mend(producer.client(), &settings.bootstrap_servers);
 }
 
 /// Seconds since the Unix epoch, now.

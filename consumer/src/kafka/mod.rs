@@ -1,5 +1,6 @@
 //! Everything that talks to Kafka: client settings, offset and transaction bookkeeping, the
-//! pipeline loop with its processing stage, the insights topic, and the generator's producer.
+//! pipeline loop with its processing stage, the insights topic, the generator's producer, and
+//! giving a client that has forgotten every broker its bootstrap servers back.
 
 pub mod checkpoint;
 mod client_log;
@@ -8,6 +9,7 @@ pub mod generate;
 pub mod insights_topic;
 pub mod offsets;
 pub mod pipeline;
+pub mod rebootstrap;
 pub mod requests;
 pub mod send;
 mod stage;

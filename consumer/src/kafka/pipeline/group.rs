@@ -39,6 +39,7 @@ impl ClientContext for GroupContext {
 
     fn stats(&self, statistics: Statistics) {
         self.shared.requests().consumer.update(&statistics);
+        self.shared.consumer_brokers.observe(&statistics);
         if let Some(group) = &statistics.cgrp {
             let stuck = crate::health::group_stuck(&group.state, group.stateage);
             if self.shared.health.set_group_stuck(stuck) {

@@ -35,7 +35,9 @@ pub(super) trait Guarantee: Send + Sync {
 
     /// Every tick interval, on a thread of its own: commit what is due. A commit waits while
     /// the group coordinator is unknown (librdkafka holds it until one is found, with no
-    /// timeout), and the poll loop must not: it serves the consumer's events meanwhile.
+    /// timeout), and the poll loop must not: it serves the consumer's statistics, which tell
+    /// when the consumer has lost every broker and must be given them back before any
+    /// coordinator can be found (`kafka::rebootstrap`).
     fn tick(&self, _consumer: &Consumer_) {}
 
     /// `partitions` are revoked, or `lost` (the group went on without this member). The

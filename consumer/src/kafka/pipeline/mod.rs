@@ -189,6 +189,9 @@ pub fn run(
             if let Some(failure) = take_failure(shared) {
                 break Err(Error::Delivery(failure.text));
             }
+            let servers = &config.kafka.bootstrap_servers;
+            shared.consumer_brokers.mend(consumer.client(), servers);
+            shared.producer_brokers.mend(producer.client(), servers);
         };
         drop(stop_ticking);
         // The stage produces everything it was handed before the flush below.

@@ -35,6 +35,7 @@ impl ClientContext for DeliveryContext {
 
     fn stats(&self, statistics: Statistics) {
         self.shared.requests().producer.update(&statistics);
+        self.shared.producer_brokers.observe(&statistics);
     }
 }
 

@@ -1,6 +1,6 @@
 //! What the poll loop, the processing stage and the client callbacks share: the offset
-//! tracker, the insights checkpoints in flight, the first permanent failure, and how far the
-//! stage has got.
+//! tracker, the insights checkpoints in flight, the first permanent failure, how far the stage
+//! has got, and what the clients' statistics said.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use crate::health::Health;
 use crate::kafka::checkpoint::Ledger;
 use crate::kafka::offsets::OffsetTracker;
+use crate::kafka::rebootstrap::BrokerLoss;
 use crate::kafka::requests::ClientRequests;
 use crate::kafka::stage::StageProgress;
 use crate::metrics::Metrics;
@@ -37,6 +38,10 @@ pub(super) struct Shared {
     pub(super) checkpoints_answered: AtomicU64,
     /// What the producer and the consumer asked of the brokers, from their statistics.
     pub(super) requests: Mutex<Requests>,
+    /// Whether the consumer or the producer has forgotten every broker, from their statistics;
+    /// the poll loop mends it.
+    pub(super) consumer_brokers: BrokerLoss,
+    pub(super) producer_brokers: BrokerLoss,
 }
 
 /// A record the producer could not deliver.
@@ -74,6 +79,8 @@ impl Shared {
             checkpoints_asked: AtomicU64::new(0),
             checkpoints_answered: AtomicU64::new(0),
             requests: Mutex::default(),
+            consumer_brokers: BrokerLoss::new("consumer"),
+            producer_brokers: BrokerLoss::new("producer"),
         }
     }
 
