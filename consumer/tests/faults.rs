@@ -237,6 +237,21 @@ fn broker_restart_mid_stream(extra: &[&str]) -> (Tally, String) {
         .into_iter()
         .find(|(at, _)| *at >= stop_began)
         .expect("a warning or an error logged once the broker stopped");
+    // A single broker shutting down answers metadata with no brokers, and a client that asks
+    // then forgets them all (`kafka::rebootstrap`): which clients did, this time.
+    let forgot: Vec<&str> = logged(&consumer, &["WARN"])
+        .iter()
+        .filter(|(_, line)| {
+            line["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("added the bootstrap servers back"))
+        })
+        .filter_map(|(_, line)| match line["fields"]["client"].as_str() {
+            Some("consumer") => Some("consumer"),
+            Some("producer") => Some("producer"),
+            _ => None,
+        })
+        .collect();
     let log = consumer.log();
     let (code, _) = consumer.terminate();
     assert_eq!(code, Some(0), "SIGTERM after the fault exits 0:\n{log}");
@@ -247,8 +262,8 @@ fn broker_restart_mid_stream(extra: &[&str]) -> (Tally, String) {
         "broker restart mid-stream ({extra:?}): the stop took {stop_took:.1}s; the consumer \
          logged the fault {:.1}s after it began ({}); down {OUTAGE:?}; output flowing again \
          {:.1}s after the broker served again; everything committed {:.1}s after the input \
-         ended; the group {}; exit {code:?}; {} input records, duplicates: {} outputs, {} dead \
-         letters",
+         ended; the group {}; clients given their bootstrap servers back: {forgot:?}; exit \
+         {code:?}; {} input records, duplicates: {} outputs, {} dead letters",
         secs_between(stop_began, noticed.0),
         noticed.1["fields"]["message"],
         resumed.as_secs_f64(),
