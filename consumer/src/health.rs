@@ -12,10 +12,12 @@ pub const STALL_LIMIT: Duration = Duration::from_secs(60);
 
 /// How long the consumer may go without its group coordinator before it counts as stuck.
 ///
-/// Seen once under load (`consumer/tests/faults.rs`): after a broker outage that outlasted
-/// the group session, librdkafka went on logging "no broker available for coordinator query"
-/// for minutes after the broker was back, and the consumer never rejoined. A restart does
-/// rejoin. Five minutes leaves real outages and slow rebalances alone.
+/// Seen under load (`consumer/tests/faults.rs`): after a broker restart, librdkafka went on
+/// logging "no broker available for coordinator query" for minutes after the broker was back,
+/// and the consumer never rejoined. The cause found since, a client that has forgotten every
+/// broker, is mended (`kafka::rebootstrap`); this stays as the backstop for any other way a
+/// consumer loses its coordinator for good. A restart does rejoin. Five minutes leaves real
+/// outages and slow rebalances alone.
 pub const GROUP_STALL_LIMIT: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Default)]

@@ -147,11 +147,12 @@ fn a_broker_restart_mid_stream_exactly_once_leaves_each_result_once() {
 /// restart, up to librdkafka's 10 s reconnect backoff; it did in every run so far, and the test
 /// prints which happened.)
 ///
-/// It failed twice in 11 runs with two busy cores, and once in CI: the lost assignment's
-/// revocation held the poll thread for 44 s flushing and retrying commits that could not
-/// succeed, and librdkafka then never found the coordinator again. A lost assignment is no
-/// longer committed (12 of 12 runs passed under the same load), and a consumer left without
-/// its coordinator for 5 minutes fails `/healthz` (`health::GROUP_STALL_LIMIT`).
+/// It failed twice in 11 runs with two busy cores, and once in CI: librdkafka never found
+/// the coordinator again. The lost assignment's revocation held the poll thread for 44 s
+/// retrying commits that could not succeed (a lost assignment is no longer committed), but
+/// the cause, found later with librdkafka's debug log, was a metadata response without
+/// brokers from the broker shutting down: the consumer had forgotten every broker
+/// (`kafka::rebootstrap` gives them back; the line this test prints says when).
 #[test]
 fn a_broker_outage_the_group_session_does_not_outlive_loses_nothing() {
     broker_restart_mid_stream(&["-X", "session.timeout.ms=6000"]);
