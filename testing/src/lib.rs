@@ -15,13 +15,15 @@ use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
+use fetch_consumer::kafka::rebootstrap::BrokerLoss;
 use fetch_consumer::kafka::send::send;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::OwnedMessage;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
 
 pub const TIMEOUT: Duration = Duration::from_secs(120);
@@ -123,11 +125,12 @@ pub fn produce(topic: &str, records: &[(Vec<u8>, Option<Vec<u8>>)]) {
 
 /// [`produce`] to the broker at `bootstrap` (a test's own [`Broker`]).
 pub fn produce_to(bootstrap: &str, topic: &str, records: &[(Vec<u8>, Option<Vec<u8>>)]) {
-    let producer: BaseProducer = ClientConfig::new()
+    let producer: BaseProducer<Mended> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("linger.ms", "20")
         .set("queue.buffering.max.messages", "1000000")
-        .create()
+        .set("statistics.interval.ms", "1000")
+        .create_with_context(Mended(BrokerLoss::new("test producer")))
         .expect("producer");
     for (key, value) in records {
         let mut record = BaseRecord::<[u8], [u8]>::to(topic).key(&key[..]);
@@ -137,7 +140,34 @@ pub fn produce_to(bootstrap: &str, topic: &str, records: &[(Vec<u8>, Option<Vec<
         send(&producer, record).unwrap_or_else(|e| panic!("producing to {topic}: {e}"));
     }
     // As long as any wait in the tests: a broker restarted under load can take a while.
-    producer.flush(TIMEOUT).expect("flush");
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        match producer.flush(Duration::from_secs(1)) {
+            Ok(()) => return,
+            Err(e) if Instant::now() >= deadline => panic!("flush: {e}"),
+            Err(_) => {
+                if producer.context().0.mend(producer.client(), bootstrap) {
+                    eprintln!("the test producer had forgotten every broker; given them back");
+                }
+            }
+        }
+    }
+}
+
+/// The test producers' context. A producer streaming into a broker that restarts can forget
+/// every broker, as the pipeline's can (`fetch_consumer::kafka::rebootstrap`), and is mended
+/// the same way.
+struct Mended(BrokerLoss);
+
+impl ClientContext for Mended {
+    fn stats(&self, statistics: Statistics) {
+        self.0.observe(&statistics);
+    }
+}
+
+impl ProducerContext for Mended {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &DeliveryResult<'_>, _: ()) {}
 }
 
 /// The end offset (high watermark) of every partition of `topic`.

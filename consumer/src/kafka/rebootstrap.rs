@@ -53,24 +53,30 @@ impl BrokerLoss {
         }
     }
 
-    /// Adds `bootstrap_servers` to `client` when its statistics last said it knows no broker.
-    /// Cheap otherwise: call it as often as the client is polled.
-    pub fn mend<C: ClientContext>(&self, client: &Client<C>, bootstrap_servers: &str) {
+    /// Adds `bootstrap_servers` to `client` when its statistics last said it knows no broker;
+    /// returns whether it did. Cheap otherwise: call it as often as the client is polled.
+    pub fn mend<C: ClientContext>(&self, client: &Client<C>, bootstrap_servers: &str) -> bool {
         if !self.lost.swap(false, Ordering::AcqRel) {
-            return;
+            return false;
         }
         match add_brokers(client, bootstrap_servers) {
-            Ok(added) => tracing::warn!(
-                client = self.client,
-                added,
-                bootstrap_servers,
-                "the client had forgotten every broker (a metadata response listed none, as a single broker shutting down answers: confluentinc/librdkafka#5301); added the bootstrap servers back"
-            ),
-            Err(e) => tracing::error!(
-                client = self.client,
-                error = %e,
-                "the client has forgotten every broker and the bootstrap servers could not be added back"
-            ),
+            Ok(added) => {
+                tracing::warn!(
+                    client = self.client,
+                    added,
+                    bootstrap_servers,
+                    "the client had forgotten every broker (a metadata response listed none, as a single broker shutting down answers: confluentinc/librdkafka#5301); added the bootstrap servers back"
+                );
+                true
+            }
+            Err(e) => {
+                tracing::error!(
+                    client = self.client,
+                    error = %e,
+                    "the client has forgotten every broker and the bootstrap servers could not be added back"
+                );
+                false
+            }
         }
     }
 }
@@ -150,7 +156,7 @@ mod tests {
         loss.observe(&with_brokers(&["learned"]));
         assert!(!loss.lost.load(Ordering::Acquire));
         loss.observe(&with_brokers(&["logical"]));
-        loss.mend(client, "127.0.0.1:4");
-        assert!(!loss.lost.load(Ordering::Acquire), "mended, and only once");
+        assert!(loss.mend(client, "127.0.0.1:4"));
+        assert!(!loss.mend(client, "127.0.0.1:4"), "mended once");
     }
 }
