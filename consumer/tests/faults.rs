@@ -240,18 +240,14 @@ fn broker_restart_mid_stream(extra: &[&str]) -> (Tally, String) {
         .expect("a warning or an error logged once the broker stopped");
     // A single broker shutting down answers metadata with no brokers, and a client that asks
     // then forgets them all (`kafka::rebootstrap`): which clients did, this time.
-    let forgot: Vec<&str> = logged(&consumer, &["WARN"])
+    let forgot: Vec<String> = logged(&consumer, &["WARN"])
         .iter()
         .filter(|(_, line)| {
             line["fields"]["message"]
                 .as_str()
                 .is_some_and(|m| m.contains("added the bootstrap servers back"))
         })
-        .filter_map(|(_, line)| match line["fields"]["client"].as_str() {
-            Some("consumer") => Some("consumer"),
-            Some("producer") => Some("producer"),
-            _ => None,
-        })
+        .filter_map(|(_, line)| line["fields"]["client"].as_str().map(str::to_owned))
         .collect();
     let log = consumer.log();
     let (code, _) = consumer.terminate();

@@ -13,6 +13,8 @@ pub mod rebootstrap;
 pub mod requests;
 pub mod send;
 mod stage;
+#[cfg(test)]
+mod test_statistics;
 pub mod transaction;
 
 pub use config::{Guarantee, KafkaProperty, KafkaSettings};

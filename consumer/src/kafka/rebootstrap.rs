@@ -97,33 +97,16 @@ fn add_brokers<C: ClientContext>(client: &Client<C>, servers: &str) -> Result<i3
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kafka::test_statistics;
     use rdkafka::ClientConfig;
     use rdkafka::producer::{BaseProducer, Producer};
 
-    /// A librdkafka statistics emission with brokers of these sources, cut to what the type
-    /// needs.
+    /// An emission with brokers of these sources.
     fn with_brokers(sources: &[&str]) -> Statistics {
-        let brokers: Vec<String> = sources
-            .iter()
-            .enumerate()
-            .map(|(i, source)| {
-                format!(
-                    r#""b{i}": {{"name": "b{i}", "nodeid": -1, "nodename": "", "source": "{source}", "state": "INIT",
-                    "stateage": 0, "outbuf_cnt": 0, "outbuf_msg_cnt": 0, "waitresp_cnt": 0, "waitresp_msg_cnt": 0,
-                    "tx": 0, "txbytes": 0, "txerrs": 0, "txretries": 0, "txidle": 0, "req_timeouts": 0, "rx": 0,
-                    "rxbytes": 0, "rxerrs": 0, "rxcorriderrs": 0, "rxpartial": 0, "rxidle": 0, "zbuf_grow": 0,
-                    "buf_grow": 0, "wakeups": 0, "connects": 0, "disconnects": 0, "req": {{}}, "toppars": {{}}}}"#
-                )
-            })
+        let brokers: Vec<String> = (sources.iter().enumerate())
+            .map(|(i, source)| test_statistics::broker(&format!("b{i}"), source, ""))
             .collect();
-        serde_json::from_str(&format!(
-            r#"{{"name": "c", "client_id": "c", "type": "consumer", "ts": 0, "time": 0, "age": 0,
-            "replyq": 0, "msg_cnt": 0, "msg_size": 0, "msg_max": 0, "msg_size_max": 0, "simple_cnt": 0,
-            "metadata_cache_cnt": 0, "tx": 0, "tx_bytes": 0, "rx": 0, "rx_bytes": 0, "txmsgs": 0,
-            "txmsg_bytes": 0, "rxmsgs": 0, "rxmsg_bytes": 0, "brokers": {{{}}}, "topics": {{}}}}"#,
-            brokers.join(", ")
-        ))
-        .expect("statistics")
+        test_statistics::emission(&brokers, "")
     }
 
     #[test]

@@ -93,21 +93,15 @@ impl ClientRequests {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kafka::test_statistics;
 
-    fn emission(json: &str) -> Statistics {
-        serde_json::from_str(json).expect("statistics")
-    }
-
-    /// A librdkafka statistics emission, cut to what is read here (plus what the type needs).
+    /// A producer's emission, cut to what is read here (plus what the type needs).
     fn stats(produce: (i64, i64), batch: (i64, i64, i64)) -> Statistics {
         let broker = |name: &str, produce: i64| {
-            format!(
-                r#""{name}": {{"name": "{name}", "nodeid": 1, "nodename": "{name}", "source": "learned", "state": "UP",
-                "stateage": 0, "outbuf_cnt": 0, "outbuf_msg_cnt": 0, "waitresp_cnt": 0, "waitresp_msg_cnt": 0,
-                "tx": 0, "txbytes": 0, "txerrs": 0, "txretries": 0, "txidle": 0, "req_timeouts": 0, "rx": 0,
-                "rxbytes": 0, "rxerrs": 0, "rxcorriderrs": 0, "rxpartial": 0, "rxidle": 0, "zbuf_grow": 0,
-                "buf_grow": 0, "wakeups": 0, "connects": 1, "disconnects": 0,
-                "req": {{"Produce": {produce}, "Fetch": 0}}, "toppars": {{}}}}"#
+            test_statistics::broker(
+                name,
+                "learned",
+                &format!(r#""Produce": {produce}, "Fetch": 0"#),
             )
         };
         let window = |sum: i64, cnt: i64| {
@@ -116,19 +110,15 @@ mod tests {
                 "p50": 0, "p75": 0, "p90": 0, "p95": 0, "p99": 0, "p99_99": 0, "outofrange": 0}}"#
             )
         };
-        emission(&format!(
-            r#"{{"name": "c", "client_id": "c", "type": "producer", "ts": 0, "time": 0, "age": 0,
-            "replyq": 0, "msg_cnt": 0, "msg_size": 0, "msg_max": 0, "msg_size_max": 0, "simple_cnt": 0,
-            "metadata_cache_cnt": 0, "tx": 0, "tx_bytes": 0, "rx": 0, "rx_bytes": 0, "txmsgs": 0,
-            "txmsg_bytes": 0, "rxmsgs": 0, "rxmsg_bytes": 0,
-            "brokers": {{{}, {}}},
-            "topics": {{"out": {{"topic": "out", "age": 0, "metadata_age": 0, "batchsize": {}, "batchcnt": {},
-            "partitions": {{}}}}}}}}"#,
-            broker("b1", produce.0),
-            broker("b2", produce.1),
-            window(batch.2, batch.1),
-            window(batch.0, batch.1),
-        ))
+        test_statistics::emission(
+            &[broker("b1", produce.0), broker("b2", produce.1)],
+            &format!(
+                r#""out": {{"topic": "out", "age": 0, "metadata_age": 0, "batchsize": {}, "batchcnt": {},
+                "partitions": {{}}}}"#,
+                window(batch.2, batch.1),
+                window(batch.0, batch.1),
+            ),
+        )
     }
 
     #[test]
