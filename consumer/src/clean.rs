@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde::ser::{SerializeSeq, Serializer};
 
 use crate::event::{Field, ParseError, RawEvent};
+use crate::ip_text;
 use crate::pii::PiiPolicy;
 use crate::reason::RejectReason;
 use crate::time;
@@ -226,9 +227,9 @@ impl Cleaner {
             .map(|id| self.pii.device_id(trim_cow(id)));
         let ip = match raw.ip {
             Field::Absent | Field::Null => None,
-            Field::Str(s) => match trim(&s).parse::<IpAddr>() {
-                Ok(parsed) => Some(self.pii.ip(canonical_ip(s, parsed), parsed)),
-                Err(_) => {
+            Field::Str(s) => match ip_text::parse(trim(&s)) {
+                Some(parsed) => Some(self.pii.ip(canonical_ip(s, parsed), parsed)),
+                None => {
                     flags.insert(Flag::InvalidIp);
                     None
                 }

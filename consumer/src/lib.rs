@@ -7,6 +7,7 @@
 //! - [`clean`]: the processing rules; one record in, a [`clean::CleanEvent`] or a rejection out.
 //! - [`reason`]: the stable reason codes of rejections.
 //! - [`time`]: the accepted timestamp range and RFC 3339 rendering.
+//! - [`ip_text`]: reading an IP address, with a short way for dotted quads.
 //! - [`pii`]: optional masking or keyed hashing of `ip` and `device_id`.
 //! - [`insights`]: bounded-memory, mergeable insights (HyperLogLog, Space-Saving) and the report.
 //! - [`output_json`]: the output record's JSON, written by hand for its fixed shape.
@@ -35,6 +36,7 @@ pub mod handoff;
 pub mod health;
 pub mod http;
 pub mod insights;
+pub mod ip_text;
 pub mod json_string;
 pub mod kafka;
 pub mod metrics;
