@@ -16,13 +16,15 @@
 
 use std::borrow::Cow;
 
-use super::{Field, RawEvent};
+use super::{Field, KNOWN_KEYS, RawEvent, known_key};
 use crate::json_string;
 
 /// The event in `text` if it is a flat JSON object this scan reads in full, else `None`.
 pub fn parse(text: &str) -> Option<RawEvent<'_>> {
     let mut scan = Scan { text, at: 0 };
     let mut event = RawEvent::default();
+    // Producers write the keys in one order; this is where the next known key would be in it.
+    let mut guess = 0;
     scan.skip_whitespace();
     scan.expect(b'{')?;
     scan.skip_whitespace();
@@ -30,16 +32,22 @@ pub fn parse(text: &str) -> Option<RawEvent<'_>> {
         scan.at += 1;
     } else {
         loop {
-            let key = scan.string()?;
+            let known = if scan.quoted_key(guess) {
+                Some(guess)
+            } else {
+                known_key(scan.string()?)
+            };
             scan.skip_whitespace();
             scan.expect(b':')?;
             scan.skip_whitespace();
             let value = scan.value()?;
-            if let Some(slot) = event.slot(key) {
+            if let Some(i) = known {
+                let slot = event.slot_at(i);
                 if !matches!(slot, Field::Absent) {
                     return None;
                 }
                 *slot = value;
+                guess = i + 1;
             }
             scan.skip_whitespace();
             match scan.next()? {
@@ -101,6 +109,20 @@ impl<'a> Scan<'a> {
         self.text.get(start..start + len)
     }
 
+    /// Whether the text here is known key number `i`, quoted (and if so, steps over it).
+    /// One masked compare of 16 bytes, where reading the key as a string and looking it up
+    /// compared it with the known keys one by one.
+    fn quoted_key(&mut self, i: usize) -> bool {
+        let (Some(key), Some(here)) = (QUOTED_KEYS.get(i), self.rest().first_chunk::<16>()) else {
+            return false;
+        };
+        let found = u128::from_le_bytes(*here) & key.mask == key.bytes;
+        if found {
+            self.at += key.len;
+        }
+        found
+    }
+
     fn value(&mut self) -> Option<Field<'a>> {
         match self.peek()? {
             b'"' => Some(Field::Str(Cow::Borrowed(self.string()?))),
@@ -139,6 +161,45 @@ impl<'a> Scan<'a> {
     }
 }
 
+/// A known key with its quotes, as the first bytes of a little-endian `u128`.
+#[derive(Clone, Copy)]
+struct QuotedKey {
+    bytes: u128,
+    /// Ones over the quoted key's bytes.
+    mask: u128,
+    len: usize,
+}
+
+const QUOTED_KEYS: [QuotedKey; KNOWN_KEYS.len()] = {
+    let mut out = [QuotedKey {
+        bytes: 0,
+        mask: 0,
+        len: 0,
+    }; KNOWN_KEYS.len()];
+    let mut i = 0;
+    while i < KNOWN_KEYS.len() {
+        let key = KNOWN_KEYS[i].as_bytes();
+        let len = key.len() + 2;
+        assert!(
+            len < 16,
+            "a quoted known key fits in a u128 with room for its mask"
+        );
+        let mut bytes = b'"' as u128 | (b'"' as u128) << (8 * (len - 1));
+        let mut at = 0;
+        while at < key.len() {
+            bytes |= (key[at] as u128) << (8 * (at + 1));
+            at += 1;
+        }
+        out[i] = QuotedKey {
+            bytes,
+            mask: (1 << (8 * len)) - 1,
+            len,
+        };
+        i += 1;
+    }
+    out
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,6 +214,9 @@ mod tests {
         r#"{"user_id":"","ip":"","locale":true,"device_id":false,"timestamp":0}"#,
         r#"{"timestamp":999999999999999999,"app_version":"é ü 中"}"#,
         r#"{"extra":"x","extra":"y","user_id":"u"}"#,
+        r#"{"timestamp":1,"device_id":"d","locale":"l","ip":"i","device_type":"t","app_version":"a","user_id":"u"}"#,
+        r#"{"user_idx":"a","user_id":"b","app_versio":"c","device_typ":1,"ipp":"d","ip":"e"}"#,
+        r#"{"user_id":"u","ip":"1.2.3.4","app_version":"x","locale":"l","timestamp":1}"#,
     ];
 
     /// Texts it must leave to the serde_json path, well-formed or not.
@@ -168,6 +232,8 @@ mod tests {
         r#"{"user_id":["u"]}"#,
         r#"{"extra":{"a":1},"user_id":"u"}"#,
         r#"{"user_id":"a","user_id":"b"}"#,
+        r#"{"user_id":"a","app_version":"b","user_id":"c"}"#,
+        r#"{"user_id":"a","app_version":"b","app_version":"c"}"#,
         r#"{"user_id":"u",}"#,
         r#"{"user_id":"u"} x"#,
         r#"{"user_id":"u""#,

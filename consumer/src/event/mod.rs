@@ -129,11 +129,6 @@ impl<'a> RawEvent<'a> {
         .all(|field| !matches!(field, Field::Str(Cow::Owned(_))))
     }
 
-    /// The field a key names, if it is one of the known ones.
-    fn slot(&mut self, key: &str) -> Option<&mut Field<'a>> {
-        known_key(key).map(|i| self.slot_at(i))
-    }
-
     /// The field of [`KNOWN_KEYS`]`[i]`.
     fn slot_at(&mut self, i: usize) -> &mut Field<'a> {
         match i {
@@ -156,6 +151,7 @@ fn duplicate_name(message: &str) -> &'static str {
         .unwrap_or("unknown")
 }
 
+/// The fields of [`RawEvent`], in the order producers write them.
 const KNOWN_KEYS: [&str; 7] = [
     "user_id",
     "app_version",
