@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Two builds of the consumer in the Kafka loop, drain for drain, on the real local broker:
+# whether a change to the code shows in the loop, on a machine whose speed moves by a third
+# within the hour (docs/benchmarks.md, §8, stop 26).
+#
+#   hack/bench-builds.sh BEFORE AFTER      two git revisions, e.g. HEAD~3 HEAD
+#
+# Each revision's `fetch-consumer` is built from a worktree of it, into the usual target
+# directory so that the dependencies already built are reused (the checkout's own release
+# binary is rebuilt by its next build). One broker, pinned to core 0 and the consumers to
+# core 1 (as `BENCH_PIN=1 hack/bench.sh`), serves every drain of BENCH_EVENTS (1,000,000)
+# generated events in BENCH_PARTITIONS (6) partitions. After four unmeasured pairs of drains
+# (the broker's JIT), each of BENCH_ROUNDS (6) rounds drains the input with AFTER's
+# pass-through, then with BEFORE's and AFTER's pipelines in alternating order, so that both
+# builds of a round share the machine's moment. Printed per drain: events/s and the consumer's
+# CPU per event; at the end, over the rounds, the median of AFTER - BEFORE in CPU per event
+# and each build's median ratio to the round's pass-through.
+source "$(dirname "$0")/lib.sh"
+
+[ $# -eq 2 ] || die "usage: hack/bench-builds.sh BEFORE AFTER (two git revisions)"
+events="${BENCH_EVENTS:-1000000}"
+partitions="${BENCH_PARTITIONS:-6}"
+rounds="${BENCH_ROUNDS:-6}"
+
+"$HACK_DIR/install-system-deps.sh"
+need cargo git python3 taskset /usr/bin/time
+cd "$REPO_ROOT"
+state="$REPO_ROOT/target/bench-builds"
+rm -rf "$state" && mkdir -p "$state"
+cleanup() {
+  "$HACK_DIR/kafka.sh" stop "$state/kafka"
+  git worktree remove --force "$state/tree" 2>/dev/null || true
+}
+trap cleanup EXIT
+
+# build REV NAME: the consumer of REV, as $state/NAME.
+build() {
+  local commit
+  commit="$(git rev-parse --verify "$1^{commit}")" || die "$1 is not a revision"
+  log "building $1 ($commit)"
+  git worktree add --detach --force "$state/tree" "$commit" >/dev/null 2>&1
+  (cd "$state/tree" && cargo build --release --locked -p fetch-consumer --bin fetch-consumer \
+    --target-dir "$CARGO_TARGET")
+  cp "$CARGO_TARGET/release/fetch-consumer" "$state/$2"
+  git worktree remove --force "$state/tree"
+}
+build "$1" before
+build "$2" after
+
+KAFKA_HEAP=2g "$HACK_DIR/kafka.sh" start "$state/kafka" >/dev/null
+bootstrap="$(sed -n 's/^KAFKA_BOOTSTRAP=//p' "$state/kafka/env")"
+for t in bench-in bench-out bench-pass bench-dlq; do
+  "$HACK_DIR/kafka.sh" topic "$state/kafka" "$t" "$partitions" >/dev/null
+done
+log "loading $events events into bench-in ($partitions partitions)"
+"$state/after" --log-format json generate --bootstrap-servers "$bootstrap" --topic bench-in \
+  --rate 0 --count "$events" --variety --malformed 0.01 --seed 1 2>"$state/load.log"
+taskset -a -p -c 0 "$(cat "$state/kafka/kafka.pid")" >/dev/null
+
+# drain BUILD LABEL OUTPUT [ARGS...]: one pinned drain; prints "LABEL <events/s> <us/event>".
+drain() {
+  local build="$1" label="$2" output="$3" eps user sys
+  shift 3
+  taskset -c 1 /usr/bin/time -f '%U %S' -o "$state/time" "$state/$build" --log-format json run \
+    --bootstrap-servers "$bootstrap" --group-id "builds-$RANDOM$RANDOM" --input-topic bench-in \
+    --output-topic "$output" --dead-letter-topic bench-dlq --http-addr 127.0.0.1:0 \
+    --max-records "$events" -X statistics.interval.ms=1000 "$@" >"$state/out" 2>"$state/err" \
+    || die "$label drain failed (see $state/err)"
+  eps="$(sed -n 's/^throughput *\([0-9,]*\) events\/s.*/\1/p' "$state/out" | tr -d ,)"
+  read -r user sys <"$state/time"
+  python3 -c "print('$label', $eps, f'{($user + $sys) * 1e6 / $events:.2f}')"
+}
+
+log "warming the broker up: four pairs of drains, not measured"
+for _ in 1 2 3 4; do
+  drain after warm bench-pass --passthrough >/dev/null
+  drain after warm bench-out >/dev/null
+done
+for round in $(seq "$rounds"); do
+  drain after "$round pass-through" bench-pass --passthrough
+  if [ $((round % 2)) = 1 ]; then
+    drain before "$round before" bench-out
+    drain after "$round after" bench-out
+  else
+    drain after "$round after" bench-out
+    drain before "$round before" bench-out
+  fi
+done | tee "$state/drains" | while read -r round kind eps cpu; do
+  log "round $round: $kind $eps events/s, consumer $cpu us/event"
+done
+
+python3 - "$state/drains" "$1" "$2" <<'EOF'
+import statistics, sys
+rounds = {}
+for line in open(sys.argv[1]):
+    round_, kind, eps, cpu = line.split()
+    rounds.setdefault(round_, {})[kind] = (float(eps), float(cpu))
+diff = statistics.median(r["after"][1] - r["before"][1] for r in rounds.values())
+ratio = lambda kind: statistics.median(r[kind][0] / r["pass-through"][0] for r in rounds.values())
+print(f"{sys.argv[2]} -> {sys.argv[3]}: consumer CPU per event {diff:+.2f} us (median of "
+      f"{len(rounds)} rounds); pipeline / pass-through, median: {ratio('before'):.2f}x before, "
+      f"{ratio('after'):.2f}x after")
+EOF
