@@ -216,24 +216,9 @@ EOF
 
 # --- processes ---------------------------------------------------------------------------------
 
-# cmdline PID: its command line, arguments separated by spaces.
-cmdline() { { tr '\0' ' ' <"/proc/$1/cmdline"; } 2>/dev/null || true; }
-
-# alive PID: the process exists and is not a zombie (PID 1 here reaps orphans only now and then).
-alive() {
-  local state
-  state="$(awk '/^State:/ {print $2}' "/proc/$1/status" 2>/dev/null)" || return 1
-  [ -n "$state" ] && [ "$state" != Z ]
-}
-
 pid_of() {
-  local f="$RUN/$1.pid" pid
-  [ -f "$f" ] || return 1
-  pid="$(cat "$f")"
-  [ -n "$pid" ] && alive "$pid" || return 1
-  # Guard against a recycled pid: the process must still be the one started from DIR's configs.
-  [[ "$(cmdline "$pid")" == *"$DIR"* ]] || return 1
-  echo "$pid"
+  # The process must still be the one started from DIR's configs, not a recycled pid.
+  pid_in "$RUN/$1.pid" "*$DIR*"
 }
 running() { pid_of "$1" >/dev/null; }
 

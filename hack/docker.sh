@@ -13,6 +13,8 @@ source "$(dirname "$0")/lib.sh"
 
 RUN_DIR="$FETCH_CACHE_DIR/dockerd"
 SOCKET=/var/run/docker.sock
+# Where dockerd keeps the containerd it starts and supervises (under its exec root).
+CONTAINERD_DIR=/var/run/docker/containerd
 
 answers() { docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
 
@@ -28,6 +30,13 @@ start() {
   if answers; then return 0; fi
   install
   mkdir -p "$RUN_DIR"
+  # Pid files left by an engine that was killed, not stopped. Their pids may since have gone to
+  # other processes: dockerd then refuses to start, or takes the stranger for its containerd
+  # ("containerd is still running") and waits for a socket that never comes. Each is kept only
+  # while its process is the program it names.
+  pid_in "$RUN_DIR/dockerd.pid" '*dockerd*' >/dev/null || rm -f "$RUN_DIR/dockerd.pid"
+  pid_in "$CONTAINERD_DIR/containerd.pid" "containerd --config $CONTAINERD_DIR/*" >/dev/null \
+    || rm -f "$CONTAINERD_DIR/containerd.pid"
   log "starting dockerd (log $RUN_DIR/dockerd.log)"
   # setsid: the engine outlives the caller's terminal and never gets its Ctrl-C.
   setsid /usr/sbin/dockerd --host "unix://$SOCKET" --pidfile "$RUN_DIR/dockerd.pid" \
@@ -41,10 +50,10 @@ start() {
 
 stop() {
   local pid
-  [ -f "$RUN_DIR/dockerd.pid" ] || return 0
-  pid="$(cat "$RUN_DIR/dockerd.pid")"
+  # Never signal a process that merely inherited a stale pid.
+  pid="$(pid_in "$RUN_DIR/dockerd.pid" '*dockerd*')" || { rm -f "$RUN_DIR/dockerd.pid"; return 0; }
   kill -TERM "$pid" 2>/dev/null || true
-  wait_for "! kill -0 $pid" 30 || kill -KILL "$pid" 2>/dev/null || true
+  wait_for "! alive $pid" 30 || kill -KILL "$pid" 2>/dev/null || true
   rm -f "$RUN_DIR/dockerd.pid"
 }
 

@@ -64,7 +64,28 @@ log "tools (helm, kubectl) and test binaries"
 eval "$("$HACK_DIR/tools.sh")"
 cargo test -p fetch-deploy-tests --features e2e --locked --no-run
 
+# An engine that was killed, not stopped, leaves pid files behind; once the kernel has given
+# their pids to other processes, the engine must still start (a stale containerd pid, then a
+# kernel worker's, failed CI once), and stopping it must not signal the stranger. Made here
+# with a live stranger's pid in both files.
+engine_starts_over_stale_pid_files() {
+  local stranger status=0
+  "$HACK_DIR/docker.sh" stop
+  sleep 300 &
+  stranger=$!
+  mkdir -p "$FETCH_CACHE_DIR/dockerd" /var/run/docker/containerd
+  echo "$stranger" >"$FETCH_CACHE_DIR/dockerd/dockerd.pid"
+  "$HACK_DIR/docker.sh" stop
+  echo "$stranger" >"$FETCH_CACHE_DIR/dockerd/dockerd.pid"
+  echo "$stranger" >/var/run/docker/containerd/containerd.pid
+  "$HACK_DIR/docker.sh" start || status=$?
+  alive "$stranger" || { log "docker.sh signalled a process that was not its engine"; status=1; }
+  kill "$stranger" 2>/dev/null || true
+  return "$status"
+}
+
 log "Docker engine and images"
+check "docker.sh starts the engine over stale pid files" engine_starts_over_stale_pid_files
 "$HACK_DIR/docker.sh" start
 FETCH_E2E_IMAGE="$("$HACK_DIR/images.sh" all)"
 export FETCH_E2E_IMAGE

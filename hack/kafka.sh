@@ -79,7 +79,7 @@ start() {
   need java python3
   mkdir -p "$dir"
   dir="$(cd "$dir" && pwd)"
-  if [ -f "$dir/kafka.pid" ] && kill -0 "$(cat "$dir/kafka.pid")" 2>/dev/null; then
+  if broker_pid "$dir" >/dev/null; then
     log "a broker is already running from $dir"
     cat "$dir/env"
     return 0
@@ -187,7 +187,7 @@ launch() {
 restart() {
   local dir="${1:?usage: kafka.sh restart DIR}"
   [ -f "$dir/server.properties" ] && [ -f "$dir/env" ] || die "no broker was started in $dir (run: hack/kafka.sh start $dir)"
-  if [ -f "$dir/kafka.pid" ] && kill -0 "$(cat "$dir/kafka.pid")" 2>/dev/null; then
+  if broker_pid "$dir" >/dev/null; then
     die "the broker in $dir is running: stop it first"
   fi
   fetch
@@ -196,14 +196,19 @@ restart() {
   cat "$dir/env"
 }
 
+# broker_pid DIR: prints the pid of the broker running from DIR. A pid file whose pid has gone
+# to another process (the broker was killed, the machine restarted) does not count.
+broker_pid() {
+  local dir
+  dir="$(cd "$1" 2>/dev/null && pwd)" || return 1
+  pid_in "$dir/kafka.pid" "*kafka.Kafka $dir/server.properties*"
+}
+
 stop() {
-  local dir="${1:?usage: kafka.sh stop DIR}"
-  [ -f "$dir/kafka.pid" ] || return 0
-  local pid
-  pid="$(cat "$dir/kafka.pid")"
-  if kill -0 "$pid" 2>/dev/null; then
+  local dir="${1:?usage: kafka.sh stop DIR}" pid
+  if pid="$(broker_pid "$dir")"; then
     kill -TERM "$pid" 2>/dev/null || true
-    wait_for "! kill -0 $pid" 30 || kill -KILL "$pid" 2>/dev/null || true
+    wait_for "! alive $pid" 30 || kill -KILL "$pid" 2>/dev/null || true
   fi
   rm -f "$dir/kafka.pid"
 }

@@ -33,7 +33,6 @@ free_port() {
   python3 -c 'import socket,sys; s=socket.socket(); s.bind((sys.argv[1], 0)); print(s.getsockname()[1]); s.close()' "${1:-127.0.0.1}"
 }
 
-# Waits until "$1" (a command string) succeeds, up to "$2" seconds.
 # need_space DIR GIB WHAT: die unless DIR's filesystem has GIB GiB free. A full disk makes
 # etcd, containerd and the broker fail in ways whose logs do not say so (a refused connection).
 need_space() {
@@ -44,6 +43,7 @@ need_space() {
     || die "$dir has $((free_kib / 1024)) MiB free; $what needs at least $gib GiB (free some space, e.g. cargo clean, docker system prune)"
 }
 
+# Waits until "$1" (a command string) succeeds, up to "$2" seconds.
 wait_for() {
   local check="$1" timeout="$2" waited=0
   until eval "$check" >/dev/null 2>&1; do
@@ -51,4 +51,30 @@ wait_for() {
     waited=$((waited + 1))
     [ "$waited" -lt $((timeout * 2)) ] || return 1
   done
+}
+
+# --- processes ---------------------------------------------------------------------------------
+
+# cmdline PID: its command line, arguments separated by spaces.
+cmdline() { { tr '\0' ' ' <"/proc/$1/cmdline"; } 2>/dev/null || true; }
+
+# alive PID: the process exists and is not a zombie (PID 1 here reaps orphans only now and then).
+alive() {
+  local state
+  state="$(awk '/^State:/ {print $2}' "/proc/$1/status" 2>/dev/null)" || return 1
+  [ -n "$state" ] && [ "$state" != Z ]
+}
+
+# pid_in FILE PATTERN: prints the pid FILE holds if that process is alive and its command line
+# matches the glob PATTERN. A pid file can outlive its process (a killed session, a restarted
+# machine: /run is on disk here) and the kernel reuses pids, so a bare "is it alive" is not
+# enough: a stale file once named a kernel worker.
+pid_in() {
+  local file="$1" pattern="$2" pid
+  [ -f "$file" ] || return 1
+  pid="$(cat "$file" 2>/dev/null)"
+  [[ "$pid" =~ ^[0-9]+$ ]] && alive "$pid" || return 1
+  # shellcheck disable=SC2053 # the pattern is a glob on purpose
+  [[ "$(cmdline "$pid")" == $pattern ]] || return 1
+  echo "$pid"
 }
