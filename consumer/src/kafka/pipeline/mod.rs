@@ -34,7 +34,6 @@ use rdkafka::producer::Producer;
 
 use super::checkpoint::{Checkpointer, InsightsPublishing};
 use super::config::{Guarantee as GuaranteeKind, KafkaSettings};
-use super::dead_letter_partitions::DeadLetterPartitions;
 use super::stage::{InputBatch, InputRecord, Stage};
 use super::transaction::Cadence;
 use crate::error::{Error, Result};
@@ -115,19 +114,13 @@ pub fn run(
         // Exactly once, insights ride in the transactions: offsets wait for nothing else.
         publishing.is_some() && config.guarantee == GuaranteeKind::AtLeastOnce,
     ));
-    let Connected {
-        producer,
-        consumer,
-        guarantee,
-        dead_letter_partitions,
-    } = connect(config, &shared)?;
+    let (producer, consumer, guarantee) = connect(config, &shared)?;
 
     let mut first_record: Option<Instant> = None;
     let mut consumed = 0u64;
     let stage_state = Mutex::new(StageState {
         processor,
         checkpointer: publishing.cloned().map(Checkpointer::new),
-        dead_letters: DeadLetterPartitions::from_random_start(dead_letter_partitions),
         asked_answered: 0,
     });
     let outcome: Result<()> = std::thread::scope(|scope| {
@@ -143,7 +136,6 @@ pub fn run(
                 let StageState {
                     processor,
                     checkpointer,
-                    dead_letters,
                     ..
                 } = &mut *state;
                 for record in batch.iter() {
@@ -152,15 +144,7 @@ pub fn run(
                         pass_through(record, config, producer, guarantee)?;
                         continue;
                     }
-                    handle(
-                        record,
-                        config,
-                        processor,
-                        dead_letters,
-                        producer,
-                        shared,
-                        guarantee,
-                    )?;
+                    handle(record, config, processor, producer, shared, guarantee)?;
                     if let Some(c) = checkpointer {
                         c.handled(partition, offset);
                     }
@@ -278,18 +262,12 @@ fn cause(outcome: Result<()>, failure: Option<Failure>) -> Result<()> {
     }
 }
 
-/// The clients and what the run learned while creating them.
-struct Connected {
-    producer: Arc<Producer_>,
-    consumer: Consumer_,
-    guarantee: Arc<dyn Guarantee>,
-    /// The dead-letter topic's partition count when the run started.
-    dead_letter_partitions: i32,
-}
-
 /// Creates the producer (transactional for exactly once), the guarantee and the consumer,
 /// checks the topics exist, and subscribes.
-fn connect(config: &PipelineConfig, shared: &Arc<Shared>) -> Result<Connected> {
+fn connect(
+    config: &PipelineConfig,
+    shared: &Arc<Shared>,
+) -> Result<(Arc<Producer_>, Consumer_, Arc<dyn Guarantee>)> {
     let producer_config = match config.guarantee {
         GuaranteeKind::AtLeastOnce => config.kafka.producer(),
         GuaranteeKind::ExactlyOnce => config
@@ -303,7 +281,7 @@ fn connect(config: &PipelineConfig, shared: &Arc<Shared>) -> Result<Connected> {
             })
             .map_err(|e| Error::Config(format!("producer settings: {e}")))?,
     );
-    let dead_letter_partitions = require_topics(&producer, config)?;
+    require_topics(&producer, config)?;
     let guarantee: Arc<dyn Guarantee> = match config.guarantee {
         GuaranteeKind::AtLeastOnce => Arc::new(AtLeastOnce {
             shared: shared.clone(),
@@ -360,12 +338,7 @@ fn connect(config: &PipelineConfig, shared: &Arc<Shared>) -> Result<Connected> {
         input = %config.input_topic, output = %config.output_topic, dead_letter = %config.dead_letter_topic,
         group = %config.group_id, guarantee = ?config.guarantee, "pipeline started"
     );
-    Ok(Connected {
-        producer,
-        consumer,
-        guarantee,
-        dead_letter_partitions,
-    })
+    Ok((producer, consumer, guarantee))
 }
 
 /// Shutdown (or a fatal error), once the stage has finished: the guarantee publishes the final
@@ -408,12 +381,10 @@ fn log_requests(shared: &Shared, consumed: u64) {
     );
 }
 
-/// What the processing stage works with: the processor, the dead letters' partitions and, when
-/// publishing, the checkpoints.
+/// What the processing stage works with: the processor and, when publishing, the checkpoints.
 pub(super) struct StageState<'p> {
     processor: &'p mut Processor,
     checkpointer: Option<Checkpointer>,
-    dead_letters: DeadLetterPartitions,
     /// At least once: the last checkpoint request a checkpoint was taken for.
     asked_answered: u64,
 }
@@ -447,10 +418,8 @@ fn poll_batch(consumer: &Consumer_, stage: &mut Stage<'_>, limit: usize) -> usiz
     taken
 }
 
-/// Fails early, with the fix, when a topic the pipeline needs does not exist. Returns the
-/// dead-letter topic's partition count (the last topic read).
-fn require_topics(producer: &Producer_, config: &PipelineConfig) -> Result<i32> {
-    let mut partitions = 0;
+/// Fails early, with the fix, when a topic the pipeline needs does not exist.
+fn require_topics(producer: &Producer_, config: &PipelineConfig) -> Result<()> {
     for (role, topic) in [
         ("input", &config.input_topic),
         ("output", &config.output_topic),
@@ -468,20 +437,19 @@ fn require_topics(producer: &Producer_, config: &PipelineConfig) -> Result<i32> 
                 "reading metadata of {role} topic {topic:?} from {}",
                 config.kafka.bootstrap_servers
             )))?;
-        let found = metadata
+        let missing = metadata
             .topics()
             .iter()
             .find(|t| t.name() == topic.as_str())
-            .filter(|t| t.error().is_none() && !t.partitions().is_empty());
-        let Some(found) = found else {
+            .is_none_or(|t| t.error().is_some() || t.partitions().is_empty());
+        if missing {
             return Err(Error::Config(format!(
                 "the {role} topic {topic:?} does not exist on {}: create it, or name another with the {role} topic flag",
                 config.kafka.bootstrap_servers
             )));
-        };
-        partitions = i32::try_from(found.partitions().len()).unwrap_or(i32::MAX);
+        }
     }
-    Ok(partitions)
+    Ok(())
 }
 
 /// Aborted transactions in a row, with no commit between them, before the pipeline gives up:

@@ -1,6 +1,6 @@
 //! One input record into the record made from it: cleaned to the output or dead-lettered with
 //! its original bytes (or, for the baseline, copied unchanged), its offset handed to the
-//! guarantee. Dead letters go to partitions by `kafka::dead_letter_partitions`' rule, not by key.
+//! guarantee.
 
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::BaseRecord;
@@ -11,7 +11,6 @@ use super::produce::{Producer_, send};
 use super::shared::Shared;
 use crate::dead_letter::{self, Source};
 use crate::error::Result;
-use crate::kafka::dead_letter_partitions::DeadLetterPartitions;
 use crate::kafka::stage::InputRecord;
 use crate::processor::{Processor, Routed};
 
@@ -27,13 +26,11 @@ pub(super) fn pass_through(
     send(producer, with_original(record, input))
 }
 
-/// Cleans one record and hands the result to the producer; a dead letter goes to the
-/// partition `dead_letters` says.
+/// Cleans one record and hands the result to the producer.
 pub(super) fn handle(
     input: InputRecord<'_>,
     config: &PipelineConfig,
     processor: &mut Processor,
-    dead_letters: &mut DeadLetterPartitions,
     producer: &Producer_,
     shared: &Shared,
     guarantee: &dyn Guarantee,
@@ -64,7 +61,6 @@ pub(super) fn handle(
             }
             let record =
                 BaseRecord::<[u8], [u8], usize>::with_opaque_to(&config.dead_letter_topic, token)
-                    .partition(dead_letters.next())
                     .headers(headers);
             send(producer, with_original(record, input))
         }
