@@ -5,16 +5,20 @@
 #
 #   hack/bench-builds.sh BEFORE AFTER      two git revisions, e.g. HEAD~3 HEAD
 #
-# Each revision's `fetch-consumer` is built from a worktree of it, into the usual target
-# directory so that the dependencies already built are reused (the checkout's own release
-# binary is rebuilt by its next build). One broker, pinned to core 0 and the consumers to
-# core 1 (as `BENCH_PIN=1 hack/bench.sh`), serves every drain of BENCH_EVENTS (1,000,000)
-# generated events in BENCH_PARTITIONS (6) partitions. After four unmeasured pairs of drains
-# (the broker's JIT), each of BENCH_ROUNDS (6) rounds drains the input with AFTER's
-# pass-through, then with BEFORE's and AFTER's pipelines in alternating order, so that both
-# builds of a round share the machine's moment. Printed per drain: events/s and the consumer's
-# CPU per event; at the end, over the rounds, the median of AFTER - BEFORE in CPU per event
-# and each build's median ratio to the round's pass-through.
+# Each revision's `fetch-consumer` is built from a worktree of it, into a target directory of
+# its own (target/bench-builds-target; the first run builds the dependencies there, later runs
+# reuse them). Not the checkout's: cargo judges freshness by modification times, and a
+# worktree's files, written just now, make its binary newer than the checkout's sources, so
+# the checkout's next build can keep another revision's binary as its own (one did, stop 27).
+#
+# One broker, pinned to core 0 and the consumers to core 1 (as `BENCH_PIN=1 hack/bench.sh`),
+# serves every drain of BENCH_EVENTS (1,000,000) generated events in BENCH_PARTITIONS (6)
+# partitions. After four unmeasured pairs of drains (the broker's JIT), each of BENCH_ROUNDS
+# (6) rounds drains the input with AFTER's pass-through, then with BEFORE's and AFTER's
+# pipelines in alternating order, so that both builds of a round share the machine's moment.
+# Printed per drain: events/s and the consumer's CPU per event; at the end, over the rounds,
+# the median of AFTER - BEFORE in CPU per event and each build's median ratio to the round's
+# pass-through.
 source "$(dirname "$0")/lib.sh"
 
 [ $# -eq 2 ] || die "usage: hack/bench-builds.sh BEFORE AFTER (two git revisions)"
@@ -26,6 +30,7 @@ rounds="${BENCH_ROUNDS:-6}"
 need cargo git python3 taskset /usr/bin/time
 cd "$REPO_ROOT"
 state="$REPO_ROOT/target/bench-builds"
+target="$CARGO_TARGET/bench-builds-target"
 rm -rf "$state" && mkdir -p "$state"
 cleanup() {
   "$HACK_DIR/kafka.sh" stop "$state/kafka"
@@ -40,8 +45,8 @@ build() {
   log "building $1 ($commit)"
   git worktree add --detach --force "$state/tree" "$commit" >/dev/null 2>&1
   (cd "$state/tree" && cargo build --release --locked -p fetch-consumer --bin fetch-consumer \
-    --target-dir "$CARGO_TARGET")
-  cp "$CARGO_TARGET/release/fetch-consumer" "$state/$2"
+    --target-dir "$target")
+  cp "$target/release/fetch-consumer" "$state/$2"
   git worktree remove --force "$state/tree"
 }
 build "$1" before
