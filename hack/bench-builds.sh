@@ -14,11 +14,12 @@
 # One broker, pinned to core 0 and the consumers to core 1 (as `BENCH_PIN=1 hack/bench.sh`),
 # serves every drain of BENCH_EVENTS (1,000,000) generated events in BENCH_PARTITIONS (6)
 # partitions. After four unmeasured pairs of drains (the broker's JIT), each of BENCH_ROUNDS
-# (6) rounds drains the input with AFTER's pass-through, then with BEFORE's and AFTER's
-# pipelines in alternating order, so that both builds of a round share the machine's moment.
-# Printed per drain: events/s and the consumer's CPU per event; at the end, over the rounds,
-# the median of AFTER - BEFORE in CPU per event and each build's median ratio to the round's
-# pass-through.
+# (6) rounds drains the input with AFTER's pass-through, then twice with each build's
+# pipeline, BEFORE AFTER AFTER BEFORE or the reverse, so that both builds of a round share the
+# machine's moment and each place in it. Printed per drain: events/s and the consumer's CPU
+# per event; at the end, over the rounds, the median of AFTER - BEFORE in CPU per event (each
+# build's mean in its round) and each build's median ratio to the round's pass-through.
+# Comparing a revision with itself shows what the machine alone moves (docs/benchmarks.md §8).
 source "$(dirname "$0")/lib.sh"
 
 [ $# -eq 2 ] || die "usage: hack/bench-builds.sh BEFORE AFTER (two git revisions)"
@@ -51,6 +52,9 @@ build() {
 }
 build "$1" before
 build "$2" after
+if cmp -s "$state/before" "$state/after"; then
+  log "the two binaries are byte for byte the same: what differs below is the machine's alone"
+fi
 
 KAFKA_HEAP=2g "$HACK_DIR/kafka.sh" start "$state/kafka" >/dev/null
 bootstrap="$(sed -n 's/^KAFKA_BOOTSTRAP=//p' "$state/kafka/env")"
@@ -81,15 +85,13 @@ for _ in 1 2 3 4; do
   drain after warm bench-pass --passthrough >/dev/null
   drain after warm bench-out >/dev/null
 done
+# Each round: the pass-through, then each build twice in the order A B B A (B A A B in the
+# next round), so that both builds hold both places: the first pipeline drain after the
+# pass-through ran up to a fifth slower than the second, whichever build it was (stop 27).
 for round in $(seq "$rounds"); do
   drain after "$round pass-through" bench-pass --passthrough
-  if [ $((round % 2)) = 1 ]; then
-    drain before "$round before" bench-out
-    drain after "$round after" bench-out
-  else
-    drain after "$round after" bench-out
-    drain before "$round before" bench-out
-  fi
+  if [ $((round % 2)) = 1 ]; then order=(before after after before); else order=(after before before after); fi
+  for build in "${order[@]}"; do drain "$build" "$round $build" bench-out; done
 done | tee "$state/drains" | while read -r round kind eps cpu; do
   log "round $round: $kind $eps events/s, consumer $cpu us/event"
 done
@@ -99,7 +101,9 @@ import statistics, sys
 rounds = {}
 for line in open(sys.argv[1]):
     round_, kind, eps, cpu = line.split()
-    rounds.setdefault(round_, {})[kind] = (float(eps), float(cpu))
+    rounds.setdefault(round_, {}).setdefault(kind, []).append((float(eps), float(cpu)))
+# A build's figures in a round: the mean of its drains there.
+rounds = {r: {k: tuple(map(statistics.mean, zip(*d))) for k, d in kinds.items()} for r, kinds in rounds.items()}
 diff = statistics.median(r["after"][1] - r["before"][1] for r in rounds.values())
 ratio = lambda kind: statistics.median(r[kind][0] / r["pass-through"][0] for r in rounds.values())
 print(f"{sys.argv[2]} -> {sys.argv[3]}: consumer CPU per event {diff:+.2f} us (median of "
