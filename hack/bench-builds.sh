@@ -86,11 +86,12 @@ for _ in 1 2 3 4; do
   drain after warm bench-out >/dev/null
 done
 # Each round: the pass-through, then each build twice in the order A B B A (B A A B in the
-# next round), so that both builds hold both places: the first pipeline drain after the
-# pass-through ran up to a fifth slower than the second, whichever build it was (stop 27).
+# next round), so that both builds hold both places (in an A/A run of single drains, the
+# first after the pass-through was slower in two rounds of four: docs/benchmarks.md §8).
 for round in $(seq "$rounds"); do
   drain after "$round pass-through" bench-pass --passthrough
-  if [ $((round % 2)) = 1 ]; then order=(before after after before); else order=(after before before after); fi
+  order=(before after after before)
+  [ $((round % 2)) = 1 ] || order=(after before before after)
   for build in "${order[@]}"; do drain "$build" "$round $build" bench-out; done
 done | tee "$state/drains" | while read -r round kind eps cpu; do
   log "round $round: $kind $eps events/s, consumer $cpu us/event"

@@ -218,7 +218,7 @@ EOF
 
 pid_of() {
   # The process must still be the one started from DIR's configs, not a recycled pid.
-  pid_in "$RUN/$1.pid" "*$DIR*"
+  pid_in "$RUN/$1.pid" "$DIR"
 }
 running() { pid_of "$1" >/dev/null; }
 

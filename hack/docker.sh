@@ -34,8 +34,8 @@ start() {
   # other processes: dockerd then refuses to start, or takes the stranger for its containerd
   # ("containerd is still running") and waits for a socket that never comes. Each is kept only
   # while its process is the program it names.
-  pid_in "$RUN_DIR/dockerd.pid" '*dockerd*' >/dev/null || rm -f "$RUN_DIR/dockerd.pid"
-  pid_in "$CONTAINERD_DIR/containerd.pid" "containerd --config $CONTAINERD_DIR/*" >/dev/null \
+  pid_in "$RUN_DIR/dockerd.pid" dockerd >/dev/null || rm -f "$RUN_DIR/dockerd.pid"
+  pid_in "$CONTAINERD_DIR/containerd.pid" "containerd --config $CONTAINERD_DIR/" >/dev/null \
     || rm -f "$CONTAINERD_DIR/containerd.pid"
   log "starting dockerd (log $RUN_DIR/dockerd.log)"
   # setsid: the engine outlives the caller's terminal and never gets its Ctrl-C.
@@ -51,7 +51,7 @@ start() {
 stop() {
   local pid
   # Never signal a process that merely inherited a stale pid.
-  pid="$(pid_in "$RUN_DIR/dockerd.pid" '*dockerd*')" || { rm -f "$RUN_DIR/dockerd.pid"; return 0; }
+  pid="$(pid_in "$RUN_DIR/dockerd.pid" dockerd)" || { rm -f "$RUN_DIR/dockerd.pid"; return 0; }
   kill -TERM "$pid" 2>/dev/null || true
   wait_for "! alive $pid" 30 || kill -KILL "$pid" 2>/dev/null || true
   rm -f "$RUN_DIR/dockerd.pid"

@@ -201,7 +201,7 @@ restart() {
 broker_pid() {
   local dir
   dir="$(cd "$1" 2>/dev/null && pwd)" || return 1
-  pid_in "$dir/kafka.pid" "*kafka.Kafka $dir/server.properties*"
+  pid_in "$dir/kafka.pid" "kafka.Kafka $dir/server.properties"
 }
 
 stop() {

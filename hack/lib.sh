@@ -65,16 +65,15 @@ alive() {
   [ -n "$state" ] && [ "$state" != Z ]
 }
 
-# pid_in FILE PATTERN: prints the pid FILE holds if that process is alive and its command line
-# matches the glob PATTERN. A pid file can outlive its process (a killed session, a restarted
+# pid_in FILE TEXT: prints the pid FILE holds if that process is alive and its command line
+# contains TEXT. A pid file can outlive its process (a killed session, a restarted
 # machine: /run is on disk here) and the kernel reuses pids, so a bare "is it alive" is not
 # enough: a stale file once named a kernel worker.
 pid_in() {
-  local file="$1" pattern="$2" pid
+  local file="$1" text="$2" pid
   [ -f "$file" ] || return 1
   pid="$(cat "$file" 2>/dev/null)"
   [[ "$pid" =~ ^[0-9]+$ ]] && alive "$pid" || return 1
-  # shellcheck disable=SC2053 # the pattern is a glob on purpose
-  [[ "$(cmdline "$pid")" == $pattern ]] || return 1
+  [[ "$(cmdline "$pid")" == *"$text"* ]] || return 1
   echo "$pid"
 }
