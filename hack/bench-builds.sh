@@ -21,6 +21,7 @@
 # build's mean in its round) and each build's median ratio to the round's pass-through.
 # Comparing a revision with itself shows what the machine alone moves (docs/benchmarks.md §8).
 source "$(dirname "$0")/lib.sh"
+source "$HACK_DIR/bench-lib.sh"
 
 [ $# -eq 2 ] || die "usage: hack/bench-builds.sh BEFORE AFTER (two git revisions)"
 events="${BENCH_EVENTS:-1000000}"
@@ -34,7 +35,7 @@ state="$REPO_ROOT/target/bench-builds"
 target="$CARGO_TARGET/bench-builds-target"
 rm -rf "$state" && mkdir -p "$state"
 cleanup() {
-  "$HACK_DIR/kafka.sh" stop "$state/kafka"
+  bench_stop_broker
   git worktree remove --force "$state/tree" 2>/dev/null || true
 }
 trap cleanup EXIT
@@ -56,24 +57,17 @@ if cmp -s "$state/before" "$state/after"; then
   log "the two binaries are byte for byte the same: what differs below is the machine's alone"
 fi
 
-KAFKA_HEAP=2g "$HACK_DIR/kafka.sh" start "$state/kafka" >/dev/null
-bootstrap="$(sed -n 's/^KAFKA_BOOTSTRAP=//p' "$state/kafka/env")"
-for t in bench-in bench-out bench-pass bench-dlq; do
-  "$HACK_DIR/kafka.sh" topic "$state/kafka" "$t" "$partitions" >/dev/null
-done
-log "loading $events events into bench-in ($partitions partitions)"
-"$state/after" --log-format json generate --bootstrap-servers "$bootstrap" --topic bench-in \
-  --rate 0 --count "$events" --variety --malformed 0.01 --seed 1 2>"$state/load.log"
-taskset -a -p -c 0 "$(cat "$state/kafka/kafka.pid")" >/dev/null
+bench_broker 2g
+bench_load "$state/after" "$events" "$partitions"
+pin_broker
 
 # drain BUILD LABEL OUTPUT [ARGS...]: one pinned drain; prints "LABEL <events/s> <us/event>".
 drain() {
   local build="$1" label="$2" output="$3" eps user sys
   shift 3
   taskset -c 1 /usr/bin/time -f '%U %S' -o "$state/time" "$state/$build" --log-format json run \
-    --bootstrap-servers "$bootstrap" --group-id "builds-$RANDOM$RANDOM" --input-topic bench-in \
-    --output-topic "$output" --dead-letter-topic bench-dlq --http-addr 127.0.0.1:0 \
-    --max-records "$events" -X statistics.interval.ms=1000 "$@" >"$state/out" 2>"$state/err" \
+    "${drain_flags[@]}" --group-id "builds-$RANDOM$RANDOM" --output-topic "$output" "$@" \
+    >"$state/out" 2>"$state/err" \
     || die "$label drain failed (see $state/err)"
   eps="$(sed -n 's/^throughput *\([0-9,]*\) events\/s.*/\1/p' "$state/out" | tr -d ,)"
   read -r user sys <"$state/time"

@@ -41,6 +41,7 @@
 # The last line is machine-readable:
 #   pipeline_vs_passthrough=<best-of ratio> pipeline_vs_passthrough_median=<median of the rounds' ratios> pipeline_eps=<n> passthrough_eps=<n> rss_mb=<n>
 source "$(dirname "$0")/lib.sh"
+source "$HACK_DIR/bench-lib.sh"
 
 events="${BENCH_EVENTS:-2000000}"
 partitions="${BENCH_PARTITIONS:-6}"
@@ -56,27 +57,16 @@ x_flags() { tr ',' '\n' <<<"$1" | sed 's/^/-X\n/'; }
 "$HACK_DIR/install-system-deps.sh"
 need cargo
 cd "$REPO_ROOT"
-log "building release binaries"
-cargo build --release --locked -p fetch-consumer --bin fetch-consumer --example e2e_latency
-bin="$CARGO_TARGET/release/fetch-consumer"
-latency_tool="$CARGO_TARGET/release/examples/e2e_latency"
+bench_build
 
 state="$REPO_ROOT/target/bench"
 rm -rf "$state" && mkdir -p "$state"
-trap '"$HACK_DIR/kafka.sh" stop "$state/kafka"' EXIT
-KAFKA_HEAP=2g "$HACK_DIR/kafka.sh" start "$state/kafka" >/dev/null
-bootstrap="$(sed -n 's/^KAFKA_BOOTSTRAP=//p' "$state/kafka/env")"
-topic() { "$HACK_DIR/kafka.sh" topic "$state/kafka" "$@" >/dev/null; }
-for t in bench-in bench-out bench-pass bench-dlq; do topic "$t" "$partitions"; done
+trap bench_stop_broker EXIT
+bench_broker 2g
+bench_load "$bin" "$events" "$partitions"
 
-log "loading $events events into bench-in ($partitions partitions)"
-"$bin" --log-format json generate --bootstrap-servers "$bootstrap" --topic bench-in --rate 0 \
-  --count "$events" --variety --malformed 0.01 --seed 1 2>"$state/load.log"
-
-broker_pid="$(cat "$state/kafka/kafka.pid")"
 if [ -n "${BENCH_PIN:-}" ]; then
-  # Production's shape on this machine: the broker on core 0 (every thread), the consumers on 1.
-  taskset -a -p -c 0 "$broker_pid" >/dev/null
+  pin_broker
   consumer_cpus=(taskset -c 1)
   log "pinned: the broker to core 0, the consumers to core 1"
 else
@@ -96,9 +86,8 @@ drain() {
   local name="$1" output="$2" timer consumer watcher
   shift 2
   threads snap "$broker_pid" "$state/$name.broker-before"
-  "${consumer_cpus[@]}" /usr/bin/time -f '%M %U %S' -o "$state/$name.rss" "$bin" --log-format json run --bootstrap-servers "$bootstrap" \
-    --group-id "bench-$name-$RANDOM$RANDOM" --input-topic bench-in --output-topic "$output" \
-    --dead-letter-topic bench-dlq --http-addr 127.0.0.1:0 --max-records "$events" -X statistics.interval.ms=1000 "$@" \
+  "${consumer_cpus[@]}" /usr/bin/time -f '%M %U %S' -o "$state/$name.rss" "$bin" --log-format json run "${drain_flags[@]}" \
+    --group-id "bench-$name-$RANDOM$RANDOM" --output-topic "$output" "$@" \
     >"$state/$name.out" 2>"$state/$name.err" &
   timer=$!
   until consumer="$(pgrep -P "$timer")"; do sleep 0.01; done

@@ -14,6 +14,7 @@
 # - the end-to-end latency (produce time to output append time; hack/bench.sh's tool): p50,
 #   p99 and max, so the pause as the events saw it.
 source "$(dirname "$0")/lib.sh"
+source "$HACK_DIR/bench-lib.sh"
 
 rate="${REBALANCE_RATE:-5000}"
 seconds="${REBALANCE_SECONDS:-30}"
@@ -22,10 +23,7 @@ partitions="${REBALANCE_PARTITIONS:-12}"
 "$HACK_DIR/install-system-deps.sh"
 need cargo python3
 cd "$REPO_ROOT"
-log "building release binaries"
-cargo build --release --locked -p fetch-consumer --bin fetch-consumer --example e2e_latency
-bin="$CARGO_TARGET/release/fetch-consumer"
-latency_tool="$CARGO_TARGET/release/examples/e2e_latency"
+bench_build
 
 state="$REPO_ROOT/target/rebalance-cost"
 rm -rf "$state" && mkdir -p "$state"
@@ -33,12 +31,10 @@ pids=()
 cleanup() {
   local p
   for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-  "$HACK_DIR/kafka.sh" stop "$state/kafka"
+  bench_stop_broker
 }
 trap cleanup EXIT
-"$HACK_DIR/kafka.sh" start "$state/kafka" >/dev/null
-bootstrap="$(sed -n 's/^KAFKA_BOOTSTRAP=//p' "$state/kafka/env")"
-topic() { "$HACK_DIR/kafka.sh" topic "$state/kafka" "$@" >/dev/null; }
+bench_broker
 
 # replica NAME STRATEGY TOPIC_PREFIX: a consumer in the background, JSON logs in NAME.err;
 # its pid in $started.

@@ -1,0 +1,48 @@
+# What the benchmarks on the local broker share (bench.sh, bench-builds.sh, rebalance-cost.sh),
+# so that their drains are the same drains. Source it after lib.sh, with $state set to the
+# script's own directory under target/.
+#
+#   bench_build               the checkout's release consumer and latency tool, as $bin and
+#                             $latency_tool
+#   bench_broker [HEAP]       a broker of the script's own in $state/kafka (heap: HEAP, else
+#                             KAFKA_HEAP, else 1g); sets $bootstrap and $broker_pid.
+#                             bench_stop_broker stops it.
+#   topic NAME PARTITIONS...  a topic on it (hack/kafka.sh topic's arguments)
+#   bench_load BIN EVENTS PARTITIONS
+#                             the drains' topics (bench-in, bench-out, bench-pass, bench-dlq) and
+#                             EVENTS generated events in bench-in: 1% malformed, fixed seed
+#   drain_flags               after bench_load: the `run` flags every drain shares (the input,
+#                             the dead-letter topic, stop after EVENTS, statistics every second);
+#                             a drain adds its group, output and own flags
+#   pin_broker                every thread of the broker to core 0; the consumers then run on
+#                             core 1 (`taskset -c 1`): production's shape on two cores
+
+bench_build() {
+  log "building release binaries"
+  cargo build --release --locked -p fetch-consumer --bin fetch-consumer --example e2e_latency
+  bin="$CARGO_TARGET/release/fetch-consumer"
+  latency_tool="$CARGO_TARGET/release/examples/e2e_latency"
+}
+
+bench_broker() {
+  KAFKA_HEAP="${1:-${KAFKA_HEAP:-1g}}" "$HACK_DIR/kafka.sh" start "$state/kafka" >/dev/null
+  bootstrap="$(sed -n 's/^KAFKA_BOOTSTRAP=//p' "$state/kafka/env")"
+  broker_pid="$(cat "$state/kafka/kafka.pid")"
+}
+
+bench_stop_broker() { "$HACK_DIR/kafka.sh" stop "$state/kafka"; }
+
+topic() { "$HACK_DIR/kafka.sh" topic "$state/kafka" "$@" >/dev/null; }
+
+bench_load() {
+  local bin="$1" events="$2" partitions="$3" t
+  for t in bench-in bench-out bench-pass bench-dlq; do topic "$t" "$partitions"; done
+  log "loading $events events into bench-in ($partitions partitions)"
+  "$bin" --log-format json generate --bootstrap-servers "$bootstrap" --topic bench-in --rate 0 \
+    --count "$events" --variety --malformed 0.01 --seed 1 2>"$state/load.log" \
+    || die "loading bench-in failed (see $state/load.log)"
+  drain_flags=(--bootstrap-servers "$bootstrap" --input-topic bench-in --dead-letter-topic bench-dlq
+    --http-addr 127.0.0.1:0 --max-records "$events" -X statistics.interval.ms=1000)
+}
+
+pin_broker() { taskset -a -p -c 0 "$broker_pid" >/dev/null; }
