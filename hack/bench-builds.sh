@@ -69,7 +69,7 @@ drain() {
     "${drain_flags[@]}" --group-id "builds-$RANDOM$RANDOM" --output-topic "$output" "$@" \
     >"$state/out" 2>"$state/err" \
     || die "$label drain failed (see $state/err)"
-  eps="$(sed -n 's/^throughput *\([0-9,]*\) events\/s.*/\1/p' "$state/out" | tr -d ,)"
+  eps="$(events_per_second "$state/out")"
   read -r user sys <"$state/time"
   python3 -c "print('$label', $eps, f'{($user + $sys) * 1e6 / $events:.2f}')"
 }

@@ -14,6 +14,7 @@
 #   drain_flags               after bench_load: the `run` flags every drain shares (the input,
 #                             the dead-letter topic, stop after EVENTS, statistics every second);
 #                             a drain adds its group, output and own flags
+#   events_per_second FILE    the events/s of a consumer's report (its `throughput` line)
 #   pin_broker                every thread of the broker to core 0; the consumers then run on
 #                             core 1 (`taskset -c 1`): production's shape on two cores
 
@@ -44,5 +45,7 @@ bench_load() {
   drain_flags=(--bootstrap-servers "$bootstrap" --input-topic bench-in --dead-letter-topic bench-dlq
     --http-addr 127.0.0.1:0 --max-records "$events" -X statistics.interval.ms=1000)
 }
+
+events_per_second() { sed -n 's/^throughput *\([0-9,]*\) events\/s.*/\1/p' "$1" | tr -d ,; }
 
 pin_broker() { taskset -a -p -c 0 "$broker_pid" >/dev/null; }

@@ -97,7 +97,7 @@ drain() {
   wait "$watcher"
   threads snap "$broker_pid" "$state/$name.broker-after"
   local eps rss user sys broker_requests broker_jvm broker_other
-  eps="$(sed -n 's/^throughput *\([0-9,]*\) events\/s.*/\1/p' "$state/$name.out" | tr -d ,)"
+  eps="$(events_per_second "$state/$name.out")"
   read -r rss user sys <"$state/$name.rss"
   read -r broker_requests broker_jvm broker_other < <(threads broker "$state/$name.broker-before" "$state/$name.broker-after" "$events")
   {
