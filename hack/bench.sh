@@ -80,7 +80,10 @@ ratio() { python3 -c "print(f'{$1 / max($2, 1e-9):.${3:-2}f}')"; }
 # "<events/s> <peak RSS KiB> <consumer CPU us/event> <broker CPU us/event> <broker request
 # threads' CPU us/event> <requests>", the last from the run's "requests to the brokers" line
 # (statistics every second): produce and fetch requests per 1,000 events, records per
-# produce batch and produce batches (requests) by topic. The consumer's CPU by thread and its
+# produce batch, how long records waited in the producer's queue (and the most queued) and
+# its requests' round trip, and produce batches (requests) by topic. A producer that keeps up
+# waits about linger.ms; one that cannot keep up queues records far longer, in bigger batches.
+# The consumer's CPU by thread and its
 # context switches, and the broker's CPU in parts, go to $state/<name>.threads.
 drain() {
   local name="$1" output="$2" timer consumer watcher
@@ -113,7 +116,10 @@ for line in open(sys.argv[1]):
 per_k = lambda n: f"{n * 1000 / $events:.1f}"
 requests = (f"produce={per_k(fields.get('produce_requests', 0))}/1k-events,"
             f"fetch={per_k(fields.get('fetch_requests', 0))}/1k-events,"
-            f"records/batch={fields.get('records_per_produce_batch', '?')}; "
+            f"records/batch={fields.get('records_per_produce_batch', '?')}, "
+            f"queue wait={fields.get('produce_queue_wait_ms', '?')}ms "
+            f"(peak {fields.get('produce_peak_queued', '?')} queued), "
+            f"round trip={fields.get('produce_round_trip_ms', '?')}ms; "
             f"batches by topic: {fields.get('produce_batches_by_topic', '?')}")
 broker = $broker_requests + $broker_jvm + $broker_other
 print(${eps:-0}, $rss, f"{($user + $sys) * 1e6 / $events:.2f}", f"{broker:.2f}", "$broker_requests", requests)

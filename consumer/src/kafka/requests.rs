@@ -10,12 +10,18 @@
 //! - librdkafka puts one partition's batch in each produce request, so batches per topic tell
 //!   which topic the produce requests went to: a topic that gets few records, such as the
 //!   dead letters, can still cost a request per partition and linger.
+//! - Why batches are the size they are: how long records waited in the client's queue before
+//!   their request left (`int_latency`) and how long requests took to answer (`rtt`). Both are
+//!   windows like the batches, added up emission by emission and over the brokers; their mean
+//!   over the run is the sums over the counts. A producer that keeps up sends each batch after
+//!   `linger.ms`; one that cannot keeps records queued far longer, and its batches grow.
+//! - The records in the client's queue (`msg_cnt`) are a gauge: the run keeps the most seen.
 //!
 //! Pure logic; the client contexts feed it.
 
 use std::collections::BTreeMap;
 
-use rdkafka::statistics::Statistics;
+use rdkafka::statistics::{Statistics, Window};
 
 /// The requests worth watching, by librdkafka's names for them.
 pub const WATCHED: [&str; 9] = [
@@ -42,6 +48,37 @@ pub struct ClientRequests {
     pub batched_bytes: i64,
     /// Produce batches so far, by topic.
     pub batches_by_topic: BTreeMap<String, i64>,
+    /// Time records waited in the client's queue before their request was sent, in us.
+    pub queue_wait: Mean,
+    /// Time requests took from sent to answered, in us.
+    pub round_trip: Mean,
+    /// The most records seen in the client's queue at one emission.
+    pub peak_queued: u64,
+}
+
+/// The mean of values that arrive as windows of sums and counts.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Mean {
+    pub sum: i64,
+    pub count: i64,
+}
+
+impl Mean {
+    fn add(&mut self, window: Option<&Window>) {
+        if let Some(w) = window {
+            self.sum += w.sum;
+            self.count += w.cnt;
+        }
+    }
+
+    /// The mean in milliseconds of values in microseconds; 0 without values.
+    pub fn millis(&self) -> f64 {
+        if self.count == 0 {
+            0.0
+        } else {
+            self.sum as f64 / self.count as f64 / 1000.0
+        }
+    }
 }
 
 impl ClientRequests {
@@ -57,6 +94,11 @@ impl ClientRequests {
                 self.sent.insert(name, total);
             }
         }
+        for broker in statistics.brokers.values() {
+            self.queue_wait.add(broker.int_latency.as_ref());
+            self.round_trip.add(broker.rtt.as_ref());
+        }
+        self.peak_queued = self.peak_queued.max(statistics.msg_cnt);
         for topic in statistics.topics.values() {
             self.batched_records += topic.batchcnt.sum;
             self.batches += topic.batchcnt.cnt;
@@ -95,6 +137,14 @@ mod tests {
     use super::*;
     use crate::kafka::test_statistics;
 
+    /// A window of librdkafka's statistics with this sum and count.
+    fn window(sum: i64, cnt: i64) -> String {
+        format!(
+            r#"{{"min": 0, "max": 0, "avg": 0, "sum": {sum}, "cnt": {cnt}, "stddev": 0, "hdrsize": 0,
+            "p50": 0, "p75": 0, "p90": 0, "p95": 0, "p99": 0, "p99_99": 0, "outofrange": 0}}"#
+        )
+    }
+
     /// A producer's emission, cut to what is read here (plus what the type needs).
     fn stats(produce: (i64, i64), batch: (i64, i64, i64)) -> Statistics {
         let broker = |name: &str, produce: i64| {
@@ -102,12 +152,6 @@ mod tests {
                 name,
                 "learned",
                 &format!(r#""Produce": {produce}, "Fetch": 0"#),
-            )
-        };
-        let window = |sum: i64, cnt: i64| {
-            format!(
-                r#"{{"min": 0, "max": 0, "avg": 0, "sum": {sum}, "cnt": {cnt}, "stddev": 0, "hdrsize": 0,
-                "p50": 0, "p75": 0, "p90": 0, "p95": 0, "p99": 0, "p99_99": 0, "outofrange": 0}}"#
             )
         };
         test_statistics::emission(
@@ -141,5 +185,56 @@ mod tests {
         );
         assert_eq!(r.records_per_batch(), 200.0);
         assert_eq!(r.batches_by_topic(), "out=20");
+    }
+
+    /// An emission whose brokers b1 and b2 each report `queue_wait` and `round_trip` windows
+    /// as (sum in us, count), with `queued` records in the client's queue.
+    fn timed(queue_wait: [(i64, i64); 2], round_trip: [(i64, i64); 2], queued: u64) -> Statistics {
+        let mut s = stats((0, 0), (0, 0, 0));
+        for (name, (wait, rtt)) in ["b1", "b2"]
+            .into_iter()
+            .zip(queue_wait.into_iter().zip(round_trip))
+        {
+            let broker = s.brokers.get_mut(name).expect("broker");
+            broker.int_latency = serde_json::from_str(&window(wait.0, wait.1)).ok();
+            broker.rtt = serde_json::from_str(&window(rtt.0, rtt.1)).ok();
+        }
+        s.msg_cnt = queued;
+        s
+    }
+
+    #[test]
+    fn waits_and_round_trips_are_means_over_every_window_of_every_broker() {
+        let mut r = ClientRequests::default();
+        r.update(&timed([(10_000, 2), (0, 0)], [(3_000, 1), (1_000, 1)], 0));
+        r.update(&timed(
+            [(50_000, 4), (30_000, 4)],
+            [(2_000, 1), (2_000, 1)],
+            0,
+        ));
+        assert_eq!(
+            r.queue_wait,
+            Mean {
+                sum: 90_000,
+                count: 10
+            }
+        );
+        assert_eq!(r.queue_wait.millis(), 9.0);
+        assert_eq!(r.round_trip.millis(), 2.0);
+    }
+
+    #[test]
+    fn a_client_without_waits_reports_none_and_keeps_its_peak_queue() {
+        let mut r = ClientRequests::default();
+        assert_eq!(r.queue_wait.millis(), 0.0, "no window yet: 0, not NaN");
+        r.update(&stats((0, 0), (0, 0, 0)));
+        assert_eq!(
+            r.round_trip,
+            Mean::default(),
+            "brokers without windows add nothing"
+        );
+        r.update(&timed([(0, 0); 2], [(0, 0); 2], 90_000));
+        r.update(&timed([(0, 0); 2], [(0, 0); 2], 40));
+        assert_eq!(r.peak_queued, 90_000);
     }
 }

@@ -359,7 +359,8 @@ fn shut_down(
     left_out
 }
 
-/// The run's requests to the brokers, per record consumed: what the broker's work follows
+/// The run's requests to the brokers, per record consumed: what the broker's work follows,
+/// and the producer's queue, which says why its batches are the size they are
 /// (`hack/bench.sh` prints it). From the latest statistics, up to `statistics.interval.ms` old.
 fn log_requests(shared: &Shared, consumed: u64) {
     let requests = shared.requests();
@@ -377,6 +378,9 @@ fn log_requests(shared: &Shared, consumed: u64) {
         records_per_produce_batch = format!("{:.1}", p.records_per_batch()),
         bytes_per_produce_batch = p.batched_bytes / p.batches.max(1),
         produce_batches_by_topic = p.batches_by_topic(),
+        produce_queue_wait_ms = format!("{:.1}", p.queue_wait.millis()),
+        produce_round_trip_ms = format!("{:.1}", p.round_trip.millis()),
+        produce_peak_queued = p.peak_queued,
         "requests to the brokers"
     );
 }
