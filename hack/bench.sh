@@ -118,7 +118,8 @@ requests = (f"produce={per_k(fields.get('produce_requests', 0))}/1k-events,"
             f"fetch={per_k(fields.get('fetch_requests', 0))}/1k-events,"
             f"records/batch={fields.get('records_per_produce_batch', '?')}, "
             f"queue wait={fields.get('produce_queue_wait_ms', '?')}ms "
-            f"(peak {fields.get('produce_peak_queued', '?')} queued), "
+            f"(peak {fields.get('produce_peak_queued', '?')} queued, "
+            f"{fields.get('produce_peak_queued_mib', '?')} of {fields.get('produce_queue_limit_mib', '?')} MiB), "
             f"round trip={fields.get('produce_round_trip_ms', '?')}ms; "
             f"batches by topic: {fields.get('produce_batches_by_topic', '?')}")
 broker = $broker_requests + $broker_jvm + $broker_other

@@ -15,7 +15,9 @@
 //!   windows like the batches, added up emission by emission and over the brokers; their mean
 //!   over the run is the sums over the counts. A producer that keeps up sends each batch after
 //!   `linger.ms`; one that cannot keeps records queued far longer, and its batches grow.
-//! - The records in the client's queue (`msg_cnt`) are a gauge: the run keeps the most seen.
+//! - The records and bytes in the client's queue (`msg_cnt`, `msg_size`) are gauges: the run
+//!   keeps the most seen, beside the queue's limit in bytes (`msg_size_max`), so a run whose
+//!   producer could not keep up shows its queue full.
 //!
 //! Pure logic; the client contexts feed it.
 
@@ -54,6 +56,9 @@ pub struct ClientRequests {
     pub round_trip: Mean,
     /// The most records seen in the client's queue at one emission.
     pub peak_queued: u64,
+    /// The most bytes seen in the client's queue at one emission, and the queue's limit.
+    pub peak_queued_bytes: u64,
+    pub queue_limit_bytes: u64,
 }
 
 /// The mean of values that arrive as windows of sums and counts.
@@ -99,6 +104,8 @@ impl ClientRequests {
             self.round_trip.add(broker.rtt.as_ref());
         }
         self.peak_queued = self.peak_queued.max(statistics.msg_cnt);
+        self.peak_queued_bytes = self.peak_queued_bytes.max(statistics.msg_size);
+        self.queue_limit_bytes = statistics.msg_size_max;
         for topic in statistics.topics.values() {
             self.batched_records += topic.batchcnt.sum;
             self.batches += topic.batchcnt.cnt;
@@ -188,7 +195,7 @@ mod tests {
     }
 
     /// An emission whose brokers b1 and b2 each report `queue_wait` and `round_trip` windows
-    /// as (sum in us, count), with `queued` records in the client's queue.
+    /// as (sum in us, count), with `queued` records of 100 bytes in a client's queue of 1 MB.
     fn timed(queue_wait: [(i64, i64); 2], round_trip: [(i64, i64); 2], queued: u64) -> Statistics {
         let mut s = stats((0, 0), (0, 0, 0));
         for (name, (wait, rtt)) in ["b1", "b2"]
@@ -200,6 +207,8 @@ mod tests {
             broker.rtt = serde_json::from_str(&window(rtt.0, rtt.1)).ok();
         }
         s.msg_cnt = queued;
+        s.msg_size = queued * 100;
+        s.msg_size_max = 1_000_000;
         s
     }
 
@@ -233,8 +242,11 @@ mod tests {
             Mean::default(),
             "brokers without windows add nothing"
         );
-        r.update(&timed([(0, 0); 2], [(0, 0); 2], 90_000));
+        r.update(&timed([(0, 0); 2], [(0, 0); 2], 9_000));
         r.update(&timed([(0, 0); 2], [(0, 0); 2], 40));
-        assert_eq!(r.peak_queued, 90_000);
+        assert_eq!(
+            (r.peak_queued, r.peak_queued_bytes, r.queue_limit_bytes),
+            (9_000, 900_000, 1_000_000)
+        );
     }
 }

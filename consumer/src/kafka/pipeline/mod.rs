@@ -363,6 +363,7 @@ fn shut_down(
 /// and the producer's queue, which says why its batches are the size they are
 /// (`hack/bench.sh` prints it). From the latest statistics, up to `statistics.interval.ms` old.
 fn log_requests(shared: &Shared, consumed: u64) {
+    const MIB: f64 = 1024.0 * 1024.0;
     let requests = shared.requests();
     let (p, c) = (&requests.producer, &requests.consumer);
     let count = |r: &super::requests::ClientRequests, name| r.sent.get(name).copied().unwrap_or(0);
@@ -381,6 +382,8 @@ fn log_requests(shared: &Shared, consumed: u64) {
         produce_queue_wait_ms = format!("{:.1}", p.queue_wait.millis()),
         produce_round_trip_ms = format!("{:.1}", p.round_trip.millis()),
         produce_peak_queued = p.peak_queued,
+        produce_peak_queued_mib = format!("{:.1}", p.peak_queued_bytes as f64 / MIB),
+        produce_queue_limit_mib = format!("{:.1}", p.queue_limit_bytes as f64 / MIB),
         "requests to the brokers"
     );
 }
