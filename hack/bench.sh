@@ -83,8 +83,8 @@ ratio() { python3 -c "print(f'{$1 / max($2, 1e-9):.${3:-2}f}')"; }
 # produce batch, how long records waited in the producer's queue (and the most queued) and
 # its requests' round trip, and produce batches (requests) by topic. A producer that keeps up
 # waits about linger.ms; one that cannot keep up queues records far longer, in bigger batches.
-# The consumer's CPU by thread and its
-# context switches, and the broker's CPU in parts, go to $state/<name>.threads.
+# The consumer's CPU by thread and its context switches, and the broker's CPU in parts, go to
+# $state/<name>.threads.
 drain() {
   local name="$1" output="$2" timer consumer watcher
   shift 2
