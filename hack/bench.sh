@@ -78,7 +78,7 @@ ratio() { python3 -c "print(f'{$1 / max($2, 1e-9):.${3:-2}f}')"; }
 
 # Runs the consumer until it has drained the input; prints
 # "<events/s> <peak RSS KiB> <consumer CPU us/event> <broker CPU us/event> <broker request
-# threads' CPU us/event> <requests>", the last from the run's "requests to the brokers" line
+# threads' CPU us/event> <producer queue wait ms> <requests>", the last from the run's "requests to the brokers" line
 # (statistics every second): produce and fetch requests per 1,000 events, records per
 # produce batch, how long records waited in the producer's queue (and the most queued) and
 # its requests' round trip, and produce batches (requests) by topic. A producer that keeps up
@@ -123,7 +123,8 @@ requests = (f"produce={per_k(fields.get('produce_requests', 0))}/1k-events,"
             f"round trip={fields.get('produce_round_trip_ms', '?')}ms; "
             f"batches by topic: {fields.get('produce_batches_by_topic', '?')}")
 broker = $broker_requests + $broker_jvm + $broker_other
-print(${eps:-0}, $rss, f"{($user + $sys) * 1e6 / $events:.2f}", f"{broker:.2f}", "$broker_requests", requests)
+print(${eps:-0}, $rss, f"{($user + $sys) * 1e6 / $events:.2f}", f"{broker:.2f}", "$broker_requests",
+      fields.get('produce_queue_wait_ms', '?'), requests)
 EOF
 }
 
@@ -151,28 +152,28 @@ done
 # the ratio cannot beat pass-through CPU / pipeline CPU once both keep the cores busy.
 # A single drain varies by ~20% with the machine, in either kind: the best of each kind can
 # come from different moments, so each round's own ratio is printed too, with their median.
-best_pass=0 best_pipe=0 best_quiet=0 best_eos=0 pipe_rss=0 pass_cpu="" pipe_cpu="" eos_cpu=""
+best_pass=0 best_pipe=0 best_quiet=0 best_eos=0 pipe_rss=0 pass_cpu="" pipe_cpu="" pass_wait="" pipe_wait="" eos_cpu=""
 round_ratios=()
 for round in $(seq "$rounds"); do
-  read -r eps _ cpu broker requests_cpu requests < <(drain "pass-$round" bench-pass --passthrough)
+  read -r eps _ cpu broker requests_cpu queue_wait requests < <(drain "pass-$round" bench-pass --passthrough)
   round_pass="$eps"
   report "round $round: pass-through $eps events/s (CPU per event: consumer $cpu us, broker $broker us; requests $requests)" "pass-$round"
-  [ "$eps" -gt "$best_pass" ] && best_pass="$eps" pass_cpu="$cpu" pass_broker="$broker" pass_requests="$requests_cpu"
-  read -r eps rss cpu broker requests_cpu requests < <(drain "pipe-$round" bench-out)
+  [ "$eps" -gt "$best_pass" ] && best_pass="$eps" pass_cpu="$cpu" pass_broker="$broker" pass_requests="$requests_cpu" pass_wait="$queue_wait"
+  read -r eps rss cpu broker requests_cpu queue_wait requests < <(drain "pipe-$round" bench-out)
   report "round $round: pipeline     $eps events/s (CPU per event: consumer $cpu us, broker $broker us; peak RSS $((rss / 1024)) MB; requests $requests)" "pipe-$round"
-  [ "$eps" -gt "$best_pipe" ] && best_pipe="$eps" pipe_cpu="$cpu" pipe_broker="$broker" pipe_requests="$requests_cpu"
+  [ "$eps" -gt "$best_pipe" ] && best_pipe="$eps" pipe_cpu="$cpu" pipe_broker="$broker" pipe_requests="$requests_cpu" pipe_wait="$queue_wait"
   round_ratios+=("$(ratio "$eps" "$round_pass")")
   [ "$rss" -gt "$pipe_rss" ] && pipe_rss="$rss"
-  read -r eps _ cpu broker _ _ < <(drain "quiet-$round" bench-out --insights-topic '')
+  read -r eps _ cpu broker _ _ _ < <(drain "quiet-$round" bench-out --insights-topic '')
   report "round $round: pipeline, insights not published $eps events/s (CPU per event: consumer $cpu us, broker $broker us)" "quiet-$round"
   [ "$eps" -gt "$best_quiet" ] && best_quiet="$eps"
-  read -r eps _ cpu broker _ requests < <(drain "eos-$round" bench-out --guarantee exactly-once)
+  read -r eps _ cpu broker _ _ requests < <(drain "eos-$round" bench-out --guarantee exactly-once)
   report "round $round: pipeline, exactly once (100ms) $eps events/s (CPU per event: consumer $cpu us, broker $broker us; requests $requests)" "eos-$round"
   [ "$eps" -gt "$best_eos" ] && best_eos="$eps" eos_cpu="consumer $cpu us + broker $broker us"
 done
 eos_curve=""
 for interval in $eos_intervals; do
-  read -r eps _ _ _ _ _ < <(drain "eos-$interval" bench-out --guarantee exactly-once --commit-interval "$interval" --transaction-max-records 10000000)
+  read -r eps _ _ _ _ _ _ < <(drain "eos-$interval" bench-out --guarantee exactly-once --commit-interval "$interval" --transaction-max-records 10000000)
   log "exactly once, transactions every $interval: $eps events/s"
   eos_curve="$eos_curve $interval: $eps ($(python3 -c "print(f'{$eps / max($best_pipe, 1):.2f}')")x);"
 done
@@ -185,7 +186,7 @@ done
 tuning_lines=()
 for i in "${!tunings[@]}"; do
   mapfile -t flags < <(x_flags "${tunings[i]}")
-  read -r eps _ cpu broker requests_cpu requests < <(drain "tuning-$i" bench-out "${flags[@]}")
+  read -r eps _ cpu broker requests_cpu _ requests < <(drain "tuning-$i" bench-out "${flags[@]}")
   report "pipeline, ${tunings[i]}: $eps events/s (CPU per event: consumer $cpu us, broker $broker us; requests $requests)" "tuning-$i"
   tuning_lines+=("${tunings[i]}: $eps events/s ($(ratio "$eps" "$best_pass")x pass-through), broker request threads $requests_cpu us/event ($(ratio "$requests_cpu" "$pass_requests")x pass-through's), consumer $cpu us/event; requests $requests")
 done
@@ -279,6 +280,7 @@ echo
 echo "throughput  pipeline $best_pipe events/s, pass-through $best_pass events/s (best of $rounds, $events events, $partitions partitions$([ -n "${BENCH_PIN:-}" ] && echo ", broker pinned to core 0 and consumers to core 1"))"
 echo "cpu/event   pipeline consumer $pipe_cpu us + broker $pipe_broker us; pass-through consumer $pass_cpu us + broker $pass_broker us ($(nproc) cores in all)"
 echo "goals       broker: request threads $pipe_requests us/event, $(ratio "$pipe_requests" "$pass_requests")x pass-through's $pass_requests (goal <= 1.2x);"
+echo "            records waited ${pipe_wait} ms in the pipeline's producer queue, ${pass_wait} ms in the pass-through's (batches grow with the wait)"
 echo "            at $latency_rate events/s, $(at_rate "$latency") us/event, $(ratio "$(at_rate "$latency")" "$(at_rate "$pass_latency")")x pass-through's $(at_rate "$pass_latency")"
 echo "            consumer: $pipe_cpu us/event against pass-through's $pass_cpu + 1.5 x the core's $core_cpu = $consumer_budget (goal: at most that)"
 median_ratio="$(python3 -c "import statistics, sys; print(f'{statistics.median(map(float, sys.argv[1:])):.2f}')" "${round_ratios[@]}")"
