@@ -43,11 +43,10 @@ pub const WATCHED: [&str; 9] = [
 pub struct ClientRequests {
     /// Requests sent, by name, summed over the brokers (only names sent at least once).
     pub sent: BTreeMap<&'static str, i64>,
-    /// Records in the produce batches so far, and how many batches.
-    pub batched_records: i64,
-    pub batches: i64,
-    /// Bytes in the produce batches so far.
-    pub batched_bytes: i64,
+    /// Records per produce batch: the records so far over the batches so far.
+    pub batch_records: Mean,
+    /// Bytes per produce batch, likewise.
+    pub batch_bytes: Mean,
     /// Produce batches so far, by topic.
     pub batches_by_topic: BTreeMap<String, i64>,
     /// Time records waited in the client's queue before their request was sent, in us.
@@ -76,13 +75,18 @@ impl Mean {
         }
     }
 
-    /// The mean in milliseconds of values in microseconds; 0 without values.
-    pub fn millis(&self) -> f64 {
+    /// The mean; 0 without values.
+    pub fn mean(&self) -> f64 {
         if self.count == 0 {
             0.0
         } else {
-            self.sum as f64 / self.count as f64 / 1000.0
+            self.sum as f64 / self.count as f64
         }
+    }
+
+    /// The mean in milliseconds of values in microseconds.
+    pub fn millis(&self) -> f64 {
+        self.mean() / 1000.0
     }
 }
 
@@ -107,9 +111,8 @@ impl ClientRequests {
         self.peak_queued_bytes = self.peak_queued_bytes.max(statistics.msg_size);
         self.queue_limit_bytes = statistics.msg_size_max;
         for topic in statistics.topics.values() {
-            self.batched_records += topic.batchcnt.sum;
-            self.batches += topic.batchcnt.cnt;
-            self.batched_bytes += topic.batchsize.sum;
+            self.batch_records.add(Some(&topic.batchcnt));
+            self.batch_bytes.add(Some(&topic.batchsize));
             if topic.batchcnt.cnt > 0 {
                 *self
                     .batches_by_topic
@@ -127,15 +130,6 @@ impl ClientRequests {
             .map(|(topic, n)| format!("{topic}={n}"))
             .collect();
         pairs.join(" ")
-    }
-
-    /// Records per produce batch, on average.
-    pub fn records_per_batch(&self) -> f64 {
-        if self.batches == 0 {
-            0.0
-        } else {
-            self.batched_records as f64 / self.batches as f64
-        }
     }
 }
 
@@ -187,10 +181,19 @@ mod tests {
         r.update(&stats((1, 0), (1_000, 10, 50_000)));
         r.update(&stats((2, 0), (3_000, 10, 150_000)));
         assert_eq!(
-            (r.batched_records, r.batches, r.batched_bytes),
-            (4_000, 20, 200_000)
+            (r.batch_records, r.batch_bytes),
+            (
+                Mean {
+                    sum: 4_000,
+                    count: 20
+                },
+                Mean {
+                    sum: 200_000,
+                    count: 20
+                }
+            )
         );
-        assert_eq!(r.records_per_batch(), 200.0);
+        assert_eq!(r.batch_records.mean(), 200.0);
         assert_eq!(r.batches_by_topic(), "out=20");
     }
 

@@ -376,8 +376,8 @@ fn log_requests(shared: &Shared, consumed: u64) {
             + count(p, "AddOffsetsToTxn")
             + count(p, "TxnOffsetCommit")
             + count(p, "EndTxn"),
-        records_per_produce_batch = format!("{:.1}", p.records_per_batch()),
-        bytes_per_produce_batch = p.batched_bytes / p.batches.max(1),
+        records_per_produce_batch = format!("{:.1}", p.batch_records.mean()),
+        bytes_per_produce_batch = p.batch_bytes.mean() as i64,
         produce_batches_by_topic = p.batches_by_topic(),
         produce_queue_wait_ms = format!("{:.1}", p.queue_wait.millis()),
         produce_round_trip_ms = format!("{:.1}", p.round_trip.millis()),
