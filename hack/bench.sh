@@ -78,11 +78,12 @@ ratio() { python3 -c "print(f'{$1 / max($2, 1e-9):.${3:-2}f}')"; }
 
 # Runs the consumer until it has drained the input; prints
 # "<events/s> <peak RSS KiB> <consumer CPU us/event> <broker CPU us/event> <broker request
-# threads' CPU us/event> <producer queue wait ms> <requests>", the last from the run's "requests to the brokers" line
-# (statistics every second): produce and fetch requests per 1,000 events, records per
-# produce batch, how long records waited in the producer's queue (and the most queued) and
-# its requests' round trip, and produce batches (requests) by topic. A producer that keeps up
-# waits about linger.ms; one that cannot keep up queues records far longer, in bigger batches.
+# threads' CPU us/event> <producer queue wait ms> <requests>", the last from the run's
+# "requests to the brokers" line (statistics every second): produce and fetch requests per
+# 1,000 events, records per produce batch, how long records waited in the producer's queue
+# (and the most queued) and its requests' round trip, and produce batches (requests) by
+# topic. A producer that keeps up waits about linger.ms; one that cannot keep up queues
+# records far longer, in bigger batches.
 # The consumer's CPU by thread and its context switches, and the broker's CPU in parts, go to
 # $state/<name>.threads.
 drain() {

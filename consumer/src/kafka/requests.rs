@@ -68,11 +68,9 @@ pub struct Mean {
 }
 
 impl Mean {
-    fn add(&mut self, window: Option<&Window>) {
-        if let Some(w) = window {
-            self.sum += w.sum;
-            self.count += w.cnt;
-        }
+    fn add(&mut self, window: &Window) {
+        self.sum += window.sum;
+        self.count += window.cnt;
     }
 
     /// The mean; 0 without values.
@@ -104,15 +102,19 @@ impl ClientRequests {
             }
         }
         for broker in statistics.brokers.values() {
-            self.queue_wait.add(broker.int_latency.as_ref());
-            self.round_trip.add(broker.rtt.as_ref());
+            // Windows a broker has not measured yet are absent, not empty.
+            broker
+                .int_latency
+                .iter()
+                .for_each(|w| self.queue_wait.add(w));
+            broker.rtt.iter().for_each(|w| self.round_trip.add(w));
         }
         self.peak_queued = self.peak_queued.max(statistics.msg_cnt);
         self.peak_queued_bytes = self.peak_queued_bytes.max(statistics.msg_size);
         self.queue_limit_bytes = statistics.msg_size_max;
         for topic in statistics.topics.values() {
-            self.batch_records.add(Some(&topic.batchcnt));
-            self.batch_bytes.add(Some(&topic.batchsize));
+            self.batch_records.add(&topic.batchcnt);
+            self.batch_bytes.add(&topic.batchsize);
             if topic.batchcnt.cnt > 0 {
                 *self
                     .batches_by_topic
