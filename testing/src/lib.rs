@@ -123,14 +123,20 @@ pub fn produce(topic: &str, records: &[(Vec<u8>, Option<Vec<u8>>)]) {
     produce_to(&bootstrap(), topic, records);
 }
 
-/// [`produce`] to the broker at `bootstrap` (a test's own [`Broker`]).
+/// [`produce`] to the broker at `bootstrap` (a test's own [`Broker`]). Idempotent, so a retry
+/// across a broker restart writes no record twice, and any record that could not be delivered
+/// fails the test here rather than as a missing record later.
 pub fn produce_to(bootstrap: &str, topic: &str, records: &[(Vec<u8>, Option<Vec<u8>>)]) {
     let producer: BaseProducer<Mended> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
         .set("linger.ms", "20")
         .set("queue.buffering.max.messages", "1000000")
         .set("statistics.interval.ms", "1000")
-        .create_with_context(Mended(BrokerLoss::new("test producer")))
+        .create_with_context(Mended {
+            loss: BrokerLoss::new("test producer"),
+            first_failure: std::sync::Mutex::new(None),
+        })
         .expect("producer");
     for (key, value) in records {
         let mut record = BaseRecord::<[u8], [u8]>::to(topic).key(&key[..]);
@@ -143,31 +149,44 @@ pub fn produce_to(bootstrap: &str, topic: &str, records: &[(Vec<u8>, Option<Vec<
     let deadline = Instant::now() + TIMEOUT;
     loop {
         match producer.flush(Duration::from_secs(1)) {
-            Ok(()) => return,
+            Ok(()) => break,
             Err(e) if Instant::now() >= deadline => panic!("flush: {e}"),
             Err(_) => {
-                if producer.context().0.mend(producer.client(), bootstrap) {
+                if producer.context().loss.mend(producer.client(), bootstrap) {
                     eprintln!("the test producer had forgotten every broker; given them back");
                 }
             }
         }
     }
+    let failure = producer.context().first_failure.lock().map(|f| f.clone());
+    if let Ok(Some(failure)) = failure {
+        panic!("producing to {topic}: {failure}");
+    }
 }
 
 /// The test producers' context. A producer streaming into a broker that restarts can forget
 /// every broker, as the pipeline's can (`fetch_consumer::kafka::rebootstrap`), and is mended
-/// the same way.
-struct Mended(BrokerLoss);
+/// the same way. It keeps the first delivery that failed, for the test to fail on.
+struct Mended {
+    loss: BrokerLoss,
+    first_failure: std::sync::Mutex<Option<String>>,
+}
 
 impl ClientContext for Mended {
     fn stats(&self, statistics: Statistics) {
-        self.0.observe(&statistics);
+        self.loss.observe(&statistics);
     }
 }
 
 impl ProducerContext for Mended {
     type DeliveryOpaque = ();
-    fn delivery(&self, _: &DeliveryResult<'_>, _: ()) {}
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result
+            && let Ok(mut first) = self.first_failure.lock()
+        {
+            first.get_or_insert_with(|| format!("a record was not delivered: {e}"));
+        }
+    }
 }
 
 /// The end offset (high watermark) of every partition of `topic`.
