@@ -30,8 +30,8 @@
 #    from the input's produce time to the output's append time (after a 1 s warm-up; the
 #    all-events p99 is printed too): at least once and the pass-through, medians of
 #    BENCH_LATENCY_ROUNDS (3) rounds each after one unmeasured run; exactly once and each set
-#    of BENCH_TUNINGS, one run each. Exactly once, a read_committed reader sees a record when its
-#    transaction commits: add up to the commit interval and the commit itself
+#    of BENCH_TUNINGS, one run each. Exactly once, a read_committed reader sees a record when
+#    its transaction commits: add up to the commit interval and the commit itself
 #    (fetch_consumer_transaction_commit_duration_seconds). Each run also prints its broker's
 #    CPU per event, its request threads' and its other threads' but the JVM's own (a fetch
 #    that waits is timed out by a broker thread that is not a request thread): at one rate,
@@ -261,10 +261,10 @@ print(" ".join(f"{key}={median(key)}" for key in runs[0]),
       "rounds_p99_ms=" + ",".join(r["latency_p99_ms"] for r in runs))
 PY
 }
-# The first run at the rate after the drains meets a broker whose low-rate paths have not run
-# yet, and comes out slower whichever kind it is: on a fresh broker the first run's p99 was
-# 201-209 ms, the runs after it 27-93 ms. So one short run goes first, unmeasured; then the
-# rounds alternate which kind goes first, and each kind's line holds its medians.
+# The first run at the rate comes out slower whichever kind it is (on a fresh broker its p99
+# was 201-209 ms, the runs after it 27-93 ms), and a single run of each kind puts one of them
+# first. So one short run goes first, unmeasured; then the rounds alternate which kind goes
+# first, and each kind's line holds its medians (docs/benchmarks.md §8, stop 29).
 latency_seconds=5 latency_of warm lat-out-warm lat-dlq-warm --commit-interval 1s --passthrough >/dev/null
 alo_runs=() pass_runs=()
 for round in $(seq "$latency_rounds"); do
