@@ -286,7 +286,9 @@ for i in "${!tunings[@]}"; do
   mapfile -t flags < <(x_flags "${tunings[i]}")
   tuning_lines[i]="${tuning_lines[i]}; $(latency_of "tuning-$i" "lat-out-t$i" "lat-dlq-t$i" --commit-interval 1s "${flags[@]}")"
 done
-at_rate() { sed -n 's/.*broker_requests_us=\([0-9.]*\).*/\1/p' <<<"$1"; }
+# field KEY LINE: the value of KEY=... in a latency line.
+field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p" <<<"$2"; }
+at_rate() { field broker_requests_us "$1"; }
 
 log "memory: process over $memory_events events with distinct users and IPs (baseline: 10,000)"
 peak_rss_kb() {
@@ -316,8 +318,7 @@ echo "cpu/event   pipeline consumer $pipe_cpu us + broker $pipe_broker us; pass-
 echo "goals       broker: request threads $pipe_requests us/event, $(ratio "$pipe_requests" "$pass_requests")x pass-through's $pass_requests (goal <= 1.2x);"
 echo "            records waited ${pipe_wait} ms in the pipeline's producer queue, ${pass_wait} ms in the pass-through's (batches grow with the wait)"
 echo "            at $latency_rate events/s, $(at_rate "$latency") us/event, $(ratio "$(at_rate "$latency")" "$(at_rate "$pass_latency")")x pass-through's $(at_rate "$pass_latency")"
-p99() { sed -n 's/.*latency_p99_ms=\([0-9]*\).*/\1/p' <<<"$1"; }
-echo "            latency at $latency_rate events/s: p99 $(p99 "$latency") ms, pass-through's $(p99 "$pass_latency") (median of $latency_rounds rounds; goal: no worse)"
+echo "            latency at $latency_rate events/s: p99 $(field latency_p99_ms "$latency") ms, pass-through's $(field latency_p99_ms "$pass_latency") (median of $latency_rounds rounds; goal: no worse)"
 echo "            consumer: $pipe_cpu us/event against pass-through's $pass_cpu + 1.5 x the core's $core_cpu = $consumer_budget (goal: at most that)"
 median_ratio="$(python3 -c "import statistics, sys; print(f'{statistics.median(map(float, sys.argv[1:])):.2f}')" "${round_ratios[@]}")"
 echo "            end to end: $(ratio "$best_pipe" "$best_pass")x pass-through (goal >= 0.75x); round by round ${round_ratios[*]}, median ${median_ratio}x"
