@@ -65,8 +65,9 @@ pub struct Checkpointer {
     pub publishing: InsightsPublishing,
     last: Instant,
     next: u64,
-    /// Per partition, one past the last offset handled.
-    handled: HashMap<i32, i64>,
+    /// Per partition, one past the last offset handled. Written for every record, so not
+    /// SipHash (see `OffsetTracker`).
+    handled: HashMap<i32, i64, foldhash::fast::RandomState>,
 }
 
 /// A checkpoint ready to send.
@@ -83,7 +84,7 @@ impl Checkpointer {
             publishing,
             last: Instant::now(),
             next: 0,
-            handled: HashMap::new(),
+            handled: HashMap::default(),
         }
     }
 
