@@ -4,6 +4,8 @@
 # within the hour (docs/benchmarks.md, §8, stop 26).
 #
 #   hack/bench-builds.sh BEFORE AFTER      two git revisions, e.g. HEAD~3 HEAD
+#   hack/bench-builds.sh REV REV -- ARGS   one revision, its pipeline drains with and without
+#                                          ARGS (`run` flags, e.g. --top-capacity 1000)
 #
 # Each revision's `fetch-consumer` is built from a worktree of it, into a target directory of
 # its own (target/bench-builds-target; the first run builds the dependencies there, later runs
@@ -15,7 +17,8 @@
 # serves every drain of BENCH_EVENTS (1,000,000) generated events in BENCH_PARTITIONS (6)
 # partitions. After four unmeasured pairs of drains (the broker's JIT), each of BENCH_ROUNDS
 # (6) rounds drains the input with AFTER's pass-through, then twice with each build's
-# pipeline, BEFORE AFTER AFTER BEFORE or the reverse, so that both builds of a round share the
+# pipeline (AFTER's with the flags after `--`, if any; the pass-through never gets them),
+# BEFORE AFTER AFTER BEFORE or the reverse, so that both builds of a round share the
 # machine's moment and each place in it. Printed per drain: events/s and the consumer's CPU
 # per event; at the end, over the rounds, the median of AFTER - BEFORE in CPU per event (each
 # build's mean in its round) and each build's median ratio to the round's pass-through.
@@ -23,7 +26,16 @@
 source "$(dirname "$0")/lib.sh"
 source "$HACK_DIR/bench-lib.sh"
 
-[ $# -eq 2 ] || die "usage: hack/bench-builds.sh BEFORE AFTER (two git revisions)"
+usage="usage: hack/bench-builds.sh BEFORE AFTER [-- RUN_FLAGS...] (two git revisions; AFTER's pipeline drains add the flags)"
+[ $# -ge 2 ] || die "$usage"
+before_rev="$1" after_rev="$2"
+shift 2
+after_flags=()
+if [ $# -gt 0 ]; then
+  [ "$1" = -- ] || die "$usage"
+  shift
+  after_flags=("$@")
+fi
 events="${BENCH_EVENTS:-1000000}"
 partitions="${BENCH_PARTITIONS:-6}"
 rounds="${BENCH_ROUNDS:-6}"
@@ -51,9 +63,9 @@ build() {
   cp "$target/release/fetch-consumer" "$state/$2"
   git worktree remove --force "$state/tree"
 }
-build "$1" before
-build "$2" after
-if cmp -s "$state/before" "$state/after"; then
+build "$before_rev" before
+build "$after_rev" after
+if cmp -s "$state/before" "$state/after" && [ ${#after_flags[@]} -eq 0 ]; then
   log "the two binaries are byte for byte the same: what differs below is the machine's alone"
 fi
 
@@ -86,12 +98,16 @@ for round in $(seq "$rounds"); do
   drain after "$round pass-through" bench-pass --passthrough
   order=(before after after before)
   [ $((round % 2)) = 1 ] || order=(after before before after)
-  for build in "${order[@]}"; do drain "$build" "$round $build" bench-out; done
+  for build in "${order[@]}"; do
+    flags=()
+    [ "$build" = before ] || flags=("${after_flags[@]}")
+    drain "$build" "$round $build" bench-out "${flags[@]}"
+  done
 done | tee "$state/drains" | while read -r round kind eps cpu; do
   log "round $round: $kind $eps events/s, consumer $cpu us/event"
 done
 
-python3 - "$state/drains" "$1" "$2" <<'EOF'
+python3 - "$state/drains" "$before_rev" "$after_rev ${after_flags[*]}" <<'EOF'
 import statistics, sys
 rounds = {}
 for line in open(sys.argv[1]):
