@@ -29,7 +29,7 @@
 # 2. Latency: at BENCH_LATENCY_RATE (20,000) events/s for BENCH_LATENCY_SECONDS (15), p50/p99
 #    from the input's produce time to the output's append time (after a 1 s warm-up; the
 #    all-events p99 is printed too): at least once and the pass-through, medians of
-#    BENCH_LATENCY_ROUNDS (3) rounds each after one unmeasured run; exactly once and each set
+#    BENCH_LATENCY_ROUNDS (5) rounds each after one unmeasured run; exactly once and each set
 #    of BENCH_TUNINGS, one run each. Exactly once, a read_committed reader sees a record when
 #    its transaction commits: add up to the commit interval and the commit itself
 #    (fetch_consumer_transaction_commit_duration_seconds). Each run also prints its broker's
@@ -49,7 +49,7 @@ partitions="${BENCH_PARTITIONS:-6}"
 rounds="${BENCH_ROUNDS:-2}"
 latency_rate="${BENCH_LATENCY_RATE:-20000}"
 latency_seconds="${BENCH_LATENCY_SECONDS:-15}"
-latency_rounds="${BENCH_LATENCY_ROUNDS:-3}"
+latency_rounds="${BENCH_LATENCY_ROUNDS:-5}"
 memory_events="${BENCH_MEMORY_EVENTS:-10000000}"
 eos_intervals="${BENCH_EOS_INTERVALS:-50ms 1s}"
 read -ra tunings <<<"${BENCH_TUNINGS:-linger.ms=20 fetch.wait.max.ms=10,fetch.min.bytes=1048576 linger.ms=20,fetch.wait.max.ms=10,fetch.min.bytes=1048576}"
