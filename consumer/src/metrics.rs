@@ -3,6 +3,8 @@
 //! Counters are atomics: the consume loop bumps them without locks, once per batch where it
 //! can. Names follow Prometheus conventions (`_total` for counters, base units).
 
+use std::sync::atomic::AtomicU64;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -10,6 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::kafka::requests::Emission;
 use crate::reason::RejectReason;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -21,6 +24,19 @@ pub struct ReasonLabel {
 pub struct PartitionLabel {
     pub topic: String,
     pub partition: i32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabel {
+    /// `consumer` or `producer`.
+    pub client: &'static str,
+    /// librdkafka's name for the request: `Produce`, `Fetch`, `OffsetCommit`, ...
+    pub request: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TopicLabel {
+    pub topic: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -105,6 +121,16 @@ pub struct Metrics {
     pub assigned_partitions: Gauge,
     /// Consumer lag summed over the assigned partitions (for the progress line and alerts).
     pub total_lag: Gauge,
+    /// Requests the clients sent to the brokers, from librdkafka's statistics: what the
+    /// pipeline costs the brokers is mostly requests (docs/benchmarks.md §8).
+    pub client_requests: Family<RequestLabel, Counter>,
+    /// Produce batches by topic (one per partition and produce request) and the records in
+    /// them: their ratio is the records per batch, which `linger.ms` sets.
+    pub produce_batches: Family<TopicLabel, Counter>,
+    pub produce_batch_records: Family<TopicLabel, Counter>,
+    /// How long records waited in the producer's queue before their request was sent, mean
+    /// over the last statistics interval.
+    pub producer_queue_wait: Gauge<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -128,6 +154,10 @@ impl Default for Metrics {
             in_flight: Gauge::default(),
             assigned_partitions: Gauge::default(),
             total_lag: Gauge::default(),
+            client_requests: Family::default(),
+            produce_batches: Family::default(),
+            produce_batch_records: Family::default(),
+            producer_queue_wait: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -211,6 +241,26 @@ impl Default for Metrics {
             "Partitions assigned to this consumer",
             m.assigned_partitions.clone(),
         );
+        registry.register(
+            "client_requests",
+            "Requests sent to the brokers, by client and request (librdkafka statistics)",
+            m.client_requests.clone(),
+        );
+        registry.register(
+            "produce_batches",
+            "Produce batches sent, by topic (one per partition and produce request)",
+            m.produce_batches.clone(),
+        );
+        registry.register(
+            "produce_batch_records",
+            "Records in the produce batches sent, by topic",
+            m.produce_batch_records.clone(),
+        );
+        registry.register(
+            "producer_queue_wait_seconds",
+            "Mean time records waited in the producer's queue before their request was sent, over the last statistics interval",
+            m.producer_queue_wait.clone(),
+        );
         // Pre-create every reason so dashboards see zeros rather than gaps.
         for reason in RejectReason::ALL {
             let _ = m.dead_lettered.get_or_create(&ReasonLabel {
@@ -241,11 +291,73 @@ impl Metrics {
             .inc();
     }
 
+    /// Adds what one statistics emission of `client` (`consumer` or `producer`) reported.
+    pub fn count_requests(&self, client: &'static str, emission: &Emission) {
+        for &(request, n) in &emission.requests {
+            self.client_requests
+                .get_or_create(&RequestLabel { client, request })
+                .inc_by(n);
+        }
+        for b in &emission.batches {
+            let topic = TopicLabel {
+                topic: b.topic.clone(),
+            };
+            self.produce_batches.get_or_create(&topic).inc_by(b.batches);
+            self.produce_batch_records
+                .get_or_create(&topic)
+                .inc_by(b.records);
+        }
+        // A consumer queues no records to send; only the producer's wait is the gauge's.
+        if let (Some(wait), "producer") = (emission.queue_wait_seconds, client) {
+            self.producer_queue_wait.set(wait);
+        }
+    }
+
     pub fn count_rejection(&self, reason: RejectReason) {
         self.dead_lettered
             .get_or_create(&ReasonLabel {
                 reason: reason.code(),
             })
             .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kafka::requests::Batches;
+
+    #[test]
+    fn request_counters_add_each_emission_and_the_queue_wait_is_the_producers_latest() {
+        let m = Metrics::default();
+        let emission = |produce, records, wait| Emission {
+            requests: vec![("Produce", produce)],
+            batches: vec![Batches {
+                topic: "out".into(),
+                batches: produce,
+                records,
+            }],
+            queue_wait_seconds: wait,
+        };
+        m.count_requests("producer", &emission(4, 1_000, Some(0.25)));
+        m.count_requests("producer", &emission(6, 2_000, None));
+        m.count_requests(
+            "consumer",
+            &Emission {
+                requests: vec![("Fetch", 3)],
+                queue_wait_seconds: Some(9.0),
+                ..Emission::default()
+            },
+        );
+        let text = m.encode();
+        for line in [
+            r#"fetch_consumer_client_requests_total{client="producer",request="Produce"} 10"#,
+            r#"fetch_consumer_produce_batches_total{topic="out"} 10"#,
+            r#"fetch_consumer_produce_batch_records_total{topic="out"} 3000"#,
+            r#"fetch_consumer_client_requests_total{client="consumer",request="Fetch"} 3"#,
+            "fetch_consumer_producer_queue_wait_seconds 0.25",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
     }
 }

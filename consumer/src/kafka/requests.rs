@@ -18,6 +18,9 @@
 //! - The records and bytes in the client's queue (`msg_cnt`, `msg_size`) are gauges: the run
 //!   keeps the most seen, beside the queue's limit in bytes (`msg_size_max`), so a run whose
 //!   producer could not keep up shows its queue full.
+//! - What each emission added (requests since the one before, the window's batches, its mean
+//!   queue wait) is returned as an [`Emission`], so the `/metrics` counters follow the same
+//!   figures in production as the bench reads at the end of a run.
 //!
 //! Pure logic; the client contexts feed it.
 
@@ -60,6 +63,26 @@ pub struct ClientRequests {
     pub queue_limit_bytes: u64,
 }
 
+/// What one statistics emission added: the increments of counters that only go up.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Emission {
+    /// Requests sent since the previous emission, by name (only names that grew).
+    pub requests: Vec<(&'static str, u64)>,
+    /// Produce batches in this emission's window and the records in them, by topic.
+    pub batches: Vec<Batches>,
+    /// How long records waited in the client's queue before their request was sent, mean over
+    /// this emission's window in seconds; `None` when no request was sent in it.
+    pub queue_wait_seconds: Option<f64>,
+}
+
+/// Produce batches to one topic in one window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batches {
+    pub topic: String,
+    pub batches: u64,
+    pub records: u64,
+}
+
 /// The mean of values that arrive as windows of sums and counts.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub struct Mean {
@@ -89,8 +112,9 @@ impl Mean {
 }
 
 impl ClientRequests {
-    /// Takes in one statistics emission.
-    pub fn update(&mut self, statistics: &Statistics) {
+    /// Takes in one statistics emission and returns what it added.
+    pub fn update(&mut self, statistics: &Statistics) -> Emission {
+        let mut emission = Emission::default();
         for name in WATCHED {
             let total: i64 = statistics
                 .brokers
@@ -98,16 +122,26 @@ impl ClientRequests {
                 .filter_map(|b| b.req.get(name))
                 .sum();
             if total > 0 {
-                self.sent.insert(name, total);
+                let before = self.sent.insert(name, total).unwrap_or(0);
+                // The sum falls when the client drops a broker, whose count goes with it.
+                // What was sent meanwhile cannot be told; counting goes on from the new sum.
+                let added = (total - before).max(0);
+                if added > 0 {
+                    emission.requests.push((name, added as u64));
+                }
             }
         }
+        let mut window_wait = Mean::default();
         for broker in statistics.brokers.values() {
             // Windows a broker has not measured yet are absent, not empty.
-            broker
-                .int_latency
-                .iter()
-                .for_each(|w| self.queue_wait.add(w));
+            broker.int_latency.iter().for_each(|w| {
+                self.queue_wait.add(w);
+                window_wait.add(w);
+            });
             broker.rtt.iter().for_each(|w| self.round_trip.add(w));
+        }
+        if window_wait.count > 0 {
+            emission.queue_wait_seconds = Some(window_wait.mean() / 1e6);
         }
         self.peak_queued = self.peak_queued.max(statistics.msg_cnt);
         self.peak_queued_bytes = self.peak_queued_bytes.max(statistics.msg_size);
@@ -120,8 +154,14 @@ impl ClientRequests {
                     .batches_by_topic
                     .entry(topic.topic.clone())
                     .or_default() += topic.batchcnt.cnt;
+                emission.batches.push(Batches {
+                    topic: topic.topic.clone(),
+                    batches: topic.batchcnt.cnt.unsigned_abs(),
+                    records: topic.batchcnt.sum.unsigned_abs(),
+                });
             }
         }
+        emission
     }
 
     /// Produce batches by topic, as `topic=count` pairs.
@@ -175,6 +215,46 @@ mod tests {
         r.update(&stats((30, 7), (0, 0, 0)));
         assert_eq!(r.sent.get("Produce"), Some(&37));
         assert_eq!(r.sent.get("Fetch"), None, "never sent: not listed");
+    }
+
+    #[test]
+    fn each_emission_returns_the_requests_sent_since_the_one_before() {
+        let mut r = ClientRequests::default();
+        let first = r.update(&stats((10, 5), (0, 0, 0)));
+        assert_eq!(first.requests, vec![("Produce", 15)]);
+        let second = r.update(&stats((30, 7), (0, 0, 0)));
+        assert_eq!(second.requests, vec![("Produce", 22)]);
+        let idle = r.update(&stats((30, 7), (0, 0, 0)));
+        assert!(idle.requests.is_empty(), "nothing sent: nothing added");
+        let dropped = r.update(&stats((3, 0), (0, 0, 0)));
+        assert!(
+            dropped.requests.is_empty(),
+            "a broker dropped with its count: the sum went down, nothing is added"
+        );
+        let after = r.update(&stats((8, 0), (0, 0, 0)));
+        assert_eq!(
+            after.requests,
+            vec![("Produce", 5)],
+            "counted from the new sum"
+        );
+    }
+
+    #[test]
+    fn each_emission_returns_its_own_window_of_batches_and_queue_wait() {
+        let mut r = ClientRequests::default();
+        let e = r.update(&stats((1, 0), (1_000, 10, 50_000)));
+        assert_eq!(
+            e.batches,
+            vec![Batches {
+                topic: "out".into(),
+                batches: 10,
+                records: 1_000
+            }]
+        );
+        assert_eq!(e.queue_wait_seconds, None, "no request sent: no wait");
+        let e = r.update(&timed([(10_000, 2), (30_000, 2)], [(0, 0); 2], 0));
+        assert_eq!(e.queue_wait_seconds, Some(0.01));
+        assert!(e.batches.is_empty(), "an empty window adds no batches");
     }
 
     #[test]

@@ -38,7 +38,8 @@ impl ClientContext for GroupContext {
     }
 
     fn stats(&self, statistics: Statistics) {
-        self.shared.requests().consumer.update(&statistics);
+        let emission = self.shared.requests().consumer.update(&statistics);
+        self.shared.metrics.count_requests("consumer", &emission);
         self.shared.consumer_brokers.observe(&statistics);
         if let Some(group) = &statistics.cgrp {
             let stuck = crate::health::group_stuck(&group.state, group.stateage);

@@ -34,7 +34,8 @@ impl ClientContext for DeliveryContext {
     }
 
     fn stats(&self, statistics: Statistics) {
-        self.shared.requests().producer.update(&statistics);
+        let emission = self.shared.requests().producer.update(&statistics);
+        self.shared.metrics.count_requests("producer", &emission);
         self.shared.producer_brokers.observe(&statistics);
     }
 }
