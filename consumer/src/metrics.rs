@@ -26,9 +26,26 @@ pub struct PartitionLabel {
     pub partition: i32,
 }
 
+/// Which of the pipeline's Kafka clients a statistics emission came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Client {
+    Consumer,
+    Producer,
+}
+
+impl Client {
+    /// The metrics' `client` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Client::Consumer => "consumer",
+            Client::Producer => "producer",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabel {
-    /// `consumer` or `producer`.
+    /// [`Client::label`].
     pub client: &'static str,
     /// librdkafka's name for the request: `Produce`, `Fetch`, `OffsetCommit`, ...
     pub request: &'static str,
@@ -291,11 +308,14 @@ impl Metrics {
             .inc();
     }
 
-    /// Adds what one statistics emission of `client` (`consumer` or `producer`) reported.
-    pub fn count_requests(&self, client: &'static str, emission: &Emission) {
+    /// Adds what one statistics emission of `client` reported.
+    pub fn count_requests(&self, client: Client, emission: &Emission) {
         for &(request, n) in &emission.requests {
             self.client_requests
-                .get_or_create(&RequestLabel { client, request })
+                .get_or_create(&RequestLabel {
+                    client: client.label(),
+                    request,
+                })
                 .inc_by(n);
         }
         for b in &emission.batches {
@@ -308,7 +328,7 @@ impl Metrics {
                 .inc_by(b.records);
         }
         // A consumer queues no records to send; only the producer's wait is the gauge's.
-        if let (Some(wait), "producer") = (emission.queue_wait_seconds, client) {
+        if let (Some(wait), Client::Producer) = (emission.queue_wait_seconds, client) {
             self.producer_queue_wait.set(wait);
         }
     }
@@ -339,10 +359,10 @@ mod tests {
             }],
             queue_wait_seconds: wait,
         };
-        m.count_requests("producer", &emission(4, 1_000, Some(0.25)));
-        m.count_requests("producer", &emission(6, 2_000, None));
+        m.count_requests(Client::Producer, &emission(4, 1_000, Some(0.25)));
+        m.count_requests(Client::Producer, &emission(6, 2_000, None));
         m.count_requests(
-            "consumer",
+            Client::Consumer,
             &Emission {
                 requests: vec![("Fetch", 3)],
                 queue_wait_seconds: Some(9.0),

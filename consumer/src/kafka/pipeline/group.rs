@@ -15,7 +15,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::guarantee::Guarantee;
 use super::shared::Shared;
 use crate::kafka::client_log;
-use crate::metrics::{OutcomeLabel, PartitionLabel};
+use crate::metrics::{Client, OutcomeLabel, PartitionLabel};
 
 /// The pipeline's consumer.
 pub(super) type Consumer_ = BaseConsumer<GroupContext>;
@@ -39,7 +39,9 @@ impl ClientContext for GroupContext {
 
     fn stats(&self, statistics: Statistics) {
         let emission = self.shared.requests().consumer.update(&statistics);
-        self.shared.metrics.count_requests("consumer", &emission);
+        self.shared
+            .metrics
+            .count_requests(Client::Consumer, &emission);
         self.shared.consumer_brokers.observe(&statistics);
         if let Some(group) = &statistics.cgrp {
             let stuck = crate::health::group_stuck(&group.state, group.stateage);

@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::kafka::checkpoint::Taken;
 use crate::kafka::offsets::Delivered;
 use crate::kafka::{self, client_log};
+use crate::metrics::Client;
 
 /// The producer's context: turns delivery reports into acknowledgements.
 pub(super) struct DeliveryContext {
@@ -35,7 +36,9 @@ impl ClientContext for DeliveryContext {
 
     fn stats(&self, statistics: Statistics) {
         let emission = self.shared.requests().producer.update(&statistics);
-        self.shared.metrics.count_requests("producer", &emission);
+        self.shared
+            .metrics
+            .count_requests(Client::Producer, &emission);
         self.shared.producer_brokers.observe(&statistics);
     }
 }
