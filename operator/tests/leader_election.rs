@@ -7,11 +7,8 @@ mod support;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use fetch_operator::crd::FetchPipeline;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::CustomResourceExt;
-use kube::api::{Api, DeleteParams};
+use kube::api::Api;
 use support::*;
 
 struct Operator {
@@ -95,16 +92,8 @@ async fn two_operators_one_leader_and_a_takeover() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_whose_controller_fails_exits_non_zero_and_releases_the_lease() {
-    let (server, client) = control_plane().await;
     // Without the CRD the controller cannot list FetchPipelines: it fails as soon as it starts.
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.delete(FetchPipeline::crd_name(), &DeleteParams::default())
-        .await
-        .expect("delete the CRD");
-    eventually("the CRD to be gone", || async {
-        matches!(crds.get_opt(FetchPipeline::crd_name()).await, Ok(None)).then_some(())
-    })
-    .await;
+    let (server, client) = control_plane_without_crd().await;
     let kubeconfig = kubeconfig_file(&server);
     let mut operator = Operator::start(&kubeconfig, "operator-a");
     let leases: Api<Lease> = Api::namespaced(client, "default");

@@ -14,13 +14,27 @@ use crate::{TIMEOUT, unique};
 /// A kube-apiserver and etcd with the FetchPipeline CRD installed. Panics with the fix when the
 /// control-plane binaries are not available.
 pub async fn control_plane() -> (envtest::Server, Client) {
+    let environment = environment()
+        .with_crds(FetchPipeline::crd())
+        .expect("CRD serializes");
+    start(environment).await
+}
+
+/// A kube-apiserver and etcd that never had the FetchPipeline CRD, for tests of what the
+/// operator does without it. Starting without it, rather than deleting it, keeps the test off
+/// the API server's CRD finalizer, whose retries back off for minutes on a loaded machine.
+pub async fn control_plane_without_crd() -> (envtest::Server, Client) {
+    start(environment()).await
+}
+
+fn environment() -> envtest::Environment {
     let assets = std::env::var("KUBEBUILDER_ASSETS").unwrap_or_else(|_| {
         panic!(
             "KUBEBUILDER_ASSETS is not set: these tests need kube-apiserver and etcd. Run them \
              with hack/test.sh, or export KUBEBUILDER_ASSETS=$(hack/k8s-binaries.sh)"
         )
     });
-    let environment = envtest::Environment {
+    envtest::Environment {
         binary_assets_settings: envtest::BinaryAssetsSettings {
             download_binary_assets: false,
             binary_assets_directory: Some(assets),
@@ -28,8 +42,9 @@ pub async fn control_plane() -> (envtest::Server, Client) {
         },
         ..Default::default()
     }
-    .with_crds(FetchPipeline::crd())
-    .expect("CRD serializes");
+}
+
+async fn start(environment: envtest::Environment) -> (envtest::Server, Client) {
     let server = environment
         .create()
         .await
