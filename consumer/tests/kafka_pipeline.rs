@@ -247,6 +247,60 @@ fn with_cooperative_rebalancing_kept_partitions_lose_nothing_either() {
     second_consumer_joins(&[]);
 }
 
+/// A revocation that cannot wait for the processing stage (here it may wait 1 ms, while the
+/// first consumer drains a backlog): the batches handed to the stage before the revocation
+/// still hold the revoked partitions' records. The stage leaves them to the partitions' next
+/// owner, and the first consumer tracks, so commits, none of them: such a commit would move
+/// the new owner's committed offset back (`OffsetTracker::forget`). Nothing is lost;
+/// duplicates are allowed (the revocation is counted as unsettled).
+#[test]
+fn a_revocation_that_cannot_wait_for_the_stage_leaves_its_batches_records_to_the_next_owner() {
+    let args = ["--batch-size", "256", "--shutdown-timeout", "1ms"];
+    let (input, output, dead_letter) = topics(4);
+    let t = Topics {
+        input,
+        output,
+        dead_letter,
+    };
+    let sent = records(300_000, 19);
+    produce(&t.input, &sent);
+    let group = unique("group");
+    let first = ConsumerProcess::start(&group, &t.input, &t.output, &t.dead_letter, &args);
+    wait_until("some output", || total(&end_offsets(&t.output)) > 20_000);
+    let second = ConsumerProcess::start(&group, &t.input, &t.output, &t.dead_letter, &args);
+    wait_until_else(
+        "the two consumers to commit everything",
+        || committed(&group, &t.input) == end_offsets(&t.input),
+        || {
+            format!(
+                "committed {:?} of {:?}\nthe first consumer:\n{}\nthe second:\n{}",
+                committed(&group, &t.input),
+                end_offsets(&t.input),
+                group_events(&first),
+                group_events(&second),
+            )
+        },
+    );
+    let (log1, events1) = (first.log(), group_events(&first));
+    let (code1, _) = first.terminate();
+    let (code2, _) = second.terminate();
+    assert_eq!((code1, code2), (Some(0), Some(0)));
+    assert!(
+        log1.contains("the processing stage did not finish its batches in time"),
+        "the revocation waited for the stage after all:\n{events1}"
+    );
+    assert!(
+        log1.contains("left to their partitions' next owner"),
+        "the stage went on with the revoked partitions' records:\n{events1}"
+    );
+    let tally = Tally::of(&bootstrap(), &t);
+    assert!(
+        tally.input >= sent.len(),
+        "every record sent is in the input"
+    );
+    tally.assert_nothing_lost();
+}
+
 /// Incremental rebalancing when the input has stopped: the partitions the first consumer keeps
 /// must still be committed, though no later record brings a later commit. (With the loop's
 /// commits async, whose outcome rust-rdkafka never reports, they stayed uncommitted in about

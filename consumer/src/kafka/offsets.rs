@@ -9,6 +9,13 @@
 //! between two snapshots then reprocesses, and counts again, what no snapshot holds, rather
 //! than leave committed events out of the pipeline's insights.
 //!
+//! A partition given away (revoked or lost) takes no more records from before it went: when a
+//! revocation could not wait for the processing stage, the stage still holds batches handed to
+//! it earlier, and tracking their records again would commit offsets of a partition that
+//! another member now owns, moving its committed offset back or ahead of what it produced.
+//! Each batch is stamped with [`OffsetTracker::revocations`] when handed over; a record of a
+//! partition given away after its batch was stamped is its next owner's.
+//!
 //! Pure logic; the pipeline calls it from the consume loop and the delivery callback.
 
 use std::collections::{HashMap, VecDeque};
@@ -45,6 +52,10 @@ pub struct OffsetTracker {
     partitions: HashMap<i32, PartitionState, foldhash::fast::RandomState>,
     /// Offsets also wait for published insights.
     gated: bool,
+    /// How many times partitions were given away ([`Self::forget`]).
+    revocations: u64,
+    /// For each partition ever given away, the revocation (by number) that last gave it away.
+    given_away: HashMap<i32, u64, foldhash::fast::RandomState>,
 }
 
 impl OffsetTracker {
@@ -64,14 +75,32 @@ impl OffsetTracker {
         }
     }
 
-    /// Records that the record at `offset` was consumed and handed to the producer.
-    /// Offsets of one partition must be tracked in ascending order (Kafka delivers them so).
-    pub fn track(&mut self, partition: i32, offset: i64) {
+    /// Records that the record at `offset` was consumed and is about to be produced. The
+    /// stage was handed its batch when [`Self::revocations`] was `handed_at`. Returns false,
+    /// tracking nothing, when its partition was given away since: the record is the partition's
+    /// next owner's. Offsets of one partition must be tracked in ascending order (Kafka
+    /// delivers them so).
+    pub fn track(&mut self, partition: i32, offset: i64, handed_at: u64) -> bool {
+        // One comparison per record; the lookup only for batches older than a revocation.
+        if handed_at < self.revocations
+            && self
+                .given_away
+                .get(&partition)
+                .is_some_and(|&revocation| revocation > handed_at)
+        {
+            return false;
+        }
         self.partitions
             .entry(partition)
             .or_default()
             .pending
             .push_back((offset, false));
+        true
+    }
+
+    /// The number of revocations so far: the stamp of a batch handed to the stage now.
+    pub fn revocations(&self) -> u64 {
+        self.revocations
     }
 
     /// Records the broker's acknowledgement of the record produced for `offset`.
@@ -132,10 +161,13 @@ impl OffsetTracker {
         }
     }
 
-    /// Forgets revoked partitions; late acknowledgements for them are then ignored.
+    /// Forgets partitions given away (revoked or lost): late acknowledgements for them are
+    /// ignored, and their records in batches handed over before now are not tracked.
     pub fn forget(&mut self, partitions: &[i32]) {
-        for p in partitions {
-            self.partitions.remove(p);
+        self.revocations += 1;
+        for &p in partitions {
+            self.partitions.remove(&p);
+            self.given_away.insert(p, self.revocations);
         }
     }
 
@@ -218,7 +250,7 @@ mod tests {
     fn commits_only_contiguous_acknowledged_offsets() {
         let mut t = OffsetTracker::default();
         for o in 10..15 {
-            t.track(0, o);
+            t.track(0, o, 0);
         }
         assert!(t.take_commits().is_empty(), "nothing acked yet");
         assert!(t.ack(0, 11));
@@ -237,9 +269,9 @@ mod tests {
     #[test]
     fn partitions_are_independent_and_gaps_are_fine() {
         let mut t = OffsetTracker::default();
-        t.track(0, 5);
-        t.track(1, 100);
-        t.track(1, 103); // compacted topics and transaction markers leave gaps
+        t.track(0, 5, 0);
+        t.track(1, 100, 0);
+        t.track(1, 103, 0); // compacted topics and transaction markers leave gaps
         t.ack(1, 103);
         t.ack(1, 100);
         assert_eq!(t.take_commits(), vec![(1, 104)]);
@@ -251,11 +283,56 @@ mod tests {
     #[test]
     fn revoked_partitions_ignore_late_acks() {
         let mut t = OffsetTracker::default();
-        t.track(2, 1);
+        t.track(2, 1, 0);
         t.forget(&[2]);
         assert!(!t.ack(2, 1));
         assert!(!t.ack(9, 1), "never tracked");
         assert!(t.take_commits().is_empty());
+    }
+
+    #[test]
+    fn a_record_handed_over_before_its_partition_was_given_away_is_not_tracked() {
+        let mut t = OffsetTracker::default();
+        let stamp = t.revocations();
+        assert!(t.track(2, 10, stamp));
+        t.forget(&[2]);
+        assert!(!t.track(2, 11, stamp), "handed over before the revocation");
+        assert!(!t.ack(2, 11));
+        assert!(
+            t.take_commits().is_empty(),
+            "nothing committed for a partition another member owns"
+        );
+        assert_eq!(t.in_flight(), 0);
+    }
+
+    #[test]
+    fn other_partitions_of_the_same_batch_are_tracked() {
+        let mut t = OffsetTracker::default();
+        let stamp = t.revocations();
+        t.forget(&[2]);
+        assert!(t.track(3, 10, stamp), "kept by cooperative rebalancing");
+        assert!(t.ack(3, 10));
+        assert_eq!(t.take_commits(), vec![(3, 11)]);
+    }
+
+    #[test]
+    fn records_handed_over_after_the_partition_came_back_are_tracked() {
+        let mut t = OffsetTracker::default();
+        let before = t.revocations();
+        t.forget(&[2]);
+        let after = t.revocations();
+        assert!(!t.track(2, 50, before), "the old assignment's record");
+        assert!(
+            t.track(2, 40, after),
+            "the new assignment reads from its commit"
+        );
+        assert!(t.ack(2, 40));
+        assert_eq!(t.take_commits(), vec![(2, 41)]);
+        t.forget(&[7]);
+        assert!(
+            t.track(2, 41, after),
+            "a later revocation of another partition changes nothing for this one"
+        );
     }
 
     #[test]
@@ -303,7 +380,7 @@ mod tests {
     fn with_insights_an_offset_waits_for_a_snapshot_that_counts_it() {
         let mut t = OffsetTracker::gated_by_insights();
         for o in 0..10 {
-            t.track(0, o);
+            t.track(0, o, 0);
             t.ack(0, o);
         }
         assert!(
@@ -326,7 +403,7 @@ mod tests {
     fn coverage_of_a_partition_not_tracked_is_ignored() {
         let mut t = OffsetTracker::gated_by_insights();
         t.cover(5, 100);
-        t.track(5, 200);
+        t.track(5, 200, 0);
         t.ack(5, 200);
         assert!(
             t.take_commits().is_empty(),
@@ -351,7 +428,7 @@ mod tests {
     #[test]
     fn a_failed_commit_is_sent_again() {
         let mut t = OffsetTracker::default();
-        t.track(0, 7);
+        t.track(0, 7, 0);
         t.ack(0, 7);
         assert_eq!(t.take_commits(), vec![(0, 8)]);
         assert!(t.take_commits().is_empty(), "sent once");

@@ -13,7 +13,10 @@
 //! flushes and commits; records of the revoked partitions polled before the revocation but not
 //! yet handed over are dropped uncommitted, so the partitions' next owner reads them again (at
 //! least once). Records of partitions kept (cooperative rebalancing) are kept too: the
-//! consumer's position has moved past them, so dropping them would lose them.
+//! consumer's position has moved past them, so dropping them would lose them. When the wait
+//! times out, the batches already handed over still hold the revoked partitions' records: each
+//! batch carries a stamp from its hand-over, by which the offset tracker tells those records
+//! apart from the ones of a later assignment of the same partitions.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -55,6 +58,8 @@ impl<'a> InputRecord<'a> {
 pub struct InputBatch {
     bytes: Vec<u8>,
     records: Vec<Copied>,
+    /// The stamp it was handed over with ([`Stage::hand_over`]).
+    handed_at: u64,
 }
 
 #[derive(Debug)]
@@ -90,6 +95,11 @@ impl InputBatch {
 
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
+    }
+
+    /// The stamp the poll loop gave the batch when it handed it over.
+    pub fn handed_at(&self) -> u64 {
+        self.handed_at
     }
 
     fn clear(&mut self) {
@@ -220,13 +230,15 @@ impl<'scope> Stage<'scope> {
         self.filling.push(record);
     }
 
-    /// Hands the batch being filled to the stage (waiting while the stage is behind). Returns
+    /// Hands the batch being filled to the stage (waiting while the stage is behind), stamped
+    /// with `stamp` (the pipeline's count of revocations, `OffsetTracker::revocations`). Returns
     /// false when the stage thread has stopped; [`Stage::finish`] then says why.
-    pub fn hand_over(&mut self) -> bool {
+    pub fn hand_over(&mut self, stamp: u64) -> bool {
         self.drop_if_revoked();
         if self.filling.is_empty() {
             return true;
         }
+        self.filling.handed_at = stamp;
         let Some(batches) = &self.batches else {
             return false;
         };
@@ -261,9 +273,10 @@ impl<'scope> Stage<'scope> {
         }
     }
 
-    /// Hands over what is left, lets the stage finish and returns its outcome.
-    pub fn finish(mut self) -> Result<()> {
-        self.hand_over();
+    /// Hands over what is left (stamped as by [`Stage::hand_over`]), lets the stage finish and
+    /// returns its outcome.
+    pub fn finish(mut self, stamp: u64) -> Result<()> {
+        self.hand_over(stamp);
         drop(self.batches.take());
         // A panic there is a bug: carry it on here rather than hide it behind an error.
         self.thread
@@ -302,9 +315,11 @@ mod tests {
     }
 
     #[test]
-    fn stage_sees_every_record_in_order_and_drops_revoked_ones_polled_before_a_revocation() {
+    fn stage_sees_every_record_in_order_with_its_batch_stamp_and_drops_revoked_ones_polled_before_a_revocation()
+     {
         let progress = StageProgress::default();
         let seen = std::sync::Mutex::new(Vec::new());
+        let stamps = std::sync::Mutex::new(Vec::new());
         std::thread::scope(|scope| {
             let mut stage = Stage::spawn(
                 scope,
@@ -312,6 +327,7 @@ mod tests {
                 |batch: &InputBatch| {
                     let mut seen = seen.lock().expect("lock");
                     seen.extend(batch.iter().map(|r| r.offset));
+                    stamps.lock().expect("lock").push(batch.handed_at());
                     Ok(())
                 },
                 || Ok(()),
@@ -320,7 +336,7 @@ mod tests {
             for offset in 0..5000 {
                 stage.push(record(offset, None, b"v"));
                 if offset % 100 == 99 {
-                    assert!(stage.hand_over());
+                    assert!(stage.hand_over(offset as u64 / 1000));
                 }
             }
             stage.push(record(5000, None, b"v"));
@@ -330,13 +346,16 @@ mod tests {
             });
             assert!(progress.revoke_and_drain(&[3], Duration::from_secs(10)));
             stage.push(record(6000, None, b"v"));
-            stage.finish().expect("stage ran");
+            stage.finish(9).expect("stage ran");
         });
         let seen = seen.into_inner().expect("lock");
         // 5000 was polled from partition 3 before its revocation; 5001 is from partition 4, kept.
         let mut expected: Vec<i64> = (0..5000).collect();
         expected.extend([5001, 6000]);
         assert_eq!(seen, expected);
+        let mut expected_stamps: Vec<u64> = (0..50).map(|batch| batch / 10).collect();
+        expected_stamps.push(9);
+        assert_eq!(stamps.into_inner().expect("lock"), expected_stamps);
     }
 
     #[test]
@@ -353,13 +372,13 @@ mod tests {
             let mut handed = true;
             for offset in 0..100 {
                 stage.push(record(offset, None, b"v"));
-                handed = stage.hand_over();
+                handed = stage.hand_over(0);
                 if !handed {
                     break;
                 }
             }
             assert!(!handed, "hand-over notices the stopped stage");
-            let err = stage.finish().expect_err("the stage's error");
+            let err = stage.finish(0).expect_err("the stage's error");
             assert!(err.to_string().contains("broken"), "{err}");
             assert!(progress.revoke_and_drain(&[3], Duration::from_secs(1)));
         });

@@ -218,12 +218,14 @@ impl ExactlyOnce {
 const ABORT_STEP: Duration = Duration::from_millis(100);
 
 impl Guarantee for ExactlyOnce {
-    fn track(&self, partition: i32, offset: i64, dead_letter: bool) -> Result<usize> {
-        let token = token(partition, offset, dead_letter)?;
+    /// Every record is tracked: a revocation that could not wait for the stage, or a lost
+    /// assignment, aborts the transaction that would hold its partitions' stale records.
+    fn track(&self, partition: i32, offset: i64, _handed_at: u64) -> Result<bool> {
+        token(partition, offset, false)?;
         let mut state = self.state();
         self.open(&mut state)?;
         state.handled(partition, offset, Instant::now());
-        Ok(token)
+        Ok(true)
     }
 
     /// Insights ride in the transaction: a snapshot is visible exactly when the results of

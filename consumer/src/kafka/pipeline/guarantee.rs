@@ -20,9 +20,11 @@ use crate::metrics::Unsettled;
 
 /// What each guarantee does at the loop's few decision points.
 pub(super) trait Guarantee: Send + Sync {
-    /// The record at `offset` of `partition` is about to be produced (output or dead letter):
-    /// returns the delivery token the record carries to its delivery report.
-    fn track(&self, partition: i32, offset: i64, dead_letter: bool) -> Result<usize>;
+    /// The record at `offset` of `partition`, from a batch stamped `handed_at`, is about to be
+    /// processed and produced. False when the record is no longer this replica's: its
+    /// partition was given away after its batch was handed over (`OffsetTracker::track`).
+    /// An error names a record whose delivery token cannot be made.
+    fn track(&self, partition: i32, offset: i64, handed_at: u64) -> Result<bool>;
 
     /// On the stage thread after each batch and when idle: send an insights checkpoint when
     /// one is due or asked for, and commit what is due. An error stops the stage.
@@ -95,10 +97,10 @@ impl AtLeastOnce {
 }
 
 impl Guarantee for AtLeastOnce {
-    fn track(&self, partition: i32, offset: i64, dead_letter: bool) -> Result<usize> {
-        let token = token(partition, offset, dead_letter)?;
-        self.shared.tracker().track(partition, offset);
-        Ok(token)
+    fn track(&self, partition: i32, offset: i64, handed_at: u64) -> Result<bool> {
+        // A token that cannot be made fails the record before anything waits for it.
+        token(partition, offset, false)?;
+        Ok(self.shared.tracker().track(partition, offset, handed_at))
     }
 
     /// Takes a checkpoint when the interval has passed or a revocation asks for one. Its
@@ -155,8 +157,10 @@ impl Guarantee for AtLeastOnce {
             return;
         }
         if !drained {
-            // The loop's context has logged it; the stage may still produce these partitions'
-            // records after the commit below.
+            // The loop's context has logged it. Records of these partitions the stage had
+            // begun are produced after the commit below, and their next owner produces them
+            // again; the stage leaves the rest to it, and the tracker commits none of them
+            // (`OffsetTracker::forget`).
             unsettled(Unsettled::NotDrained);
         }
         // The insights counting these partitions' events must be published before their

@@ -138,16 +138,28 @@ pub fn run(
                     checkpointer,
                     ..
                 } = &mut *state;
+                let handed_at = batch.handed_at();
+                let mut left = 0usize;
                 for record in batch.iter() {
                     let (partition, offset) = (record.partition, record.offset);
-                    if config.passthrough {
-                        pass_through(record, config, producer, guarantee)?;
-                        continue;
-                    }
-                    handle(record, config, processor, producer, shared, guarantee)?;
-                    if let Some(c) = checkpointer {
+                    let handled = if config.passthrough {
+                        pass_through(record, handed_at, config, producer, guarantee)?
+                    } else {
+                        handle(
+                            record, handed_at, config, processor, producer, shared, guarantee,
+                        )?
+                    };
+                    if !handled {
+                        left += 1;
+                    } else if let Some(c) = checkpointer {
                         c.handled(partition, offset);
                     }
+                }
+                if left > 0 {
+                    tracing::info!(
+                        records = left,
+                        "records of partitions given away after their batch was handed over: left to their partitions' next owner"
+                    );
                 }
                 serve_delivery_reports(producer, shared);
                 guarantee.settle(consumer, &mut state)
@@ -173,7 +185,10 @@ pub fn run(
                 .batch_size
                 .min(usize::try_from(remaining).unwrap_or(usize::MAX));
             let batch = poll_batch(consumer, &mut stage, limit);
-            if !stage.hand_over() {
+            // Read apart: the tracker's guard must not live through a hand-over that waits for
+            // the stage, which locks the tracker for every record.
+            let stamp = shared.tracker().revocations();
+            if !stage.hand_over(stamp) {
                 break Ok(());
             }
             if batch > 0 {
@@ -195,7 +210,8 @@ pub fn run(
         };
         drop(stop_ticking);
         // The stage produces everything it was handed before the flush below.
-        let staged = stage.finish();
+        let stamp = shared.tracker().revocations();
+        let staged = stage.finish(stamp);
         looped.and(staged)
     });
 

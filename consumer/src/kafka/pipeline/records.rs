@@ -6,7 +6,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::BaseRecord;
 
 use super::PipelineConfig;
-use super::guarantee::Guarantee;
+use super::guarantee::{Guarantee, token};
 use super::produce::{Producer_, send};
 use super::shared::Shared;
 use crate::dead_letter::{self, Source};
@@ -14,31 +14,42 @@ use crate::error::Result;
 use crate::kafka::stage::InputRecord;
 use crate::processor::{Processor, Routed};
 
-/// The benchmarks' baseline: copies one record to the output unchanged.
+/// The benchmarks' baseline: copies one record to the output unchanged. Returns false for a
+/// record left to its partition's next owner (`Guarantee::track`).
 pub(super) fn pass_through(
     input: InputRecord<'_>,
+    handed_at: u64,
     config: &PipelineConfig,
     producer: &Producer_,
     guarantee: &dyn Guarantee,
-) -> Result<()> {
-    let token = guarantee.track(input.partition, input.offset, false)?;
+) -> Result<bool> {
+    let (partition, offset) = (input.partition, input.offset);
+    if !guarantee.track(partition, offset, handed_at)? {
+        return Ok(false);
+    }
+    let token = token(partition, offset, false)?;
     let record = BaseRecord::<[u8], [u8], usize>::with_opaque_to(&config.output_topic, token);
-    send(producer, with_original(record, input))
+    send(producer, with_original(record, input)).map(|()| true)
 }
 
-/// Cleans one record and hands the result to the producer.
+/// Cleans one record and hands the result to the producer. Returns false for a record left
+/// to its partition's next owner (`Guarantee::track`), before the insights count it.
 pub(super) fn handle(
     input: InputRecord<'_>,
+    handed_at: u64,
     config: &PipelineConfig,
     processor: &mut Processor,
     producer: &Producer_,
     shared: &Shared,
     guarantee: &dyn Guarantee,
-) -> Result<()> {
+) -> Result<bool> {
     let (partition, offset) = (input.partition, input.offset);
+    if !guarantee.track(partition, offset, handed_at)? {
+        return Ok(false);
+    }
     let routed = processor.process(input.payload.unwrap_or_default());
-    let token = guarantee.track(partition, offset, matches!(routed, Routed::DeadLetter(_)))?;
-    match routed {
+    let token = token(partition, offset, matches!(routed, Routed::DeadLetter(_)))?;
+    let sent = match routed {
         Routed::Output { key, value } => send(
             producer,
             BaseRecord::with_opaque_to(&config.output_topic, token)
@@ -64,7 +75,8 @@ pub(super) fn handle(
                     .headers(headers);
             send(producer, with_original(record, input))
         }
-    }
+    };
+    sent.map(|()| true)
 }
 
 /// The input's key and value on `record`, byte for byte (absent stays absent).
