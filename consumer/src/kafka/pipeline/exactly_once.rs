@@ -27,7 +27,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::StageState;
 use super::group::Consumer_;
-use super::guarantee::{Guarantee, token};
+use super::guarantee::Guarantee;
 use super::produce::{Producer_, flush, publish, serve_delivery_reports};
 use super::shared::Shared;
 use crate::error::{Error, Result};
@@ -221,7 +221,6 @@ impl Guarantee for ExactlyOnce {
     /// Every record is tracked: a revocation that could not wait for the stage, or a lost
     /// assignment, aborts the transaction that would hold its partitions' stale records.
     fn track(&self, partition: i32, offset: i64, _handed_at: u64) -> Result<bool> {
-        token(partition, offset, false)?;
         let mut state = self.state();
         self.open(&mut state)?;
         state.handled(partition, offset, Instant::now());

@@ -23,7 +23,6 @@ pub(super) trait Guarantee: Send + Sync {
     /// The record at `offset` of `partition`, from a batch stamped `handed_at`, is about to be
     /// processed and produced. False when the record is no longer this replica's: its
     /// partition was given away after its batch was handed over (`OffsetTracker::track`).
-    /// An error names a record whose delivery token cannot be made.
     fn track(&self, partition: i32, offset: i64, handed_at: u64) -> Result<bool>;
 
     /// On the stage thread after each batch and when idle: send an insights checkpoint when
@@ -98,8 +97,6 @@ impl AtLeastOnce {
 
 impl Guarantee for AtLeastOnce {
     fn track(&self, partition: i32, offset: i64, handed_at: u64) -> Result<bool> {
-        // A token that cannot be made fails the record before anything waits for it.
-        token(partition, offset, false)?;
         Ok(self.shared.tracker().track(partition, offset, handed_at))
     }
 

@@ -24,10 +24,11 @@ pub(super) fn pass_through(
     guarantee: &dyn Guarantee,
 ) -> Result<bool> {
     let (partition, offset) = (input.partition, input.offset);
+    // The token first: a record it cannot be made for fails before anything waits for it.
+    let token = token(partition, offset, false)?;
     if !guarantee.track(partition, offset, handed_at)? {
         return Ok(false);
     }
-    let token = token(partition, offset, false)?;
     let record = BaseRecord::<[u8], [u8], usize>::with_opaque_to(&config.output_topic, token);
     send(producer, with_original(record, input)).map(|()| true)
 }
@@ -44,15 +45,15 @@ pub(super) fn handle(
     guarantee: &dyn Guarantee,
 ) -> Result<bool> {
     let (partition, offset) = (input.partition, input.offset);
+    // The token first: a record it cannot be made for fails before anything waits for it.
+    let output_token = token(partition, offset, false)?;
     if !guarantee.track(partition, offset, handed_at)? {
         return Ok(false);
     }
-    let routed = processor.process(input.payload.unwrap_or_default());
-    let token = token(partition, offset, matches!(routed, Routed::DeadLetter(_)))?;
-    let sent = match routed {
+    let sent = match processor.process(input.payload.unwrap_or_default()) {
         Routed::Output { key, value } => send(
             producer,
-            BaseRecord::with_opaque_to(&config.output_topic, token)
+            BaseRecord::with_opaque_to(&config.output_topic, output_token)
                 .key(key.as_bytes())
                 .payload(value),
         ),
@@ -70,6 +71,7 @@ pub(super) fn handle(
                     value: Some(value.as_bytes()),
                 });
             }
+            let token = token(partition, offset, true)?;
             let record =
                 BaseRecord::<[u8], [u8], usize>::with_opaque_to(&config.dead_letter_topic, token)
                     .headers(headers);
