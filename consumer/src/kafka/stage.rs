@@ -315,8 +315,7 @@ mod tests {
     }
 
     #[test]
-    fn stage_sees_every_record_in_order_with_its_batch_stamp_and_drops_revoked_ones_polled_before_a_revocation()
-     {
+    fn stage_sees_stamped_batches_in_order_and_drops_revoked_records_polled_before_a_revocation() {
         let progress = StageProgress::default();
         let seen = std::sync::Mutex::new(Vec::new());
         let stamps = std::sync::Mutex::new(Vec::new());
