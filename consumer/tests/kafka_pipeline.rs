@@ -268,19 +268,7 @@ fn a_revocation_that_cannot_wait_for_the_stage_leaves_its_batches_records_to_the
     let first = ConsumerProcess::start(&group, &t.input, &t.output, &t.dead_letter, &args);
     wait_until("some output", || total(&end_offsets(&t.output)) > 20_000);
     let second = ConsumerProcess::start(&group, &t.input, &t.output, &t.dead_letter, &args);
-    wait_until_else(
-        "the two consumers to commit everything",
-        || committed(&group, &t.input) == end_offsets(&t.input),
-        || {
-            format!(
-                "committed {:?} of {:?}\nthe first consumer:\n{}\nthe second:\n{}",
-                committed(&group, &t.input),
-                end_offsets(&t.input),
-                group_events(&first),
-                group_events(&second),
-            )
-        },
-    );
+    wait_for_everything_committed(&group, &t.input, [&first, &second]);
     let (log1, events1) = (first.log(), group_events(&first));
     let (code1, _) = first.terminate();
     let (code2, _) = second.terminate();
@@ -355,19 +343,7 @@ fn second_consumer_joins(extra: &[&str]) {
         });
         joined.store(true, Ordering::Release);
         let sent = producing.join().expect("the producing thread");
-        wait_until_else(
-            "the two consumers to commit everything",
-            || committed(&group, &t.input) == end_offsets(&t.input),
-            || {
-                format!(
-                    "committed {:?} of {:?}\nthe first consumer:\n{}\nthe second:\n{}",
-                    committed(&group, &t.input),
-                    end_offsets(&t.input),
-                    group_events(&first),
-                    group_events(&second),
-                )
-            },
-        );
+        wait_for_everything_committed(&group, &t.input, [&first, &second]);
         let (log2, unsettled2) = (second.log(), second.metric(UNSETTLED));
         let (code2, _) = second.terminate();
         assert_eq!(code2, Some(0));
@@ -410,6 +386,24 @@ fn second_consumer_joins(extra: &[&str]) {
             unsettled1 + unsettled2
         );
     }
+}
+
+/// Waits until `group` has committed every partition of `input` to its end; on a timeout,
+/// says what was committed and what each consumer's log says about its group.
+fn wait_for_everything_committed(group: &str, input: &str, consumers: [&ConsumerProcess; 2]) {
+    wait_until_else(
+        "the two consumers to commit everything",
+        || committed(group, input) == end_offsets(input),
+        || {
+            format!(
+                "committed {:?} of {:?}\nthe first consumer:\n{}\nthe second:\n{}",
+                committed(group, input),
+                end_offsets(input),
+                group_events(consumers[0]),
+                group_events(consumers[1]),
+            )
+        },
+    );
 }
 
 /// A consumer's log lines about its group (assignments, revocations, commits), warnings and
