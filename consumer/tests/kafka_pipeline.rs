@@ -256,12 +256,7 @@ fn with_cooperative_rebalancing_kept_partitions_lose_nothing_either() {
 #[test]
 fn a_revocation_that_cannot_wait_for_the_stage_leaves_its_batches_records_to_the_next_owner() {
     let args = ["--batch-size", "256", "--shutdown-timeout", "1ms"];
-    let (input, output, dead_letter) = topics(4);
-    let t = Topics {
-        input,
-        output,
-        dead_letter,
-    };
+    let t = topics_on(&bootstrap(), 4, 4, &[]);
     let sent = records(300_000, 19);
     produce(&t.input, &sent);
     let group = unique("group");
@@ -316,12 +311,7 @@ fn second_consumer_joins(extra: &[&str]) {
         .chain(extra)
         .copied()
         .collect();
-    let (input, output, dead_letter) = topics(4);
-    let t = Topics {
-        input,
-        output,
-        dead_letter,
-    };
+    let t = topics_on(&bootstrap(), 4, 4, &[]);
     let records = records(200_000, 13);
     let group = unique("group");
 
