@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::insights::worker::{Publisher, Records};
+use crate::kafka::offsets::PartitionMap;
 use crate::processor::Processor;
 pub use crate::time::now_ms;
 
@@ -65,9 +66,8 @@ pub struct Checkpointer {
     pub publishing: InsightsPublishing,
     last: Instant,
     next: u64,
-    /// Per partition, one past the last offset handled. Written for every record, so not
-    /// SipHash (see `OffsetTracker`).
-    handled: HashMap<i32, i64, foldhash::fast::RandomState>,
+    /// Per partition, one past the last offset handled. Written for every record.
+    handled: PartitionMap<i64>,
 }
 
 /// A checkpoint ready to send.
