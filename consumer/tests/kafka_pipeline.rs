@@ -89,21 +89,33 @@ fn every_event_is_routed_dead_letters_keep_key_and_source_and_sigterm_commits() 
     // output's and the dead letters' batches by topic, and the requests behind them.
     let batches_of =
         |topic: &str| format!("fetch_consumer_produce_batches_total{{topic=\"{topic}\"}}");
-    wait_until("request and batch metrics", || {
-        let metrics = consumer.get("/metrics").1;
-        [
-            r#"fetch_consumer_client_requests_total{client="producer",request="Produce"}"#,
-            r#"fetch_consumer_client_requests_total{client="consumer",request="Fetch"}"#,
-            &batches_of(&output),
-            &batches_of(&dlq),
-        ]
-        .iter()
-        .all(|line| metrics.contains(line))
-            && metrics
-                .lines()
-                .filter_map(|l| l.strip_prefix("fetch_consumer_producer_queue_wait_seconds "))
-                .any(|v| v.parse::<f64>().is_ok_and(|wait| wait > 0.0))
-    });
+    wait_until_else(
+        "request and batch metrics",
+        || {
+            let metrics = consumer.get("/metrics").1;
+            [
+                r#"fetch_consumer_client_requests_total{client="producer",request="Produce"}"#,
+                r#"fetch_consumer_client_requests_total{client="consumer",request="Fetch"}"#,
+                &batches_of(&output),
+                &batches_of(&dlq),
+            ]
+            .iter()
+            .all(|line| metrics.contains(line))
+                && metrics
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("fetch_consumer_producer_queue_wait_seconds "))
+                    .any(|v| v.parse::<f64>().is_ok_and(|wait| wait > 0.0))
+        },
+        || {
+            let metrics = consumer.get("/metrics").1;
+            let series = ["client_requests_total", "produce_batch", "queue_wait"];
+            let lines = metrics.lines().filter(|l| !l.starts_with('#'));
+            let found: Vec<_> = lines
+                .filter(|l| series.iter().any(|s| l.contains(s)))
+                .collect();
+            format!("the series found:\n{}", found.join("\n"))
+        },
+    );
 
     let log = consumer.log();
     let (code, report) = consumer.terminate();
