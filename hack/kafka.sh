@@ -8,6 +8,8 @@
 #                                       prints KAFKA_BOOTSTRAP=host:port (also written to DIR/env)
 #       KAFKA_HOST=ADDR                 listen on ADDR instead of 127.0.0.1 (e.g. the local
 #                                       cluster's node address, for pods)
+#       KAFKA_JMX_PORT=PORT             the broker's JMX metrics on 127.0.0.1:PORT, unauthenticated
+#                                       (benchmarks read its request counts there)
 #       KAFKA_SASL_SSL=1                also a SASL_SSL listener (SCRAM-SHA-512 over TLS, with a CA
 #                                       made in DIR/tls); adds KAFKA_SASL_SSL_BOOTSTRAP,
 #                                       KAFKA_CA_FILE, KAFKA_SCRAM_USERNAME, KAFKA_SCRAM_PASSWORD
@@ -164,6 +166,10 @@ ENV
 jvm_in() {
   JVM=(java -Xms256m -Xmx${KAFKA_HEAP:-1g} -XX:+UseG1GC -Djava.awt.headless=true
     "-Dlog4j2.configurationFile=$1/log4j2.properties" -cp "$(java_cp)")
+  if [ -n "${KAFKA_JMX_PORT:-}" ]; then
+    JVM+=(-Dcom.sun.management.jmxremote.port="$KAFKA_JMX_PORT" -Dcom.sun.management.jmxremote.host=127.0.0.1
+      -Dcom.sun.management.jmxremote.authenticate=false -Dcom.sun.management.jmxremote.ssl=false)
+  fi
 }
 
 # launch DIR: runs the broker DIR/server.properties describes and waits until it serves.
