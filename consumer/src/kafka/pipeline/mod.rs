@@ -19,10 +19,12 @@
 //! With insights publishing on, the stage also takes checkpoints (`kafka::checkpoint`) and an
 //! offset is committed only once a published snapshot counts its event.
 //!
-//! Here: the loop and its shutdown. Beside it: `shared` (what the loop, the stage and the
-//! callbacks share), `records` (one input record into the record made from it), `produce`
-//! (sending, and delivery reports into acknowledgements), `group` (revocations, commits, and
-//! leaving the group), `guarantee` and `exactly_once` (the two guarantees).
+//! Here: the run, its poll loop, the stage's work on a batch, and the shutdown. Beside it:
+//! `connect` (the clients and the guarantee, once the topics are checked), `shared` (what the
+//! loop, the stage and the callbacks share), `records` (one input record into the record made
+//! from it), `produce` (sending, and delivery reports into acknowledgements), `group`
+//! (revocations, commits, and leaving the group), `guarantee` and `exactly_once` (the two
+//! guarantees).
 
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -35,7 +37,6 @@ use rdkafka::producer::Producer;
 use super::checkpoint::{Checkpointer, InsightsPublishing};
 use super::config::{Guarantee as GuaranteeKind, KafkaSettings};
 use super::stage::{InputBatch, InputRecord, Stage};
-use super::transaction::Cadence;
 use crate::error::{Error, Result};
 use crate::health::Health;
 use crate::insights::Throughput;
@@ -43,6 +44,7 @@ use crate::metrics::Metrics;
 use crate::processor::Processor;
 use crate::telemetry::Shutdown;
 
+mod connect;
 mod exactly_once;
 mod group;
 mod guarantee;
@@ -50,10 +52,10 @@ mod produce;
 mod records;
 mod shared;
 
-use exactly_once::ExactlyOnce;
-use group::{Consumer_, GroupContext, close_within, leave_group};
-use guarantee::{AtLeastOnce, Guarantee};
-use produce::{DeliveryContext, Producer_, serve_delivery_reports};
+use connect::connect;
+use group::{Consumer_, close_within, leave_group};
+use guarantee::Guarantee;
+use produce::{Producer_, serve_delivery_reports};
 use records::{handle, pass_through};
 use shared::{Failure, Shared, take_failure};
 
@@ -115,99 +117,30 @@ pub fn run(
         publishing.is_some() && config.guarantee == GuaranteeKind::AtLeastOnce,
     ));
     let (producer, consumer, guarantee) = connect(config, &shared)?;
+    let parts = RunParts {
+        config,
+        consumer: &consumer,
+        producer: &producer,
+        shared: &shared,
+        guarantee: &*guarantee,
+    };
 
-    let mut first_record: Option<Instant> = None;
-    let mut consumed = 0u64;
+    let mut consumed = Consumed::default();
     let stage_state = Mutex::new(StageState {
         processor,
         checkpointer: publishing.cloned().map(Checkpointer::new),
         asked_answered: 0,
     });
     let outcome: Result<()> = std::thread::scope(|scope| {
-        // Borrowed by the stage's closures, which the scope outlives.
-        let (shared, producer, guarantee, state) =
-            (&*shared, &*producer, &*guarantee, &stage_state);
-        let consumer = &consumer;
+        let state = &stage_state;
         let mut stage = Stage::spawn(
             scope,
             &shared.stage,
-            move |batch: &InputBatch| {
-                let mut state = lock(state);
-                let StageState {
-                    processor,
-                    checkpointer,
-                    ..
-                } = &mut *state;
-                let handed_at = batch.handed_at();
-                let mut left = 0usize;
-                for record in batch.iter() {
-                    let (partition, offset) = (record.partition, record.offset);
-                    let handled = if config.passthrough {
-                        pass_through(record, handed_at, config, producer, guarantee)?
-                    } else {
-                        handle(
-                            record, handed_at, config, processor, producer, shared, guarantee,
-                        )?
-                    };
-                    if !handled {
-                        left += 1;
-                    } else if let Some(c) = checkpointer {
-                        c.handled(partition, offset);
-                    }
-                }
-                if left > 0 {
-                    tracing::info!(
-                        records = left,
-                        "records of partitions given away after their batch was handed over: left to their partitions' next owner"
-                    );
-                }
-                serve_delivery_reports(producer, shared);
-                guarantee.settle(consumer, &mut state)
-            },
-            move || {
-                serve_delivery_reports(producer, shared);
-                guarantee.settle(consumer, &mut lock(state))
-            },
+            move |batch: &InputBatch| parts.process(batch, &mut lock(state)),
+            move || parts.settle(&mut lock(state)),
         )?;
-        let stop_ticking = spawn_ticks(scope, guarantee, consumer)?;
-        let looped = loop {
-            health.beat();
-            if shutdown.is_triggered() || config.max_records.is_some_and(|max| consumed >= max) {
-                break Ok(());
-            }
-            // A stopped stage ends the loop; finishing it below says why.
-            if shared.stage.is_stopped() {
-                break Ok(());
-            }
-            let batch_started = Instant::now();
-            let remaining = config.max_records.map_or(u64::MAX, |max| max - consumed);
-            let limit = config
-                .batch_size
-                .min(usize::try_from(remaining).unwrap_or(usize::MAX));
-            let batch = poll_batch(consumer, &mut stage, limit);
-            // Read apart: the tracker's guard must not live through a hand-over that waits for
-            // the stage, which locks the tracker for every record.
-            let stamp = shared.tracker().revocations();
-            if !stage.hand_over(stamp) {
-                break Ok(());
-            }
-            if batch > 0 {
-                first_record.get_or_insert(batch_started);
-                consumed += batch as u64;
-                metrics.consumed.inc_by(batch as u64);
-                metrics
-                    .batch_duration
-                    .observe(batch_started.elapsed().as_secs_f64());
-                metrics.batch_size.observe(batch as f64);
-            }
-            metrics.in_flight.set(shared.tracker().in_flight() as i64);
-            if let Some(failure) = take_failure(shared) {
-                break Err(Error::Delivery(failure.text));
-            }
-            let servers = &config.kafka.bootstrap_servers;
-            shared.consumer_brokers.mend(consumer.client(), servers);
-            shared.producer_brokers.mend(producer.client(), servers);
-        };
+        let stop_ticking = spawn_ticks(scope, parts.guarantee, parts.consumer)?;
+        let looped = parts.poll(&mut stage, shutdown, &mut consumed);
         drop(stop_ticking);
         // The stage produces everything it was handed before the flush below.
         let stamp = shared.tracker().revocations();
@@ -221,16 +154,142 @@ pub fn run(
     }
     let unacknowledged = shut_down(config, &mut state, &*guarantee, consumer, &shared);
     let outcome = cause(outcome, take_failure(&shared));
-    log_requests(&shared, consumed);
+    log_requests(&shared, consumed.records);
     // From the first record to the last acknowledgement: group joining is not throughput.
-    let elapsed = first_record.map_or(Duration::ZERO, |t| t.elapsed());
+    let elapsed = consumed.first_at.map_or(Duration::ZERO, |t| t.elapsed());
     outcome.map(|()| RunSummary {
         throughput: Throughput {
-            records: consumed,
+            records: consumed.records,
             elapsed,
         },
         unacknowledged,
     })
+}
+
+/// What the poll loop and the processing stage work with during a run.
+#[derive(Clone, Copy)]
+struct RunParts<'a> {
+    config: &'a PipelineConfig,
+    consumer: &'a Consumer_,
+    producer: &'a Producer_,
+    shared: &'a Shared,
+    guarantee: &'a dyn Guarantee,
+}
+
+/// What the poll loop has consumed: throughput counts from the first record.
+#[derive(Debug, Default)]
+struct Consumed {
+    records: u64,
+    first_at: Option<Instant>,
+}
+
+impl RunParts<'_> {
+    /// The poll loop: takes batches from the consumer and hands them to the stage until
+    /// shutdown, the record limit, a stopped stage or a record the producer could not deliver.
+    fn poll(
+        &self,
+        stage: &mut Stage<'_>,
+        shutdown: &Shutdown,
+        consumed: &mut Consumed,
+    ) -> Result<()> {
+        let (config, shared, metrics) = (self.config, self.shared, &*self.shared.metrics);
+        loop {
+            shared.health.beat();
+            if shutdown.is_triggered()
+                || config
+                    .max_records
+                    .is_some_and(|max| consumed.records >= max)
+            {
+                return Ok(());
+            }
+            // A stopped stage ends the loop; finishing it says why.
+            if shared.stage.is_stopped() {
+                return Ok(());
+            }
+            let batch_started = Instant::now();
+            let remaining = config
+                .max_records
+                .map_or(u64::MAX, |max| max - consumed.records);
+            let limit = config
+                .batch_size
+                .min(usize::try_from(remaining).unwrap_or(usize::MAX));
+            let batch = poll_batch(self.consumer, stage, limit);
+            // Read apart: the tracker's guard must not live through a hand-over that waits for
+            // the stage, which locks the tracker for every record.
+            let stamp = shared.tracker().revocations();
+            if !stage.hand_over(stamp) {
+                return Ok(());
+            }
+            if batch > 0 {
+                consumed.first_at.get_or_insert(batch_started);
+                consumed.records += batch as u64;
+                metrics.consumed.inc_by(batch as u64);
+                metrics
+                    .batch_duration
+                    .observe(batch_started.elapsed().as_secs_f64());
+                metrics.batch_size.observe(batch as f64);
+            }
+            metrics.in_flight.set(shared.tracker().in_flight() as i64);
+            if let Some(failure) = take_failure(shared) {
+                return Err(Error::Delivery(failure.text));
+            }
+            let servers = &config.kafka.bootstrap_servers;
+            shared
+                .consumer_brokers
+                .mend(self.consumer.client(), servers);
+            shared
+                .producer_brokers
+                .mend(self.producer.client(), servers);
+        }
+    }
+
+    /// The stage's work on one batch: each record into the record made from it (or, for a
+    /// partition given away since the batch was handed over, left to its next owner), then
+    /// [`Self::settle`].
+    fn process(&self, batch: &InputBatch, state: &mut StageState<'_>) -> Result<()> {
+        let StageState {
+            processor,
+            checkpointer,
+            ..
+        } = state;
+        let (config, producer, guarantee) = (self.config, self.producer, self.guarantee);
+        let handed_at = batch.handed_at();
+        let mut left = 0usize;
+        for record in batch.iter() {
+            let (partition, offset) = (record.partition, record.offset);
+            let handled = if config.passthrough {
+                pass_through(record, handed_at, config, producer, guarantee)?
+            } else {
+                handle(
+                    record,
+                    handed_at,
+                    config,
+                    processor,
+                    producer,
+                    self.shared,
+                    guarantee,
+                )?
+            };
+            if !handled {
+                left += 1;
+            } else if let Some(c) = checkpointer {
+                c.handled(partition, offset);
+            }
+        }
+        if left > 0 {
+            tracing::info!(
+                records = left,
+                "records of partitions given away after their batch was handed over: left to their partitions' next owner"
+            );
+        }
+        self.settle(state)
+    }
+
+    /// Serves the delivery reports and lets the guarantee make what they acknowledged durable.
+    fn settle(&self, state: &mut StageState<'_>) -> Result<()> {
+        serve_delivery_reports(self.producer, self.shared);
+        self.guarantee.settle(self.consumer, state)
+    }
 }
 
 /// Runs the guarantee's tick on a thread of its own, if it has one, until the returned sender
@@ -276,85 +335,6 @@ fn cause(outcome: Result<()>, failure: Option<Failure>) -> Result<()> {
         )),
         (outcome, _) => outcome,
     }
-}
-
-/// Creates the producer (transactional for exactly once), the guarantee and the consumer,
-/// checks the topics exist, and subscribes.
-fn connect(
-    config: &PipelineConfig,
-    shared: &Arc<Shared>,
-) -> Result<(Arc<Producer_>, Consumer_, Arc<dyn Guarantee>)> {
-    let producer_config = match config.guarantee {
-        GuaranteeKind::AtLeastOnce => config.kafka.producer(),
-        GuaranteeKind::ExactlyOnce => config
-            .kafka
-            .transactional_producer(&config.transactional_id),
-    };
-    let producer: Arc<Producer_> = Arc::new(
-        producer_config
-            .create_with_context(DeliveryContext {
-                shared: shared.clone(),
-            })
-            .map_err(|e| Error::Config(format!("producer settings: {e}")))?,
-    );
-    require_topics(&producer, config)?;
-    let guarantee: Arc<dyn Guarantee> = match config.guarantee {
-        GuaranteeKind::AtLeastOnce => Arc::new(AtLeastOnce {
-            shared: shared.clone(),
-            producer: producer.clone(),
-            input_topic: config.input_topic.clone(),
-            commit_interval: config.commit_interval,
-            flush_timeout: config.flush_timeout,
-            committing: Mutex::new(()),
-        }),
-        GuaranteeKind::ExactlyOnce => {
-            // Fences an earlier producer with this id and aborts what it left open.
-            producer
-                .init_transactions(config.flush_timeout)
-                .map_err(|e| match &e {
-                    rdkafka::error::KafkaError::Transaction(t) if t.is_fatal() => {
-                        Error::TransactionFailed(format!("starting transactions: {e}"))
-                    }
-                    _ => Error::kafka(format!(
-                        "starting transactions as {:?} (the broker needs transactions enabled: transaction.state.log.replication.factor <= its brokers)",
-                        config.transactional_id
-                    ))(e),
-                })?;
-            Arc::new(ExactlyOnce {
-                shared: shared.clone(),
-                producer: producer.clone(),
-                input_topic: config.input_topic.clone(),
-                cadence: Cadence {
-                    interval: config.commit_interval,
-                    max_records: config.transaction_max_records,
-                },
-                timeout: config.flush_timeout,
-                state: Mutex::default(),
-                commits: Mutex::default(),
-            })
-        }
-    };
-    let consumer: Consumer_ = config
-        .kafka
-        .consumer(&config.group_id)
-        .create_with_context(GroupContext {
-            shared: shared.clone(),
-            guarantee: guarantee.clone(),
-            input_topic: config.input_topic.clone(),
-            flush_timeout: config.flush_timeout,
-        })
-        .map_err(|e| Error::Config(format!("consumer settings: {e}")))?;
-    consumer
-        .subscribe(&[&config.input_topic])
-        .map_err(Error::kafka(format!(
-            "subscribing to {}",
-            config.input_topic
-        )))?;
-    tracing::info!(
-        input = %config.input_topic, output = %config.output_topic, dead_letter = %config.dead_letter_topic,
-        group = %config.group_id, guarantee = ?config.guarantee, "pipeline started"
-    );
-    Ok((producer, consumer, guarantee))
 }
 
 /// Shutdown (or a fatal error), once the stage has finished: the guarantee publishes the final
@@ -439,40 +419,6 @@ fn poll_batch(consumer: &Consumer_, stage: &mut Stage<'_>, limit: usize) -> usiz
         wait = Duration::ZERO;
     }
     taken
-}
-
-/// Fails early, with the fix, when a topic the pipeline needs does not exist.
-fn require_topics(producer: &Producer_, config: &PipelineConfig) -> Result<()> {
-    for (role, topic) in [
-        ("input", &config.input_topic),
-        ("output", &config.output_topic),
-        ("dead-letter", &config.dead_letter_topic),
-    ] {
-        let metadata = producer
-            .client()
-            .fetch_metadata(Some(topic), Duration::from_secs(15))
-            .inspect_err(|_| {
-                // The request fails only with "transport failure"; why (refused credentials,
-                // a TLS error) waits in the client's event queue: serve it, so it is logged.
-                producer.poll(Duration::from_millis(100));
-            })
-            .map_err(Error::kafka(format!(
-                "reading metadata of {role} topic {topic:?} from {}",
-                config.kafka.bootstrap_servers
-            )))?;
-        let missing = metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == topic.as_str())
-            .is_none_or(|t| t.error().is_some() || t.partitions().is_empty());
-        if missing {
-            return Err(Error::Config(format!(
-                "the {role} topic {topic:?} does not exist on {}: create it, or name another with the {role} topic flag",
-                config.kafka.bootstrap_servers
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// Aborted transactions in a row, with no commit between them, before the pipeline gives up:
