@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # What a produce request costs the broker, apart from the records in it. librdkafka (the
 # consumer's client, 2.12.1, and every release up to 2.15.0) puts one partition's batch in each
-# produce request; the Java client puts every partition a broker leads in one. Both send the
-# same generated events, keyed by random UUIDs, at the same fixed rate, with the same settings
-# (idempotent, acks=all, lz4, the linger), into topics of the same partitions, so their batches
-# per partition are alike and only the requests differ.
+# produce request; the Java client puts every partition a broker leads in one. Both send events
+# of the same generator, keyed by random UUIDs, at the same fixed rate, with the same settings
+# (idempotent, acks=all, lz4, the linger; hack/ProduceLoad.java says where the Java client's
+# differ in meaning), into topics of the same partitions, so while both keep the rate their
+# batches per partition are of a size and mostly the requests differ.
 #
 #   hack/bench-requests.sh
 #
@@ -70,8 +71,12 @@ run() {
   before="$(produce_requests)"
   said="$("$client" "$topic")" || die "$client failed"
   after="$(produce_requests)"
+  [ "$after" -gt "$before" ] || die "the broker's produce request count did not grow ($before, then $after): is its JMX on port $jmx_port?"
   python3 "$HACK_DIR/thread-cpu.py" snap "$broker_pid" "$state/$client-$round.after"
-  read -r requests_us _ < <(python3 "$HACK_DIR/thread-cpu.py" broker "$threads_before" "$state/$client-$round.after" "$events")
+  local parts
+  parts="$(python3 "$HACK_DIR/thread-cpu.py" broker "$threads_before" "$state/$client-$round.after" "$events")" \
+    || die "could not read the broker's threads (hack/thread-cpu.py)"
+  read -r requests_us _ <<<"$parts"
   local per_k
   per_k="$(python3 -c "print(f'{($after - $before) * 1000 / $events:.2f}')")"
   echo "$client round $round: broker request threads ${requests_us} us/event, produce requests ${per_k}/1k-events; $said" \
@@ -96,7 +101,9 @@ for line in open(runs):
     us = float(re.search(r"threads ([0-9.]+) us", line).group(1))
     per_k = float(re.search(r"requests ([0-9.]+)/1k", line).group(1))
     by.setdefault(client, []).append((us, per_k))
-med = {c: (statistics.median(u for u, _ in v), statistics.median(k for _, k in v)) for c, v in by.items()}
+# Rounded as printed, so that the figure per request follows from the two lines above it.
+med = {c: (round(statistics.median(u for u, _ in v), 2), round(statistics.median(k for _, k in v), 2))
+       for c, v in by.items()}
 l, j = med["librdkafka"], med["java_client"]
 print(f"\nrequests    {rate} events/s, {partitions} partitions, linger.ms={linger}, broker on core 0 (medians of {len(by['librdkafka'])} rounds)")
 print(f"            librdkafka (a partition per request): {l[0]:.2f} us/event in the broker's request threads, {l[1]:.2f} produce requests/1k events")

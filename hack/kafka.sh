@@ -9,7 +9,8 @@
 #       KAFKA_HOST=ADDR                 listen on ADDR instead of 127.0.0.1 (e.g. the local
 #                                       cluster's node address, for pods)
 #       KAFKA_JMX_PORT=PORT             the broker's JMX metrics on 127.0.0.1:PORT, unauthenticated
-#                                       (benchmarks read its request counts there)
+#                                       (benchmarks read its request counts there); restart
+#                                       serves them only if it is set again
 #       KAFKA_SASL_SSL=1                also a SASL_SSL listener (SCRAM-SHA-512 over TLS, with a CA
 #                                       made in DIR/tls); adds KAFKA_SASL_SSL_BOOTSTRAP,
 #                                       KAFKA_CA_FILE, KAFKA_SCRAM_USERNAME, KAFKA_SCRAM_PASSWORD
@@ -166,16 +167,17 @@ ENV
 jvm_in() {
   JVM=(java -Xms256m -Xmx${KAFKA_HEAP:-1g} -XX:+UseG1GC -Djava.awt.headless=true
     "-Dlog4j2.configurationFile=$1/log4j2.properties" -cp "$(java_cp)")
-  if [ -n "${KAFKA_JMX_PORT:-}" ]; then
-    JVM+=(-Dcom.sun.management.jmxremote.port="$KAFKA_JMX_PORT" -Dcom.sun.management.jmxremote.host=127.0.0.1
-      -Dcom.sun.management.jmxremote.authenticate=false -Dcom.sun.management.jmxremote.ssl=false)
-  fi
 }
 
 # launch DIR: runs the broker DIR/server.properties describes and waits until it serves.
 launch() {
   local dir="$1" started
   jvm_in "$dir"
+  # Only the broker's JVM: the storage tool's would take the port first.
+  if [ -n "${KAFKA_JMX_PORT:-}" ]; then
+    JVM+=(-Dcom.sun.management.jmxremote.port="$KAFKA_JMX_PORT" -Dcom.sun.management.jmxremote.host=127.0.0.1
+      -Dcom.sun.management.jmxremote.authenticate=false -Dcom.sun.management.jmxremote.ssl=false)
+  fi
   started="$(grep -c 'Kafka Server started' "$dir/kafka.log" 2>/dev/null || true)"
   # setsid: the broker gets its own session, so Ctrl-C in a terminal reaches the caller's
   # trap (which stops it cleanly) rather than killing the JVM mid-write.
@@ -249,5 +251,5 @@ case "$cmd" in
   topic) topic "$@" ;;
   tool) tool "$@" ;;
   home) echo "$KAFKA_HOME" ;;
-  *) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sed -n '/^source /q;2,$p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

@@ -47,7 +47,7 @@ impl PartitionState {
 /// A map keyed by partition number, for maps looked up for every record or delivery: a
 /// partition number needs no DoS-proof hash, and SipHash in the tracker's map was 1-2% of the
 /// processing thread in a drain's profile.
-pub type PartitionMap<V> = HashMap<i32, V, foldhash::fast::RandomState>;
+pub(crate) type PartitionMap<V> = HashMap<i32, V, foldhash::fast::RandomState>;
 
 /// Tracks every in-flight input offset of the assigned partitions.
 #[derive(Debug, Default)]

@@ -1,5 +1,5 @@
-//! Connecting: the producer (transactional for exactly once), the guarantee that goes with it,
-//! and the consumer, after checking that every topic the pipeline needs exists.
+//! Connecting: the producer (transactional for exactly once), a check with it that every topic
+//! the pipeline needs exists, the guarantee that goes with the producer, and the consumer.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

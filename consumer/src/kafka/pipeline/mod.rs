@@ -20,11 +20,11 @@
 //! offset is committed only once a published snapshot counts its event.
 //!
 //! Here: the run, its poll loop, the stage's work on a batch, and the shutdown. Beside it:
-//! `connect` (the clients and the guarantee, once the topics are checked), `shared` (what the
-//! loop, the stage and the callbacks share), `records` (one input record into the record made
-//! from it), `produce` (sending, and delivery reports into acknowledgements), `group`
-//! (revocations, commits, and leaving the group), `guarantee` and `exactly_once` (the two
-//! guarantees).
+//! `connect` (the clients and the guarantee, and the check that the topics exist), `shared`
+//! (what the loop, the stage and the callbacks share), `records` (one input record into the
+//! record made from it), `produce` (sending, and delivery reports into acknowledgements),
+//! `group` (revocations, commits, and leaving the group), `guarantee` and `exactly_once` (the
+//! two guarantees).
 
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -285,7 +285,9 @@ impl RunParts<'_> {
         self.settle(state)
     }
 
-    /// Serves the delivery reports and lets the guarantee make what they acknowledged durable.
+    /// Serves the delivery reports, then the guarantee's [`Guarantee::settle`]: an insights
+    /// checkpoint when one is due or asked for, and (exactly once) the transaction's commit
+    /// when due.
     fn settle(&self, state: &mut StageState<'_>) -> Result<()> {
         serve_delivery_reports(self.producer, self.shared);
         self.guarantee.settle(self.consumer, state)
