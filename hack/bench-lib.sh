@@ -17,6 +17,7 @@
 #   events_per_second FILE    the events/s of a consumer's report (its `throughput` line)
 #   pin_broker                every thread of the broker to core 0; the consumers then run on
 #                             core 1 (`taskset -c 1`): production's shape on two cores
+#   threads ARGS              hack/thread-cpu.py: CPU by thread (snap, watch, diff, broker)
 
 bench_build() {
   log "building release binaries"
@@ -49,3 +50,5 @@ bench_load() {
 events_per_second() { sed -n 's/^throughput *\([0-9,]*\) events\/s.*/\1/p' "$1" | tr -d ,; }
 
 pin_broker() { taskset -a -p -c 0 "$broker_pid" >/dev/null; }
+
+threads() { python3 "$HACK_DIR/thread-cpu.py" "$@"; }

@@ -64,20 +64,18 @@ java_client() {
 
 # run CLIENT ROUND: one run into a topic of its own; prints and keeps its line.
 run() {
-  local client="$1" round="$2" topic="requests-$1-$2" before after said
+  local client="$1" round="$2" topic="requests-$1-$2" before after said parts per_k requests_us
+  local snaps="$state/$client-$round"
   topic "$topic" "$partitions"
-  threads_before="$state/$client-$round.before"
-  python3 "$HACK_DIR/thread-cpu.py" snap "$broker_pid" "$threads_before"
+  threads snap "$broker_pid" "$snaps.before"
   before="$(produce_requests)"
   said="$("$client" "$topic")" || die "$client failed"
   after="$(produce_requests)"
   [ "$after" -gt "$before" ] || die "the broker's produce request count did not grow ($before, then $after): is its JMX on port $jmx_port?"
-  python3 "$HACK_DIR/thread-cpu.py" snap "$broker_pid" "$state/$client-$round.after"
-  local parts
-  parts="$(python3 "$HACK_DIR/thread-cpu.py" broker "$threads_before" "$state/$client-$round.after" "$events")" \
+  threads snap "$broker_pid" "$snaps.after"
+  parts="$(threads broker "$snaps.before" "$snaps.after" "$events")" \
     || die "could not read the broker's threads (hack/thread-cpu.py)"
   read -r requests_us _ <<<"$parts"
-  local per_k
   per_k="$(python3 -c "print(f'{($after - $before) * 1000 / $events:.2f}')")"
   echo "$client round $round: broker request threads ${requests_us} us/event, produce requests ${per_k}/1k-events; $said" \
     | tee -a "$state/runs"

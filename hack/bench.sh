@@ -74,7 +74,6 @@ if [ -n "${BENCH_PIN:-}" ]; then
 else
   consumer_cpus=()
 fi
-threads() { python3 "$HACK_DIR/thread-cpu.py" "$@"; }
 # ratio A B [DIGITS]: A / B, rounded.
 ratio() { python3 -c "print(f'{$1 / max($2, 1e-9):.${3:-2}f}')"; }
 
