@@ -111,8 +111,8 @@ pub fn run(
             .entered();
     let publishing = config.insights.as_ref().filter(|_| !config.passthrough);
     let shared = Arc::new(Shared::new(
-        metrics.clone(),
-        health.clone(),
+        metrics,
+        health,
         // Exactly once, insights ride in the transactions: offsets wait for nothing else.
         publishing.is_some() && config.guarantee == GuaranteeKind::AtLeastOnce,
     ));
