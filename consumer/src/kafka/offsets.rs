@@ -44,6 +44,20 @@ impl PartitionState {
     }
 }
 
+/// Where `offset` sits in `pending` (ascending), if it is there. A partition's offsets are
+/// nearly always consecutive, so its distance from the front is tried first: a binary search
+/// of thousands of in-flight offsets for every acknowledgement was 0.7% of the processing
+/// thread in a drain, and twice that with a longer linger. Gaps (transaction markers,
+/// compacted records) fall back to the search.
+fn position(pending: &VecDeque<(i64, bool)>, offset: i64) -> Option<usize> {
+    let front = pending.front()?.0;
+    let guess = offset
+        .checked_sub(front)
+        .and_then(|distance| usize::try_from(distance).ok())
+        .filter(|&i| pending.get(i).is_some_and(|e| e.0 == offset));
+    guess.or_else(|| pending.binary_search_by_key(&offset, |e| e.0).ok())
+}
+
 /// A map keyed by partition number, for maps looked up for every record or delivery: a
 /// partition number needs no DoS-proof hash, and SipHash in the tracker's map was 1-2% of the
 /// processing thread in a drain's profile.
@@ -112,7 +126,7 @@ impl OffsetTracker {
         let Some(state) = self.partitions.get_mut(&partition) else {
             return false;
         };
-        let Ok(i) = state.pending.binary_search_by_key(&offset, |e| e.0) else {
+        let Some(i) = position(&state.pending, offset) else {
             return false;
         };
         state.pending[i].1 = true;
@@ -266,6 +280,31 @@ mod tests {
         t.ack(0, 14);
         t.ack(0, 13);
         assert_eq!(t.take_commits(), vec![(0, 15)]);
+        assert_eq!(t.in_flight(), 0);
+    }
+
+    #[test]
+    fn an_ack_finds_its_offset_with_or_without_gaps_and_nothing_else() {
+        let mut t = OffsetTracker::default();
+        for o in [10, 11, 12, 20, 21, 22] {
+            t.track(0, o, 0);
+        }
+        assert!(
+            t.ack(0, 11),
+            "consecutive: found by its distance from the front"
+        );
+        assert!(t.ack(0, 21), "after a gap: found by the search");
+        assert!(!t.ack(0, 15), "inside the gap: never tracked");
+        assert!(!t.ack(0, 9), "before the front");
+        assert!(!t.ack(0, 23), "past the back");
+        assert!(!t.ack(0, i64::MIN), "no overflow on a far offset");
+        assert!(t.ack(0, 10));
+        assert_eq!(t.take_commits(), vec![(0, 12)]);
+        assert!(!t.ack(0, 11), "released with the front");
+        for o in [12, 20, 22] {
+            assert!(t.ack(0, o));
+        }
+        assert_eq!(t.take_commits(), vec![(0, 23)]);
         assert_eq!(t.in_flight(), 0);
     }
 
