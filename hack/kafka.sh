@@ -11,6 +11,9 @@
 #       KAFKA_JMX_PORT=PORT             the broker's JMX metrics on 127.0.0.1:PORT, unauthenticated
 #                                       (benchmarks read its request counts there); restart
 #                                       serves them only if it is set again
+#       KAFKA_STOP_WITH=PID             stop the broker once process PID exits: for callers that
+#                                       can be killed before their clean-up runs (a test binary
+#                                       on a timeout); restart watches only if it is set again
 #       KAFKA_SASL_SSL=1                also a SASL_SSL listener (SCRAM-SHA-512 over TLS, with a CA
 #                                       made in DIR/tls); adds KAFKA_SASL_SSL_BOOTSTRAP,
 #                                       KAFKA_CA_FILE, KAFKA_SCRAM_USERNAME, KAFKA_SCRAM_PASSWORD
@@ -78,6 +81,7 @@ make_tls() {
 
 start() {
   local dir="${1:?usage: kafka.sh start DIR}"
+  check_stop_with
   fetch
   need java python3
   mkdir -p "$dir"
@@ -170,6 +174,30 @@ jvm_in() {
 }
 
 # launch DIR: runs the broker DIR/server.properties describes and waits until it serves.
+# stop_with DIR OWNER BROKER: a watcher, in a session of its own like the broker, that stops
+# the broker of DIR once process OWNER exits. It leaves alone a broker stopped or restarted
+# meanwhile (its pid is no longer BROKER): whoever did that owns it now.
+stop_with() {
+  setsid bash "$HACK_DIR/kafka.sh" watch "$@" </dev/null >>"$1/stop-with.log" 2>&1 &
+}
+
+# watch DIR OWNER BROKER: the watcher's loop (stop_with starts it; not for callers).
+watch() {
+  local dir="$1" owner="$2" broker="$3"
+  while alive "$owner" && alive "$broker"; do sleep 1; done
+  if alive "$broker"; then
+    log "process $owner exited: stopping its broker"
+    stop "$dir"
+  fi
+}
+
+# Refuses a KAFKA_STOP_WITH that names no running process, before anything is started.
+check_stop_with() {
+  [ -z "${KAFKA_STOP_WITH:-}" ] && return 0
+  [[ "$KAFKA_STOP_WITH" =~ ^[1-9][0-9]*$ ]] && alive "$KAFKA_STOP_WITH" \
+    || die "KAFKA_STOP_WITH=$KAFKA_STOP_WITH: give the id of a running process, whose exit is to stop the broker"
+}
+
 launch() {
   local dir="$1" started
   jvm_in "$dir"
@@ -183,6 +211,9 @@ launch() {
   # trap (which stops it cleanly) rather than killing the JVM mid-write.
   setsid "${JVM[@]}" kafka.Kafka "$dir/server.properties" >>"$dir/kafka.log" 2>&1 </dev/null &
   echo $! >"$dir/kafka.pid"
+  if [ -n "${KAFKA_STOP_WITH:-}" ]; then
+    stop_with "$dir" "$KAFKA_STOP_WITH" "$(cat "$dir/kafka.pid")"
+  fi
   if ! wait_for "[ \"\$(grep -c 'Kafka Server started' '$dir/kafka.log')\" -gt ${started:-0} ]" "${KAFKA_START_TIMEOUT:-90}"; then
     tail -n 40 "$dir/kafka.log" >&2
     stop "$dir"
@@ -194,6 +225,7 @@ launch() {
 # pod restarted with its volume comes back).
 restart() {
   local dir="${1:?usage: kafka.sh restart DIR}"
+  check_stop_with
   [ -f "$dir/server.properties" ] && [ -f "$dir/env" ] || die "no broker was started in $dir (run: hack/kafka.sh start $dir)"
   if broker_pid "$dir" >/dev/null; then
     die "the broker in $dir is running: stop it first"
@@ -250,6 +282,7 @@ case "$cmd" in
   restart) restart "$@" ;;
   topic) topic "$@" ;;
   tool) tool "$@" ;;
+  watch) watch "$@" ;;
   home) echo "$KAFKA_HOME" ;;
   *) sed -n '/^source /q;2,$p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

@@ -38,7 +38,8 @@ cargo test --workspace --locked --no-run
 state="$(mktemp -d "${TMPDIR:-/tmp}/fetch-test-kafka.XXXXXX")"
 cleanup() { "$HACK_DIR/kafka.sh" stop "$state"; rm -rf "$state"; }
 trap cleanup EXIT
-"$HACK_DIR/kafka.sh" start "$state" >/dev/null
+# KAFKA_STOP_WITH: the broker goes with this script even if it is killed before its trap runs.
+KAFKA_STOP_WITH=$$ "$HACK_DIR/kafka.sh" start "$state" >/dev/null
 FETCH_TEST_KAFKA_BOOTSTRAP="$(sed -n 's/^KAFKA_BOOTSTRAP=//p' "$state/env")"
 export FETCH_TEST_KAFKA_BOOTSTRAP
 

@@ -268,6 +268,11 @@ static OWN_BROKERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 const KAFKA_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../hack/kafka.sh");
 
+/// Set to the test binary's pid, `hack/kafka.sh` stops the broker once the binary exits: a
+/// binary killed (a timeout, Ctrl-C) never drops its [`Broker`], whose JVM would otherwise
+/// run on in the background.
+const STOP_WITH: &str = "KAFKA_STOP_WITH";
+
 impl Broker {
     /// Starts a single-node KRaft broker with `hack/kafka.sh` in a fresh directory.
     pub fn start() -> Self {
@@ -277,6 +282,7 @@ impl Broker {
         let status = std::process::Command::new("bash")
             .args([KAFKA_SCRIPT, "start"])
             .arg(&dir)
+            .env(STOP_WITH, std::process::id().to_string())
             .stdout(std::process::Stdio::null())
             .status()
             .expect("run hack/kafka.sh");
@@ -321,6 +327,7 @@ impl Broker {
         let status = std::process::Command::new("bash")
             .args([KAFKA_SCRIPT, "restart"])
             .arg(&self.dir)
+            .env(STOP_WITH, std::process::id().to_string())
             .stdout(std::process::Stdio::null())
             .status()
             .expect("run hack/kafka.sh");
