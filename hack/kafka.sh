@@ -13,7 +13,8 @@
 #                                       serves them only if it is set again
 #       KAFKA_STOP_WITH=PID             stop the broker once process PID exits: for callers that
 #                                       can be killed before their clean-up runs (a test binary
-#                                       on a timeout); restart watches only if it is set again
+#                                       on a timeout); restart watches only if it is set again,
+#                                       and start leaves a broker already running unwatched
 #       KAFKA_SASL_SSL=1                also a SASL_SSL listener (SCRAM-SHA-512 over TLS, with a CA
 #                                       made in DIR/tls); adds KAFKA_SASL_SSL_BOOTSTRAP,
 #                                       KAFKA_CA_FILE, KAFKA_SCRAM_USERNAME, KAFKA_SCRAM_PASSWORD
@@ -32,7 +33,14 @@ fetch() {
   # Two callers at once (a test run and an image build) would clear each other's download.
   exec {lock}>"$KAFKA_HOME.lock"
   flock "$lock"
-  [ -f "$KAFKA_HOME/.complete" ] && return 0
+  [ -f "$KAFKA_HOME/.complete" ] || download
+  # Released now, not at exit: a broker started next (and its watcher) would inherit the lock
+  # and hold it, and another caller's fetch would wait for that broker to stop.
+  exec {lock}>&-
+}
+
+# download: fetch's work, under its lock.
+download() {
   log "fetching Apache Kafka $KAFKA_VERSION from Maven Central into $KAFKA_HOME"
   rm -rf "$KAFKA_HOME" && mkdir -p "$KAFKA_HOME"
   # A throwaway pom whose only job is to let mvn resolve the broker and its tools with all
@@ -173,7 +181,6 @@ jvm_in() {
     "-Dlog4j2.configurationFile=$1/log4j2.properties" -cp "$(java_cp)")
 }
 
-# launch DIR: runs the broker DIR/server.properties describes and waits until it serves.
 # stop_with DIR OWNER BROKER: a watcher, in a session of its own like the broker, that stops
 # the broker of DIR once process OWNER exits. It leaves alone a broker stopped or restarted
 # meanwhile (its pid is no longer BROKER): whoever did that owns it now.
@@ -184,10 +191,12 @@ stop_with() {
 # watch DIR OWNER BROKER: the watcher's loop (stop_with starts it; not for callers).
 watch() {
   local dir="$1" owner="$2" broker="$3"
-  while alive "$owner" && alive "$broker"; do sleep 1; done
-  if alive "$broker"; then
+  # The broker's own pid, not whatever DIR's pid file names by the time the owner is gone.
+  ours() { [ "$(broker_pid "$dir" || true)" = "$broker" ]; }
+  while alive "$owner" && ours; do sleep 1; done
+  if ours; then
     log "process $owner exited: stopping its broker"
-    stop "$dir"
+    stop_pid "$dir" "$broker"
   fi
 }
 
@@ -198,6 +207,7 @@ check_stop_with() {
     || die "KAFKA_STOP_WITH=$KAFKA_STOP_WITH: give the id of a running process, whose exit is to stop the broker"
 }
 
+# launch DIR: runs the broker DIR/server.properties describes and waits until it serves.
 launch() {
   local dir="$1" started
   jvm_in "$dir"
@@ -247,10 +257,18 @@ broker_pid() {
 stop() {
   local dir="${1:?usage: kafka.sh stop DIR}" pid
   if pid="$(broker_pid "$dir")"; then
-    kill -TERM "$pid" 2>/dev/null || true
-    wait_for "! alive $pid" 30 || kill -KILL "$pid" 2>/dev/null || true
+    stop_pid "$dir" "$pid"
   fi
   rm -f "$dir/kafka.pid"
+}
+
+# stop_pid DIR PID: stops the broker PID of DIR (SIGTERM, then SIGKILL after 30 s); its pid
+# file goes with it unless it names another broker by then.
+stop_pid() {
+  local dir="$1" pid="$2"
+  kill -TERM "$pid" 2>/dev/null || true
+  wait_for "! alive $pid" 30 || kill -KILL "$pid" 2>/dev/null || true
+  if [ "$(cat "$dir/kafka.pid" 2>/dev/null)" = "$pid" ]; then rm -f "$dir/kafka.pid"; fi
 }
 
 bootstrap_of() {

@@ -2,7 +2,7 @@
 //! so a test binary killed before it could stop its brokers leaves none running.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const KAFKA_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../hack/kafka.sh");
@@ -37,46 +37,69 @@ fn scratch_dir() -> PathBuf {
     std::env::temp_dir().join(fetch_testing::unique("stop-with"))
 }
 
+/// An owner process that exits when its stdin closes: when [`Owner::exit`] drops it, or with
+/// this test binary if the binary is killed, so the broker never outlives the test for long.
+struct Owner(Child);
+
+impl Owner {
+    fn spawn() -> Self {
+        let child = Command::new("sh")
+            .args(["-c", "read _"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("spawn the owner");
+        Owner(child)
+    }
+
+    fn exit(&mut self) {
+        drop(self.0.stdin.take());
+        self.0.wait().expect("reap the owner");
+    }
+}
+
+/// A broker directory, its broker stopped and the directory removed on every way out.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if self.0.join("kafka.pid").exists() {
+            let _ = kafka_sh(&["stop"], &self.0, "");
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 #[test]
 fn a_broker_is_stopped_once_the_process_it_was_started_with_exits() {
-    let dir = scratch_dir();
-    let mut owner = Command::new("sleep")
-        .arg("600")
-        .spawn()
-        .expect("spawn sleep");
-    let started = kafka_sh(&["start"], &dir, &owner.id().to_string());
+    let dir = Scratch(scratch_dir());
+    let mut owner = Owner::spawn();
+    let started = kafka_sh(&["start"], &dir.0, &owner.0.id().to_string());
     assert!(
         started.status.success(),
         "hack/kafka.sh start failed: {}",
         String::from_utf8_lossy(&started.stderr)
     );
-    let pid = broker_pid(&dir);
+    let pid = broker_pid(&dir.0);
     assert!(alive(&pid), "the broker runs while its owner does");
 
-    owner.kill().expect("kill the owner");
-    owner.wait().expect("reap the owner");
+    owner.exit();
     // The watcher looks once a second; the stop waits up to 30 s for a clean shutdown.
     let deadline = Instant::now() + Duration::from_secs(60);
     while alive(&pid) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
     }
-    let stopped = !alive(&pid);
-    if !stopped {
-        let _ = kafka_sh(&["stop"], &dir, "");
-    }
     assert!(
-        stopped,
+        !alive(&pid),
         "the broker (pid {pid}) outlived its owner by 60 s; see {}",
-        dir.join("stop-with.log").display()
+        dir.0.join("stop-with.log").display()
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_stop_with_that_names_no_running_process_is_refused() {
-    let dir = scratch_dir();
+    let dir = Scratch(scratch_dir());
     for bad in ["soon", "0", "4194305"] {
-        let started = kafka_sh(&["start"], &dir, bad);
+        let started = kafka_sh(&["start"], &dir.0, bad);
         let stderr = String::from_utf8_lossy(&started.stderr);
         assert!(!started.status.success(), "KAFKA_STOP_WITH={bad} was taken");
         assert!(
@@ -86,9 +109,8 @@ fn a_stop_with_that_names_no_running_process_is_refused() {
             "the refusal of {bad} says what to fix: {stderr}"
         );
         assert!(
-            !dir.join("kafka.pid").exists(),
-            "no broker was started for {bad}"
+            !dir.0.exists(),
+            "refused before anything was made for {bad}"
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
