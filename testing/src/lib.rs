@@ -266,7 +266,8 @@ pub struct Broker {
 
 static OWN_BROKERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-const KAFKA_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../hack/kafka.sh");
+/// `hack/kafka.sh`, by its path in this checkout.
+pub const KAFKA_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../hack/kafka.sh");
 
 /// Set to the test binary's pid, `hack/kafka.sh` stops the broker once the binary exits: a
 /// binary killed (a timeout, Ctrl-C) never drops its [`Broker`], whose JVM would otherwise

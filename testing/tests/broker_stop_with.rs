@@ -3,9 +3,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
-const KAFKA_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../hack/kafka.sh");
+use fetch_testing::{KAFKA_SCRIPT, wait_until_else};
 
 fn kafka_sh(args: &[&str], dir: &Path, stop_with: &str) -> Output {
     Command::new("bash")
@@ -84,14 +83,10 @@ fn a_broker_is_stopped_once_the_process_it_was_started_with_exits() {
 
     owner.exit();
     // The watcher looks once a second; the stop waits up to 30 s for a clean shutdown.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while alive(&pid) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    assert!(
-        !alive(&pid),
-        "the broker (pid {pid}) outlived its owner by 60 s; see {}",
-        dir.0.join("stop-with.log").display()
+    wait_until_else(
+        &format!("the broker (pid {pid}) to stop once its owner exited"),
+        || !alive(&pid),
+        || format!("see {}", dir.0.join("stop-with.log").display()),
     );
 }
 
