@@ -266,13 +266,18 @@ pub struct Broker {
 
 static OWN_BROKERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// `hack/kafka.sh`, by its path in this checkout.
-pub const KAFKA_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../hack/kafka.sh");
+const KAFKA_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../hack/kafka.sh");
 
-/// Set to the test binary's pid, `hack/kafka.sh` stops the broker once the binary exits: a
-/// binary killed (a timeout, Ctrl-C) never drops its [`Broker`], whose JVM would otherwise
-/// run on in the background.
-const STOP_WITH: &str = "KAFKA_STOP_WITH";
+/// `hack/kafka.sh COMMAND DIR`, with `KAFKA_STOP_WITH` set to this test binary's pid: the
+/// script then stops a broker it starts once the binary exits. A binary killed (a timeout,
+/// Ctrl-C) never drops its [`Broker`], whose JVM would otherwise run on in the background.
+pub fn kafka_sh(command: &str, dir: &std::path::Path) -> std::process::Command {
+    let mut sh = std::process::Command::new("bash");
+    sh.args([KAFKA_SCRIPT, command])
+        .arg(dir)
+        .env("KAFKA_STOP_WITH", std::process::id().to_string());
+    sh
+}
 
 impl Broker {
     /// Starts a single-node KRaft broker with `hack/kafka.sh` in a fresh directory.
@@ -280,10 +285,7 @@ impl Broker {
         // A test that failed while holding it poisoned it; the next may still run.
         let one_at_a_time = OWN_BROKERS.lock().unwrap_or_else(|e| e.into_inner());
         let dir = std::env::temp_dir().join(unique("broker"));
-        let status = std::process::Command::new("bash")
-            .args([KAFKA_SCRIPT, "start"])
-            .arg(&dir)
-            .env(STOP_WITH, std::process::id().to_string())
+        let status = kafka_sh("start", &dir)
             .stdout(std::process::Stdio::null())
             .status()
             .expect("run hack/kafka.sh");
@@ -309,9 +311,7 @@ impl Broker {
     /// flushes its logs; SIGKILL after 30 s), keeping its data and port for
     /// [`Broker::start_again`].
     pub fn stop(&self) {
-        let status = std::process::Command::new("bash")
-            .args([KAFKA_SCRIPT, "stop"])
-            .arg(&self.dir)
+        let status = kafka_sh("stop", &self.dir)
             .status()
             .expect("run hack/kafka.sh");
         assert!(
@@ -325,10 +325,7 @@ impl Broker {
     /// (`hack/kafka.sh restart`), as a broker pod restarted with its volume comes back, and
     /// waits until it serves every partition.
     pub fn start_again(&self) {
-        let status = std::process::Command::new("bash")
-            .args([KAFKA_SCRIPT, "restart"])
-            .arg(&self.dir)
-            .env(STOP_WITH, std::process::id().to_string())
+        let status = kafka_sh("restart", &self.dir)
             .stdout(std::process::Stdio::null())
             .status()
             .expect("run hack/kafka.sh");
@@ -368,10 +365,7 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("bash")
-            .args([KAFKA_SCRIPT, "stop"])
-            .arg(&self.dir)
-            .status();
+        let _ = kafka_sh("stop", &self.dir).status();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -4,13 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
-use fetch_testing::{KAFKA_SCRIPT, wait_until_else};
+use fetch_testing::{kafka_sh, wait_until_else};
 
-fn kafka_sh(args: &[&str], dir: &Path, stop_with: &str) -> Output {
-    Command::new("bash")
-        .arg(KAFKA_SCRIPT)
-        .args(args)
-        .arg(dir)
+/// `hack/kafka.sh COMMAND DIR` whose broker goes with process `stop_with`.
+fn run(command: &str, dir: &Path, stop_with: &str) -> Output {
+    kafka_sh(command, dir)
         .env("KAFKA_STOP_WITH", stop_with)
         .output()
         .expect("run hack/kafka.sh")
@@ -62,7 +60,7 @@ struct Scratch(PathBuf);
 impl Drop for Scratch {
     fn drop(&mut self) {
         if self.0.join("kafka.pid").exists() {
-            let _ = kafka_sh(&["stop"], &self.0, "");
+            let _ = kafka_sh("stop", &self.0).output();
         }
         let _ = std::fs::remove_dir_all(&self.0);
     }
@@ -72,7 +70,7 @@ impl Drop for Scratch {
 fn a_broker_is_stopped_once_the_process_it_was_started_with_exits() {
     let dir = Scratch(scratch_dir());
     let mut owner = Owner::spawn();
-    let started = kafka_sh(&["start"], &dir.0, &owner.0.id().to_string());
+    let started = run("start", &dir.0, &owner.0.id().to_string());
     assert!(
         started.status.success(),
         "hack/kafka.sh start failed: {}",
@@ -94,7 +92,7 @@ fn a_broker_is_stopped_once_the_process_it_was_started_with_exits() {
 fn a_stop_with_that_names_no_running_process_is_refused() {
     let dir = Scratch(scratch_dir());
     for bad in ["soon", "0", "4194305"] {
-        let started = kafka_sh(&["start"], &dir.0, bad);
+        let started = run("start", &dir.0, bad);
         let stderr = String::from_utf8_lossy(&started.stderr);
         assert!(!started.status.success(), "KAFKA_STOP_WITH={bad} was taken");
         assert!(
