@@ -19,9 +19,11 @@
 # (6) rounds drains the input with AFTER's pass-through, then twice with each build's
 # pipeline (AFTER's with the flags after `--`, if any; the pass-through never gets them),
 # BEFORE AFTER AFTER BEFORE or the reverse, so that both builds of a round share the
-# machine's moment and each place in it. Printed per drain: events/s and the consumer's CPU
-# per event; at the end, over the rounds, the median of AFTER - BEFORE in CPU per event (each
-# build's mean in its round) and each build's median ratio to the round's pass-through.
+# machine's moment and each place in it. Printed per drain: events/s, the consumer's CPU per
+# event, the broker's request threads' CPU per event (hack/thread-cpu.py) and the produce
+# requests per 1,000 events; at the end, over the rounds, the median of AFTER - BEFORE in CPU
+# per event (each build's mean in its round), each build's median ratio to the round's
+# pass-through in events/s and in the broker's request threads, and the median requests.
 # Comparing a revision with itself shows what the machine alone moves (docs/benchmarks.md §8).
 source "$(dirname "$0")/lib.sh"
 source "$HACK_DIR/bench-lib.sh"
@@ -73,17 +75,31 @@ bench_broker 2g
 bench_load "$state/after" "$events" "$partitions"
 pin_broker
 
-# drain BUILD LABEL OUTPUT [ARGS...]: one pinned drain; prints "LABEL <events/s> <us/event>".
+# drain BUILD LABEL OUTPUT [ARGS...]: one pinned drain; prints "LABEL <events/s> <consumer
+# us/event> <broker request threads us/event> <produce requests per 1,000 events>".
 drain() {
-  local build="$1" label="$2" output="$3" eps user sys
+  local build="$1" label="$2" output="$3" eps user sys broker_requests
   shift 3
+  threads snap "$broker_pid" "$state/broker-before"
   taskset -c 1 /usr/bin/time -f '%U %S' -o "$state/time" "$state/$build" --log-format json run \
     "${drain_flags[@]}" --group-id "builds-$RANDOM$RANDOM" --output-topic "$output" "$@" \
     >"$state/out" 2>"$state/err" \
     || die "$label drain failed (see $state/err)"
+  threads snap "$broker_pid" "$state/broker-after"
   eps="$(events_per_second "$state/out")"
   read -r user sys <"$state/time"
-  python3 -c "print('$label', $eps, f'{($user + $sys) * 1e6 / $events:.2f}')"
+  read -r broker_requests _ < <(threads broker "$state/broker-before" "$state/broker-after" "$events")
+  python3 - "$state/err" "$label" "$eps" "$user" "$sys" "$broker_requests" "$events" <<'PY'
+import json, sys
+err, label, eps, user, sys_, broker, events = sys.argv[1:]
+produce = 0
+for line in open(err):
+    if '"requests to the brokers"' in line:
+        produce = json.loads(line)["fields"].get("produce_requests", 0)
+events = int(events)
+print(label, eps, f"{(float(user) + float(sys_)) * 1e6 / events:.2f}", broker,
+      f"{produce * 1000 / events:.2f}")
+PY
 }
 
 log "warming the broker up: four pairs of drains, not measured"
@@ -103,21 +119,27 @@ for round in $(seq "$rounds"); do
     [ "$build" = before ] || flags=("${after_flags[@]}")
     drain "$build" "$round $build" bench-out "${flags[@]}"
   done
-done | tee "$state/drains" | while read -r round kind eps cpu; do
-  log "round $round: $kind $eps events/s, consumer $cpu us/event"
+done | tee "$state/drains" | while read -r round kind eps cpu broker produce; do
+  log "round $round: $kind $eps events/s, consumer $cpu us/event, broker request threads $broker us/event, $produce produce requests per 1,000 events"
 done
 
 python3 - "$state/drains" "$before_rev" "$after_rev ${after_flags[*]}" <<'EOF'
 import statistics, sys
 rounds = {}
 for line in open(sys.argv[1]):
-    round_, kind, eps, cpu = line.split()
-    rounds.setdefault(round_, {}).setdefault(kind, []).append((float(eps), float(cpu)))
+    round_, kind, *figures = line.split()
+    rounds.setdefault(round_, {}).setdefault(kind, []).append(tuple(map(float, figures)))
 # A build's figures in a round: the mean of its drains there.
 rounds = {r: {k: tuple(map(statistics.mean, zip(*d))) for k, d in kinds.items()} for r, kinds in rounds.items()}
-diff = statistics.median(r["after"][1] - r["before"][1] for r in rounds.values())
-ratio = lambda kind: statistics.median(r[kind][0] / r["pass-through"][0] for r in rounds.values())
+EPS, CPU, BROKER, PRODUCE = range(4)
+diff = statistics.median(r["after"][CPU] - r["before"][CPU] for r in rounds.values())
+ratio = lambda kind, i: statistics.median(r[kind][i] / r["pass-through"][i] for r in rounds.values())
+median = lambda kind, i: statistics.median(r[kind][i] for r in rounds.values())
 print(f"{sys.argv[2]} -> {sys.argv[3]}: consumer CPU per event {diff:+.2f} us (median of "
-      f"{len(rounds)} rounds); pipeline / pass-through, median: {ratio('before'):.2f}x before, "
-      f"{ratio('after'):.2f}x after")
+      f"{len(rounds)} rounds); pipeline / pass-through, median: {ratio('before', EPS):.2f}x before, "
+      f"{ratio('after', EPS):.2f}x after")
+print(f"broker request threads per event, pipeline / pass-through, median: "
+      f"{ratio('before', BROKER):.2f}x before, {ratio('after', BROKER):.2f}x after; produce requests "
+      f"per 1,000 events, median: pass-through {median('pass-through', PRODUCE):.2f}, "
+      f"before {median('before', PRODUCE):.2f}, after {median('after', PRODUCE):.2f}")
 EOF
