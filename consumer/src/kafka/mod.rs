@@ -8,6 +8,7 @@ pub mod config;
 pub mod generate;
 pub mod insights_topic;
 pub mod offsets;
+pub mod partitioner;
 pub mod pipeline;
 pub mod rebootstrap;
 pub mod requests;
