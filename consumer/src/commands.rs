@@ -169,6 +169,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         output_topic: args.output_topic,
         dead_letter_topic: args.dead_letter_topic,
         batch_size: args.batch_size,
+        backlog_hold_bytes: args.backlog_hold_bytes,
         guarantee: args.guarantee,
         commit_interval: args
             .commit_interval

@@ -516,3 +516,66 @@ fn the_passthrough_baseline_copies_every_record_unchanged() {
     assert_eq!(copied, sent);
     assert_eq!(total(&end_offsets(&dlq)), 0, "nothing is dead-lettered");
 }
+
+/// A backlog's output records are held and produced a partition at a time
+/// (`--backlog-hold-bytes`): every event still arrives once, and each user's events keep
+/// their order in the output, as they had it in the input.
+#[test]
+fn a_held_backlog_keeps_each_users_events_in_order_and_loses_nothing() {
+    let (input, output, dlq) = topics(3);
+    let (users, per_user) = (50u64, 40u64);
+    // Round-robin over the users, each user's timestamps rising: the input's order per user.
+    let records: Vec<Record> = (0..per_user)
+        .flat_map(|seq| (0..users).map(move |user| (user, seq)))
+        .map(|(user, seq)| {
+            let user_id = format!("{user:08x}-0000-4000-8000-{user:012x}");
+            let event = format!(
+                r#"{{"user_id": "{user_id}", "app_version": "2.3.0", "device_type": "android", "ip": "8.8.{user}.{seq}", "locale": "NY", "device_id": "{user_id}", "timestamp": {}}}"#,
+                1_700_000_000 + seq
+            );
+            (user_id.into_bytes(), Some(event.into_bytes()))
+        })
+        .collect();
+    produce(&input, &records);
+    let n = records.len().to_string();
+    // Small batches and a small hold: the backlog releases many times, full and at its end.
+    let mut consumer = ConsumerProcess::start(
+        &unique("group"),
+        &input,
+        &output,
+        &dlq,
+        &[
+            "--max-records",
+            &n,
+            "--batch-size",
+            "64",
+            "--backlog-hold-bytes",
+            "16384",
+        ],
+    );
+    let status = consumer.child.wait().expect("wait");
+    assert!(status.success(), "exits 0:\n{}", consumer.log());
+
+    let mut out = read_all(&output, records.len());
+    out.sort_by_key(|m| (m.partition(), m.offset()));
+    let mut last_seen: HashMap<String, (i32, i64)> = HashMap::new();
+    let mut events = HashSet::new();
+    for m in &out {
+        let event: serde_json::Value =
+            serde_json::from_slice(m.payload().expect("a value")).expect("JSON");
+        let user = event["user_id"].as_str().expect("user_id").to_owned();
+        let timestamp = event["timestamp"].as_i64().expect("timestamp");
+        assert!(
+            events.insert((user.clone(), timestamp)),
+            "{user} {timestamp} twice"
+        );
+        if let Some((partition, before)) =
+            last_seen.insert(user.clone(), (m.partition(), timestamp))
+        {
+            assert_eq!(partition, m.partition(), "{user}'s events in one partition");
+            assert!(before < timestamp, "{user}: {timestamp} after {before}");
+        }
+    }
+    assert_eq!(events.len(), records.len(), "every event once");
+    assert_eq!(total(&end_offsets(&dlq)), 0, "nothing is dead-lettered");
+}

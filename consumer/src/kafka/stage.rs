@@ -171,6 +171,23 @@ impl StageProgress {
     }
 }
 
+/// What waits behind the batch the stage is working on.
+#[derive(Debug, Clone, Copy)]
+pub struct Backlog<'a> {
+    progress: &'a StageProgress,
+    batch: u64,
+}
+
+impl Backlog<'_> {
+    /// Whether another batch has been handed over behind this one (or is being handed over:
+    /// the poll loop counts a batch before it waits for room in the queue). Read when asked, so
+    /// a batch handed over while this one was being worked on counts.
+    pub fn more_waiting(&self) -> bool {
+        self.progress.handed.load(Ordering::Acquire)
+            > self.progress.done.load(Ordering::Acquire) + self.batch
+    }
+}
+
 /// The poll loop's end of the stage.
 pub struct Stage<'scope> {
     batches: Option<BatchSender<InputBatch>>,
@@ -180,9 +197,9 @@ pub struct Stage<'scope> {
 }
 
 impl<'scope> Stage<'scope> {
-    /// Starts the stage thread. `work` is called with each batch, in order; `idle` when no batch
-    /// came for a while (to serve delivery reports, and commit what is due). An error from
-    /// either stops the stage.
+    /// Starts the stage thread. `work` is called with each batch, in order, and the
+    /// [`Backlog`] behind it; `idle` when no batch came for a while (to serve delivery reports,
+    /// and commit what is due). An error from either stops the stage.
     pub fn spawn<'env, W, I>(
         scope: &'scope Scope<'scope, 'env>,
         progress: &'scope StageProgress,
@@ -190,7 +207,7 @@ impl<'scope> Stage<'scope> {
         mut idle: I,
     ) -> Result<Self>
     where
-        W: FnMut(&InputBatch) -> Result<()> + Send + 'scope,
+        W: FnMut(&InputBatch, Backlog<'_>) -> Result<()> + Send + 'scope,
         I: FnMut() -> Result<()> + Send + 'scope,
     {
         let (batches, incoming) = handoff::channel::<InputBatch>(QUEUED_BATCHES);
@@ -200,7 +217,11 @@ impl<'scope> Stage<'scope> {
                 let outcome = (|| loop {
                     match incoming.recv_timeout(Duration::from_millis(100)) {
                         Ok(mut batch) => {
-                            let result = work(&batch);
+                            let backlog = Backlog {
+                                progress,
+                                batch: batch.len() as u64,
+                            };
+                            let result = work(&batch, backlog);
                             progress
                                 .done
                                 .fetch_add(batch.len() as u64, Ordering::AcqRel);
@@ -315,6 +336,37 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_sees_the_batches_handed_over_behind_it_and_the_last_sees_none() {
+        let progress = StageProgress::default();
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let wait = std::sync::Mutex::new(wait);
+        let seen = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|scope| {
+            let mut stage = Stage::spawn(
+                scope,
+                &progress,
+                |batch: &InputBatch, backlog: Backlog<'_>| {
+                    // The first batch waits until all three are handed over.
+                    if batch.iter().next().map(|r| r.offset) == Some(0) {
+                        wait.lock().expect("lock").recv().expect("go");
+                    }
+                    seen.lock().expect("lock").push(backlog.more_waiting());
+                    Ok(())
+                },
+                || Ok(()),
+            )
+            .expect("spawn");
+            for offset in 0..3 {
+                stage.push(record(offset, None, b"v"));
+                assert!(stage.hand_over(0));
+            }
+            go.send(()).expect("go");
+            stage.finish(0).expect("finish");
+        });
+        assert_eq!(*seen.lock().expect("lock"), [true, true, false]);
+    }
+
+    #[test]
     fn stage_sees_stamped_batches_in_order_and_drops_revoked_records_polled_before_a_revocation() {
         let progress = StageProgress::default();
         let seen = std::sync::Mutex::new(Vec::new());
@@ -323,7 +375,7 @@ mod tests {
             let mut stage = Stage::spawn(
                 scope,
                 &progress,
-                |batch: &InputBatch| {
+                |batch: &InputBatch, _: Backlog<'_>| {
                     let mut seen = seen.lock().expect("lock");
                     seen.extend(batch.iter().map(|r| r.offset));
                     stamps.lock().expect("lock").push(batch.handed_at());
@@ -364,7 +416,7 @@ mod tests {
             let mut stage = Stage::spawn(
                 scope,
                 &progress,
-                |_: &InputBatch| Err(Error::Config("broken".into())),
+                |_: &InputBatch, _: Backlog<'_>| Err(Error::Config("broken".into())),
                 || Ok(()),
             )
             .expect("spawn");

@@ -15,14 +15,20 @@ use super::produce::{DeliveryContext, Producer_};
 use super::shared::Shared;
 use crate::error::{Error, Result};
 use crate::kafka::config::Guarantee as GuaranteeKind;
+use crate::kafka::partitioner::Partitioner;
 use crate::kafka::transaction::Cadence;
+
+/// The clients and the guarantee of a run, and the forecast of the output's partitions.
+pub(super) struct Connected {
+    pub(super) producer: Arc<Producer_>,
+    pub(super) consumer: Consumer_,
+    pub(super) guarantee: Arc<dyn Guarantee>,
+    pub(super) partitioner: Partitioner,
+}
 
 /// Creates the producer (transactional for exactly once), the guarantee and the consumer,
 /// checks the topics exist, and subscribes.
-pub(super) fn connect(
-    config: &PipelineConfig,
-    shared: &Arc<Shared>,
-) -> Result<(Arc<Producer_>, Consumer_, Arc<dyn Guarantee>)> {
+pub(super) fn connect(config: &PipelineConfig, shared: &Arc<Shared>) -> Result<Connected> {
     let producer_config = match config.guarantee {
         GuaranteeKind::AtLeastOnce => config.kafka.producer(),
         GuaranteeKind::ExactlyOnce => config
@@ -36,7 +42,8 @@ pub(super) fn connect(
             })
             .map_err(|e| Error::Config(format!("producer settings: {e}")))?,
     );
-    require_topics(&producer, config)?;
+    let output_partitions = require_topics(&producer, config)?;
+    let partitioner = Partitioner::of(producer_config.get("partitioner"), output_partitions);
     let guarantee: Arc<dyn Guarantee> = match config.guarantee {
         GuaranteeKind::AtLeastOnce => Arc::new(AtLeastOnce {
             shared: shared.clone(),
@@ -93,11 +100,18 @@ pub(super) fn connect(
         input = %config.input_topic, output = %config.output_topic, dead_letter = %config.dead_letter_topic,
         group = %config.group_id, guarantee = ?config.guarantee, "pipeline started"
     );
-    Ok((producer, consumer, guarantee))
+    Ok(Connected {
+        producer,
+        consumer,
+        guarantee,
+        partitioner,
+    })
 }
 
-/// Fails early, with the fix, when a topic the pipeline needs does not exist.
-fn require_topics(producer: &Producer_, config: &PipelineConfig) -> Result<()> {
+/// Fails early, with the fix, when a topic the pipeline needs does not exist. Returns the
+/// output topic's partition count.
+fn require_topics(producer: &Producer_, config: &PipelineConfig) -> Result<usize> {
+    let mut output_partitions = 0;
     for (role, topic) in [
         ("input", &config.input_topic),
         ("output", &config.output_topic),
@@ -115,11 +129,14 @@ fn require_topics(producer: &Producer_, config: &PipelineConfig) -> Result<()> {
                 "reading metadata of {role} topic {topic:?} from {}",
                 config.kafka.bootstrap_servers
             )))?;
-        let missing = metadata
+        let found = metadata
             .topics()
             .iter()
-            .find(|t| t.name() == topic.as_str())
-            .is_none_or(|t| t.error().is_some() || t.partitions().is_empty());
+            .find(|t| t.name() == topic.as_str());
+        let missing = found.is_none_or(|t| t.error().is_some() || t.partitions().is_empty());
+        if role == "output" {
+            output_partitions = found.map_or(0, |t| t.partitions().len());
+        }
         if missing {
             return Err(Error::Config(format!(
                 "the {role} topic {topic:?} does not exist on {}: create it, or name another with the {role} topic flag",
@@ -127,5 +144,5 @@ fn require_topics(producer: &Producer_, config: &PipelineConfig) -> Result<()> {
             )));
         }
     }
-    Ok(())
+    Ok(output_partitions)
 }

@@ -9,10 +9,11 @@
 //!
 //! Two threads share the work, with rdkafka's polled clients: the poll loop takes records from
 //! the consumer and copies them into batches; the processing stage (`kafka::stage`) cleans
-//! each batch, hands the results to the producer (which batches on its own) and serves the
-//! delivery reports. Neither waits on the other per record. The `--passthrough` baseline takes
-//! the same path and copies each record unchanged where the pipeline cleans it, so the two
-//! differ only in the processing. At least once, a third thread commits on the interval: a
+//! each batch, hands the results to the producer (which batches on its own; while more input
+//! waits, the stage holds them and hands them over a partition at a time, `hold`) and serves
+//! the delivery reports. Neither waits on the other per record. The `--passthrough` baseline
+//! takes the same path and copies each record unchanged where the pipeline cleans it, so the
+//! two differ only in the processing. At least once, a third thread commits on the interval: a
 //! commit waits for as long as the group coordinator is unknown, and the poll loop must go on
 //! serving the consumer meanwhile (`Guarantee::tick`).
 //!
@@ -23,8 +24,8 @@
 //! `connect` (the clients and the guarantee, and the check that the topics exist), `shared`
 //! (what the loop, the stage and the callbacks share), `records` (one input record into the
 //! record made from it), `produce` (sending, and delivery reports into acknowledgements),
-//! `group` (revocations, commits, and leaving the group), `guarantee` and `exactly_once` (the
-//! two guarantees).
+//! `hold` (output records held while more input waits), `group` (revocations, commits, and
+//! leaving the group), `guarantee` and `exactly_once` (the two guarantees).
 
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -36,7 +37,7 @@ use rdkafka::producer::Producer;
 
 use super::checkpoint::{Checkpointer, InsightsPublishing};
 use super::config::{Guarantee as GuaranteeKind, KafkaSettings};
-use super::stage::{InputBatch, InputRecord, Stage};
+use super::stage::{Backlog, InputBatch, InputRecord, Stage};
 use crate::error::{Error, Result};
 use crate::health::Health;
 use crate::insights::Throughput;
@@ -48,14 +49,16 @@ mod connect;
 mod exactly_once;
 mod group;
 mod guarantee;
+mod hold;
 mod produce;
 mod records;
 mod shared;
 
-use connect::connect;
+use connect::{Connected, connect};
 use group::{Consumer_, close_within, leave_group};
 use guarantee::Guarantee;
-use produce::{Producer_, serve_delivery_reports};
+use hold::Held;
+use produce::{Output, Producer_, serve_delivery_reports};
 use records::{handle, pass_through};
 use shared::{Failure, Shared, take_failure};
 
@@ -69,6 +72,9 @@ pub struct PipelineConfig {
     pub dead_letter_topic: String,
     /// Records taken from the consumer per batch.
     pub batch_size: usize,
+    /// At least once: bytes of output records held while more input waits, then produced a
+    /// partition at a time (`hold`); 0 holds none.
+    pub backlog_hold_bytes: usize,
     /// At least once or exactly once.
     pub guarantee: GuaranteeKind,
     /// How often acknowledged offsets (at least once) or transactions (exactly once) are
@@ -116,7 +122,12 @@ pub fn run(
         // Exactly once, insights ride in the transactions: offsets wait for nothing else.
         publishing.is_some() && config.guarantee == GuaranteeKind::AtLeastOnce,
     ));
-    let (producer, consumer, guarantee) = connect(config, &shared)?;
+    let Connected {
+        producer,
+        consumer,
+        guarantee,
+        partitioner,
+    } = connect(config, &shared)?;
     let parts = RunParts {
         config,
         consumer: &consumer,
@@ -130,14 +141,17 @@ pub fn run(
         processor,
         checkpointer: publishing.cloned().map(Checkpointer::new),
         asked_answered: 0,
+        held: Held::new(partitioner, hold_bytes(config)),
     });
     let outcome: Result<()> = std::thread::scope(|scope| {
         let state = &stage_state;
         let mut stage = Stage::spawn(
             scope,
             &shared.stage,
-            move |batch: &InputBatch| parts.process(batch, &mut lock(state)),
-            move || parts.settle(&mut lock(state)),
+            move |batch: &InputBatch, backlog: Backlog<'_>| {
+                parts.process(batch, backlog, &mut lock(state))
+            },
+            move || parts.idle(&mut lock(state)),
         )?;
         let stop_ticking = spawn_ticks(scope, parts.guarantee, parts.consumer)?;
         let looped = parts.poll(&mut stage, shutdown, &mut consumed);
@@ -244,28 +258,35 @@ impl RunParts<'_> {
     }
 
     /// The stage's work on one batch: each record into the record made from it (or, for a
-    /// partition given away since the batch was handed over, left to its next owner), then
-    /// [`Self::settle`].
-    fn process(&self, batch: &InputBatch, state: &mut StageState<'_>) -> Result<()> {
+    /// partition given away since the batch was handed over, left to its next owner); the
+    /// held records to the producer unless more input waits (`hold`); then [`Self::settle`].
+    fn process(
+        &self,
+        batch: &InputBatch,
+        backlog: Backlog<'_>,
+        state: &mut StageState<'_>,
+    ) -> Result<()> {
         let StageState {
             processor,
             checkpointer,
+            held,
             ..
         } = state;
-        let (config, producer, guarantee) = (self.config, self.producer, self.guarantee);
+        let (config, guarantee) = (self.config, self.guarantee);
+        let mut output = self.output(held);
         let handed_at = batch.handed_at();
         let mut left = 0usize;
         for record in batch.iter() {
             let (partition, offset) = (record.partition, record.offset);
             let handled = if config.passthrough {
-                pass_through(record, handed_at, config, producer, guarantee)?
+                pass_through(record, handed_at, &mut output, guarantee)?
             } else {
                 handle(
                     record,
                     handed_at,
                     config,
                     processor,
-                    producer,
+                    &mut output,
                     self.shared,
                     guarantee,
                 )?
@@ -282,7 +303,28 @@ impl RunParts<'_> {
                 "records of partitions given away after their batch was handed over: left to their partitions' next owner"
             );
         }
+        output.release_if_due(backlog.more_waiting())?;
         self.settle(state)
+    }
+
+    /// No batch came for a while: nothing waits, so nothing stays held; then
+    /// [`Self::settle`]. (The last batch before a pause found nothing behind it and released
+    /// already; this is for a batch that counted one which the poll loop then dropped.)
+    fn idle(&self, state: &mut StageState<'_>) -> Result<()> {
+        self.output(&mut state.held).release_if_due(false)?;
+        self.settle(state)
+    }
+
+    /// The output topic's end of the stage, holding with `held`.
+    fn output<'h>(&self, held: &'h mut Held) -> Output<'h>
+    where
+        Self: 'h,
+    {
+        Output {
+            topic: &self.config.output_topic,
+            producer: self.producer,
+            held,
+        }
     }
 
     /// Serves the delivery reports, then the guarantee's [`Guarantee::settle`]: an insights
@@ -392,6 +434,17 @@ pub(super) struct StageState<'p> {
     checkpointer: Option<Checkpointer>,
     /// At least once: the last checkpoint request a checkpoint was taken for.
     asked_answered: u64,
+    /// Output records held while more input waits (`hold`).
+    held: Held,
+}
+
+/// How many bytes of output records the stage may hold. None exactly once: a transaction
+/// commits the input offsets of every record handled before it, so none may still be held.
+fn hold_bytes(config: &PipelineConfig) -> usize {
+    match config.guarantee {
+        GuaranteeKind::AtLeastOnce => config.backlog_hold_bytes,
+        GuaranteeKind::ExactlyOnce => 0,
+    }
 }
 
 fn lock<'a, T>(mutex: &'a Mutex<T>) -> MutexGuard<'a, T> {

@@ -13,6 +13,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::statistics::Statistics;
 
+use super::hold::Held;
 use super::shared::{Failure, Shared};
 use crate::error::{Error, Result};
 use crate::kafka::checkpoint::Taken;
@@ -218,6 +219,57 @@ pub(super) fn flush(producer: &Producer_, timeout: Duration) -> Result<(), Kafka
         producer.poll(Duration::from_millis(1));
     }
     Ok(())
+}
+
+/// Where the stage's output records go: to the producer, or into the hold while records are
+/// held (`hold`), to go to the producer a partition at a time.
+pub(super) struct Output<'a> {
+    pub(super) topic: &'a str,
+    pub(super) producer: &'a Producer_,
+    pub(super) held: &'a mut Held,
+}
+
+impl Output<'_> {
+    /// One output record, acknowledged by `token` once delivered: held, or handed to the
+    /// producer.
+    pub(super) fn send(
+        &mut self,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        token: usize,
+    ) -> Result<()> {
+        if self.held.enabled() {
+            self.held.push(key, value, token);
+            return Ok(());
+        }
+        send(self.producer, output_record(self.topic, key, value, token))
+    }
+
+    /// Hands the held records to the producer if they are due ([`Held::due`]).
+    pub(super) fn release_if_due(&mut self, more_waiting: bool) -> Result<()> {
+        if !self.held.due(more_waiting) {
+            return Ok(());
+        }
+        let (topic, producer) = (self.topic, self.producer);
+        self.held
+            .release(|key, value, token| send(producer, output_record(topic, key, value, token)))
+    }
+}
+
+fn output_record<'a>(
+    topic: &'a str,
+    key: Option<&'a [u8]>,
+    value: Option<&'a [u8]>,
+    token: usize,
+) -> BaseRecord<'a, [u8], [u8], usize> {
+    let mut record = BaseRecord::with_opaque_to(topic, token);
+    if let Some(key) = key {
+        record = record.key(key);
+    }
+    if let Some(value) = value {
+        record = record.payload(value);
+    }
+    record
 }
 
 /// Hands a record to the producer, waiting for room when its queue is full (backpressure).

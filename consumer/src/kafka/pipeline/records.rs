@@ -7,20 +7,20 @@ use rdkafka::producer::BaseRecord;
 
 use super::PipelineConfig;
 use super::guarantee::{Guarantee, token};
-use super::produce::{Producer_, send};
+use super::produce::{Output, send};
 use super::shared::Shared;
 use crate::dead_letter::{self, Source};
 use crate::error::Result;
 use crate::kafka::stage::InputRecord;
 use crate::processor::{Processor, Routed};
 
-/// The benchmarks' baseline: copies one record to the output unchanged. Returns false for a
-/// record left to its partition's next owner (`Guarantee::track`).
+/// The benchmarks' baseline: copies one record to the output unchanged (through the hold, as
+/// the pipeline's records go). Returns false for a record left to its partition's next
+/// owner (`Guarantee::track`).
 pub(super) fn pass_through(
     input: InputRecord<'_>,
     handed_at: u64,
-    config: &PipelineConfig,
-    producer: &Producer_,
+    output: &mut Output<'_>,
     guarantee: &dyn Guarantee,
 ) -> Result<bool> {
     let (partition, offset) = (input.partition, input.offset);
@@ -29,18 +29,17 @@ pub(super) fn pass_through(
     if !guarantee.track(partition, offset, handed_at)? {
         return Ok(false);
     }
-    let record = BaseRecord::<[u8], [u8], usize>::with_opaque_to(&config.output_topic, token);
-    send(producer, with_original(record, input)).map(|()| true)
+    output.send(input.key, input.payload, token).map(|()| true)
 }
 
-/// Cleans one record and hands the result to the producer. Returns false for a record left
-/// to its partition's next owner (`Guarantee::track`), before the insights count it.
+/// Cleans one record and hands the result to the output (a dead letter to the producer). Returns false for a record left to its partition's next owner
+/// (`Guarantee::track`), before the insights count it.
 pub(super) fn handle(
     input: InputRecord<'_>,
     handed_at: u64,
     config: &PipelineConfig,
     processor: &mut Processor,
-    producer: &Producer_,
+    output: &mut Output<'_>,
     shared: &Shared,
     guarantee: &dyn Guarantee,
 ) -> Result<bool> {
@@ -51,12 +50,9 @@ pub(super) fn handle(
         return Ok(false);
     }
     let sent = match processor.process(input.payload.unwrap_or_default()) {
-        Routed::Output { key, value } => send(
-            producer,
-            BaseRecord::with_opaque_to(&config.output_topic, output_token)
-                .key(key.as_bytes())
-                .payload(value),
-        ),
+        Routed::Output { key, value } => {
+            output.send(Some(key.as_bytes()), Some(value), output_token)
+        }
         Routed::DeadLetter(rejection) => {
             shared.metrics.count_rejection(rejection.reason);
             let source = Source {
@@ -75,7 +71,7 @@ pub(super) fn handle(
             let record =
                 BaseRecord::<[u8], [u8], usize>::with_opaque_to(&config.dead_letter_topic, token)
                     .headers(headers);
-            send(producer, with_original(record, input))
+            send(output.producer, with_original(record, input))
         }
     };
     sent.map(|()| true)
