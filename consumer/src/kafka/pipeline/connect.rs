@@ -18,12 +18,19 @@ use crate::kafka::config::Guarantee as GuaranteeKind;
 use crate::kafka::partitioner::Partitioner;
 use crate::kafka::transaction::Cadence;
 
-/// The clients and the guarantee of a run, and the forecast of the output's partitions.
+/// The clients and the guarantee of a run, and the forecasts of the partitions its records
+/// get.
 pub(super) struct Connected {
     pub(super) producer: Arc<Producer_>,
     pub(super) consumer: Consumer_,
     pub(super) guarantee: Arc<dyn Guarantee>,
-    pub(super) partitioner: Partitioner,
+    pub(super) partitioners: Partitioners,
+}
+
+/// The forecasts for the output topic and the dead-letter topic.
+pub(super) struct Partitioners {
+    pub(super) output: Partitioner,
+    pub(super) dead_letter: Partitioner,
 }
 
 /// Creates the producer (transactional for exactly once), the guarantee and the consumer,
@@ -42,8 +49,12 @@ pub(super) fn connect(config: &PipelineConfig, shared: &Arc<Shared>) -> Result<C
             })
             .map_err(|e| Error::Config(format!("producer settings: {e}")))?,
     );
-    let output_partitions = require_topics(&producer, config)?;
-    let partitioner = Partitioner::of(producer_config.get("partitioner"), output_partitions);
+    let [output, dead_letter] = require_topics(&producer, config)?;
+    let property = producer_config.get("partitioner");
+    let partitioners = Partitioners {
+        output: Partitioner::of(property, output),
+        dead_letter: Partitioner::of(property, dead_letter),
+    };
     let guarantee: Arc<dyn Guarantee> = match config.guarantee {
         GuaranteeKind::AtLeastOnce => Arc::new(AtLeastOnce {
             shared: shared.clone(),
@@ -104,14 +115,14 @@ pub(super) fn connect(config: &PipelineConfig, shared: &Arc<Shared>) -> Result<C
         producer,
         consumer,
         guarantee,
-        partitioner,
+        partitioners,
     })
 }
 
 /// Fails early, with the fix, when a topic the pipeline needs does not exist. Returns the
-/// output topic's partition count.
-fn require_topics(producer: &Producer_, config: &PipelineConfig) -> Result<usize> {
-    let mut output_partitions = 0;
+/// output's and the dead-letter topic's partition counts.
+fn require_topics(producer: &Producer_, config: &PipelineConfig) -> Result<[usize; 2]> {
+    let mut partitions = [0; 2];
     for (role, topic) in [
         ("input", &config.input_topic),
         ("output", &config.output_topic),
@@ -134,8 +145,11 @@ fn require_topics(producer: &Producer_, config: &PipelineConfig) -> Result<usize
             .iter()
             .find(|t| t.name() == topic.as_str());
         let missing = found.is_none_or(|t| t.error().is_some() || t.partitions().is_empty());
-        if role == "output" {
-            output_partitions = found.map_or(0, |t| t.partitions().len());
+        let count = found.map_or(0, |t| t.partitions().len());
+        match role {
+            "output" => partitions[0] = count,
+            "dead-letter" => partitions[1] = count,
+            _ => {}
         }
         if missing {
             return Err(Error::Config(format!(
@@ -144,5 +158,5 @@ fn require_topics(producer: &Producer_, config: &PipelineConfig) -> Result<usize
             )));
         }
     }
-    Ok(output_partitions)
+    Ok(partitions)
 }

@@ -1,9 +1,10 @@
-//! Output records held back while more input waits, then produced a partition at a time.
+//! Records held back while more input waits, then produced a partition at a time.
 //!
 //! The rule: while more input waits behind the batch the stage is working on (a backlog), the
-//! records it makes for the output topic are held, up to `--backlog-hold-bytes` of keys and
-//! values. Once nothing more waits, or the hold is full, they go to the producer grouped by
-//! the partition librdkafka will give each (`kafka::partitioner`). Each record's delivery
+//! records it makes (for the output topic and the dead-letter topic) are held, up to
+//! `--backlog-hold-bytes` of keys and values. Once nothing more waits, or the hold is full,
+//! they go to the producer grouped by topic and by the partition librdkafka will give each
+//! (`kafka::partitioner`). Each record's delivery
 //! report still acknowledges its input offset, held or not, so an offset is committed only
 //! after its record was delivered; a revocation or a shutdown waits for the stage to finish
 //! what it was handed, and its last batch has nothing behind it, so the hold is empty by then.
@@ -17,38 +18,63 @@
 //! nothing, so at a steady rate records leave as soon as they are made, as before.
 //!
 //! Order: the grouping is stable and a key always forecasts the same partition, so one key's
-//! records (one user's) keep their order, as do each partition's. A record without a key
-//! (librdkafka places those at random) is grouped with partition 0's.
+//! records (one user's) keep their order in each topic, as do each partition's. A record
+//! without a key (librdkafka places those at random) is grouped with partition 0's.
 
 use std::ops::Range;
 
+use rdkafka::message::OwnedHeaders;
+
 use crate::kafka::partitioner::Partitioner;
 
-/// Output records made but not yet handed to the producer.
+/// The topic a held record goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Destination {
+    Output,
+    DeadLetter,
+}
+
+/// Records made but not yet handed to the producer.
 #[derive(Debug)]
 pub(super) struct Held {
     bytes: Vec<u8>,
     records: Vec<HeldRecord>,
-    partitioner: Partitioner,
+    /// The forecast for the output topic and for the dead-letter topic.
+    partitioners: [Partitioner; 2],
     capacity_bytes: usize,
 }
 
 #[derive(Debug)]
 struct HeldRecord {
+    destination: Destination,
     partition: u32,
     key: Option<Range<usize>>,
     value: Option<Range<usize>>,
+    headers: Option<OwnedHeaders>,
     token: usize,
 }
 
+/// One held record as it is handed back: where to, key, value, headers and its token.
+pub(super) type Released<'a> = (
+    Destination,
+    Option<&'a [u8]>,
+    Option<&'a [u8]>,
+    Option<OwnedHeaders>,
+    usize,
+);
+
 impl Held {
     /// A hold of up to `capacity_bytes` of keys and values (0: nothing is held), grouped by
-    /// `partitioner`'s forecast.
-    pub(super) fn new(partitioner: Partitioner, capacity_bytes: usize) -> Self {
+    /// the forecasts for the output topic and for the dead-letter topic.
+    pub(super) fn new(
+        output: Partitioner,
+        dead_letter: Partitioner,
+        capacity_bytes: usize,
+    ) -> Self {
         Held {
             bytes: Vec::new(),
             records: Vec::new(),
-            partitioner,
+            partitioners: [output, dead_letter],
             capacity_bytes,
         }
     }
@@ -58,9 +84,17 @@ impl Held {
         self.capacity_bytes > 0
     }
 
-    /// Holds one record until the next [`Held::release`].
-    pub(super) fn push(&mut self, key: Option<&[u8]>, value: Option<&[u8]>, token: usize) {
-        let partition = key.map_or(0, |k| self.partitioner.partition(k));
+    /// Holds one record for `destination` until the next [`Held::release`].
+    pub(super) fn push(
+        &mut self,
+        destination: Destination,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: Option<OwnedHeaders>,
+        token: usize,
+    ) {
+        let partitioner = self.partitioners[destination as usize];
+        let partition = key.map_or(0, |k| partitioner.partition(k));
         let mut copy = |part: Option<&[u8]>| {
             part.map(|b| {
                 let start = self.bytes.len();
@@ -71,9 +105,11 @@ impl Held {
         let key = copy(key);
         let value = copy(value);
         self.records.push(HeldRecord {
+            destination,
             partition,
             key,
             value,
+            headers,
             token,
         });
     }
@@ -83,22 +119,27 @@ impl Held {
         !self.records.is_empty() && (!more_waiting || self.bytes.len() >= self.capacity_bytes)
     }
 
-    /// Hands every held record to `send` (key, value, token), a forecast partition at a time,
-    /// each partition's in the order they were held. Stops at the first error; the hold is
-    /// empty either way (records never sent are never acknowledged, so their offsets are not
+    /// Hands every held record to `send`, a topic and a forecast partition at a time, each
+    /// partition's in the order they were held. Stops at the first error; the hold is empty
+    /// either way (records never sent are never acknowledged, so their offsets are not
     /// committed).
     pub(super) fn release<E>(
         &mut self,
-        mut send: impl FnMut(Option<&[u8]>, Option<&[u8]>, usize) -> Result<(), E>,
+        mut send: impl FnMut(Released<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
         // Stable: records of one partition stay in the order they were held.
-        self.records.sort_by_key(|r| r.partition);
+        self.records.sort_by_key(|r| (r.destination, r.partition));
         let bytes = &self.bytes;
-        let slice = |range: &Option<Range<usize>>| range.clone().map(|r| &bytes[r]);
-        let outcome = self
-            .records
-            .iter()
-            .try_for_each(|r| send(slice(&r.key), slice(&r.value), r.token));
+        let slice = |range: Option<Range<usize>>| range.map(|r| &bytes[r]);
+        let outcome = self.records.drain(..).try_for_each(|r| {
+            send((
+                r.destination,
+                slice(r.key),
+                slice(r.value),
+                r.headers,
+                r.token,
+            ))
+        });
         self.records.clear();
         self.bytes.clear();
         outcome
@@ -107,14 +148,22 @@ impl Held {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use rdkafka::message::{Header, Headers};
 
-    type Sent = Vec<(Option<Vec<u8>>, Option<Vec<u8>>, usize)>;
+    use super::*;
+    use Destination::{DeadLetter, Output};
+
+    type Sent = Vec<(Destination, Option<Vec<u8>>, Option<Vec<u8>>, usize)>;
 
     fn released(held: &mut Held) -> Sent {
         let mut sent = Vec::new();
-        held.release(|key, value, token| {
-            sent.push((key.map(<[u8]>::to_vec), value.map(<[u8]>::to_vec), token));
+        held.release(|(to, key, value, _, token)| {
+            sent.push((
+                to,
+                key.map(<[u8]>::to_vec),
+                value.map(<[u8]>::to_vec),
+                token,
+            ));
             Ok::<(), ()>(())
         })
         .expect("no send fails");
@@ -125,48 +174,84 @@ mod tests {
         Partitioner::of(None, partitions)
     }
 
+    fn hold(capacity_bytes: usize) -> Held {
+        Held::new(crc32(4), crc32(2), capacity_bytes)
+    }
+
     #[test]
-    fn each_partitions_records_go_together_and_one_keys_keep_their_order() {
-        let partitioner = crc32(4);
-        let mut held = Held::new(partitioner, 1 << 20);
+    fn each_topics_partitions_go_together_and_one_keys_records_keep_their_order() {
+        let mut held = hold(1 << 20);
         let keys: Vec<String> = (0..40).map(|i| format!("user-{}", i % 10)).collect();
         for (token, key) in keys.iter().enumerate() {
-            held.push(Some(key.as_bytes()), Some(b"v"), token);
+            let to = if token % 3 == 0 { DeadLetter } else { Output };
+            held.push(to, Some(key.as_bytes()), Some(b"v"), None, token);
         }
         let sent = released(&mut held);
         assert_eq!(sent.len(), 40);
-        let partitions: Vec<u32> = sent
+        let groups: Vec<(Destination, u32)> = sent
             .iter()
-            .map(|(key, ..)| partitioner.partition(key.as_deref().expect("keyed")))
+            .map(|(to, key, ..)| {
+                let partitioner = if *to == Output { crc32(4) } else { crc32(2) };
+                (*to, partitioner.partition(key.as_deref().expect("keyed")))
+            })
             .collect();
         assert!(
-            partitions.windows(2).all(|w| w[0] <= w[1]),
-            "partitions in runs: {partitions:?}"
+            groups.windows(2).all(|w| w[0] <= w[1]),
+            "a topic's partitions in runs: {groups:?}"
         );
         for key in &keys[..10] {
-            let tokens: Vec<usize> = sent
-                .iter()
-                .filter(|(k, ..)| k.as_deref() == Some(key.as_bytes()))
-                .map(|(.., token)| *token)
-                .collect();
-            assert!(tokens.windows(2).all(|w| w[0] < w[1]), "{key}: {tokens:?}");
+            for to in [Output, DeadLetter] {
+                let tokens: Vec<usize> = sent
+                    .iter()
+                    .filter(|(t, k, ..)| *t == to && k.as_deref() == Some(key.as_bytes()))
+                    .map(|(.., token)| *token)
+                    .collect();
+                assert!(tokens.windows(2).all(|w| w[0] < w[1]), "{key}: {tokens:?}");
+            }
         }
     }
 
     #[test]
     fn a_release_hands_over_every_record_once_as_it_was_held_and_empties_the_hold() {
-        let mut held = Held::new(Partitioner::Unknown, 1 << 20);
-        held.push(Some(b"k"), Some(b"{\"a\":1}"), 7);
-        held.push(None, Some(b"no key"), 8);
-        held.push(Some(b"tombstone"), None, 9);
-        let sent = released(&mut held);
+        let mut held = Held::new(Partitioner::Unknown, Partitioner::Unknown, 1 << 20);
+        held.push(Output, Some(b"k"), Some(b"{\"a\":1}"), None, 7);
+        held.push(Output, None, Some(b"no key"), None, 8);
+        held.push(Output, Some(b"tombstone"), None, None, 9);
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "reason",
+            value: Some("invalid_json"),
+        });
+        held.push(DeadLetter, Some(b"bad"), Some(b"{"), Some(headers), 10);
+        let mut reasons = Vec::new();
+        let mut sent = Vec::new();
+        held.release(|(to, key, value, headers, token)| {
+            if let Some(h) = headers {
+                reasons.extend(
+                    h.iter()
+                        .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec))),
+                );
+            }
+            sent.push((
+                to,
+                key.map(<[u8]>::to_vec),
+                value.map(<[u8]>::to_vec),
+                token,
+            ));
+            Ok::<(), ()>(())
+        })
+        .expect("no send fails");
         assert_eq!(
             sent,
             vec![
-                (Some(b"k".to_vec()), Some(b"{\"a\":1}".to_vec()), 7),
-                (None, Some(b"no key".to_vec()), 8),
-                (Some(b"tombstone".to_vec()), None, 9),
+                (Output, Some(b"k".to_vec()), Some(b"{\"a\":1}".to_vec()), 7),
+                (Output, None, Some(b"no key".to_vec()), 8),
+                (Output, Some(b"tombstone".to_vec()), None, 9),
+                (DeadLetter, Some(b"bad".to_vec()), Some(b"{".to_vec()), 10),
             ]
+        );
+        assert_eq!(
+            reasons,
+            [("reason".to_owned(), Some(b"invalid_json".to_vec()))]
         );
         assert!(!held.due(false), "nothing left to release");
         assert!(released(&mut held).is_empty());
@@ -174,26 +259,26 @@ mod tests {
 
     #[test]
     fn records_are_due_once_nothing_more_waits_or_the_hold_is_full() {
-        let mut held = Held::new(crc32(3), 10);
+        let mut held = hold(10);
         assert!(
             !held.due(false) && !held.due(true),
             "an empty hold is never due"
         );
-        held.push(Some(b"k1"), Some(b"12345"), 0);
+        held.push(Output, Some(b"k1"), Some(b"12345"), None, 0);
         assert!(!held.due(true), "7 of 10 bytes, more waiting: held");
         assert!(held.due(false), "nothing more waits: due");
-        held.push(Some(b"k2"), Some(b"1"), 1);
+        held.push(DeadLetter, Some(b"k2"), Some(b"1"), None, 1);
         assert!(held.due(true), "10 of 10 bytes: due even with more waiting");
     }
 
     #[test]
     fn a_failed_send_stops_the_release_and_leaves_the_hold_empty() {
-        let mut held = Held::new(Partitioner::Unknown, 1 << 20);
+        let mut held = hold(1 << 20);
         for token in 0..5 {
-            held.push(Some(b"k"), Some(b"v"), token);
+            held.push(Output, Some(b"k"), Some(b"v"), None, token);
         }
         let mut tried = Vec::new();
-        let outcome = held.release(|_, _, token| {
+        let outcome = held.release(|(.., token)| {
             tried.push(token);
             if token == 2 { Err("refused") } else { Ok(()) }
         });
@@ -204,7 +289,7 @@ mod tests {
 
     #[test]
     fn a_hold_of_no_bytes_holds_nothing() {
-        assert!(!Held::new(crc32(6), 0).enabled());
-        assert!(Held::new(crc32(6), 1).enabled());
+        assert!(!hold(0).enabled());
+        assert!(hold(1).enabled());
     }
 }

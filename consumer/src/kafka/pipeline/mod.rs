@@ -58,7 +58,7 @@ use connect::{Connected, connect};
 use group::{Consumer_, close_within, leave_group};
 use guarantee::Guarantee;
 use hold::Held;
-use produce::{Output, Producer_, serve_delivery_reports};
+use produce::{Outputs, Producer_, serve_delivery_reports};
 use records::{handle, pass_through};
 use shared::{Failure, Shared, take_failure};
 
@@ -126,7 +126,7 @@ pub fn run(
         producer,
         consumer,
         guarantee,
-        partitioner,
+        partitioners,
     } = connect(config, &shared)?;
     let parts = RunParts {
         config,
@@ -141,7 +141,11 @@ pub fn run(
         processor,
         checkpointer: publishing.cloned().map(Checkpointer::new),
         asked_answered: 0,
-        held: Held::new(partitioner, hold_bytes(config)),
+        held: Held::new(
+            partitioners.output,
+            partitioners.dead_letter,
+            hold_bytes(config),
+        ),
     });
     let outcome: Result<()> = std::thread::scope(|scope| {
         let state = &stage_state;
@@ -273,20 +277,20 @@ impl RunParts<'_> {
             ..
         } = state;
         let (config, guarantee) = (self.config, self.guarantee);
-        let mut output = self.output(held);
+        let mut outputs = self.outputs(held);
         let handed_at = batch.handed_at();
         let mut left = 0usize;
         for record in batch.iter() {
             let (partition, offset) = (record.partition, record.offset);
             let handled = if config.passthrough {
-                pass_through(record, handed_at, &mut output, guarantee)?
+                pass_through(record, handed_at, &mut outputs, guarantee)?
             } else {
                 handle(
                     record,
                     handed_at,
                     config,
                     processor,
-                    &mut output,
+                    &mut outputs,
                     self.shared,
                     guarantee,
                 )?
@@ -303,7 +307,7 @@ impl RunParts<'_> {
                 "records of partitions given away after their batch was handed over: left to their partitions' next owner"
             );
         }
-        output.release_if_due(backlog.more_waiting())?;
+        outputs.release_if_due(backlog.more_waiting())?;
         self.settle(state)
     }
 
@@ -311,17 +315,18 @@ impl RunParts<'_> {
     /// [`Self::settle`]. (The last batch before a pause found nothing behind it and released
     /// already; this is for a batch that counted one which the poll loop then dropped.)
     fn idle(&self, state: &mut StageState<'_>) -> Result<()> {
-        self.output(&mut state.held).release_if_due(false)?;
+        self.outputs(&mut state.held).release_if_due(false)?;
         self.settle(state)
     }
 
-    /// The output topic's end of the stage, holding with `held`.
-    fn output<'h>(&self, held: &'h mut Held) -> Output<'h>
+    /// The topics' end of the stage, holding with `held`.
+    fn outputs<'h>(&self, held: &'h mut Held) -> Outputs<'h>
     where
         Self: 'h,
     {
-        Output {
-            topic: &self.config.output_topic,
+        Outputs {
+            output_topic: &self.config.output_topic,
+            dead_letter_topic: &self.config.dead_letter_topic,
             producer: self.producer,
             held,
         }

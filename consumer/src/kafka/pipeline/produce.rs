@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Message;
+use rdkafka::message::{Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::statistics::Statistics;
 
-use super::hold::Held;
+use super::hold::{Destination, Held};
 use super::shared::{Failure, Shared};
 use crate::error::{Error, Result};
 use crate::kafka::checkpoint::Taken;
@@ -221,28 +221,32 @@ pub(super) fn flush(producer: &Producer_, timeout: Duration) -> Result<(), Kafka
     Ok(())
 }
 
-/// Where the stage's output records go: to the producer, or into the hold while records are
-/// held (`hold`), to go to the producer a partition at a time.
-pub(super) struct Output<'a> {
-    pub(super) topic: &'a str,
+/// Where the stage's records go: to the producer, or into the hold while records are held
+/// (`hold`), to go to the producer a topic and a partition at a time.
+pub(super) struct Outputs<'a> {
+    pub(super) output_topic: &'a str,
+    pub(super) dead_letter_topic: &'a str,
     pub(super) producer: &'a Producer_,
     pub(super) held: &'a mut Held,
 }
 
-impl Output<'_> {
-    /// One output record, acknowledged by `token` once delivered: held, or handed to the
+impl Outputs<'_> {
+    /// One record for `to`, acknowledged by `token` once delivered: held, or handed to the
     /// producer.
     pub(super) fn send(
         &mut self,
+        to: Destination,
         key: Option<&[u8]>,
         value: Option<&[u8]>,
+        headers: Option<OwnedHeaders>,
         token: usize,
     ) -> Result<()> {
         if self.held.enabled() {
-            self.held.push(key, value, token);
+            self.held.push(to, key, value, headers, token);
             return Ok(());
         }
-        send(self.producer, output_record(self.topic, key, value, token))
+        let topic = self.topic(to);
+        send(self.producer, record(topic, key, value, headers, token))
     }
 
     /// Hands the held records to the producer if they are due ([`Held::due`]).
@@ -250,16 +254,30 @@ impl Output<'_> {
         if !self.held.due(more_waiting) {
             return Ok(());
         }
-        let (topic, producer) = (self.topic, self.producer);
-        self.held
-            .release(|key, value, token| send(producer, output_record(topic, key, value, token)))
+        let (output, dead_letter, producer) =
+            (self.output_topic, self.dead_letter_topic, self.producer);
+        self.held.release(|(to, key, value, headers, token)| {
+            let topic = match to {
+                Destination::Output => output,
+                Destination::DeadLetter => dead_letter,
+            };
+            send(producer, record(topic, key, value, headers, token))
+        })
+    }
+
+    fn topic(&self, to: Destination) -> &str {
+        match to {
+            Destination::Output => self.output_topic,
+            Destination::DeadLetter => self.dead_letter_topic,
+        }
     }
 }
 
-fn output_record<'a>(
+fn record<'a>(
     topic: &'a str,
     key: Option<&'a [u8]>,
     value: Option<&'a [u8]>,
+    headers: Option<OwnedHeaders>,
     token: usize,
 ) -> BaseRecord<'a, [u8], [u8], usize> {
     let mut record = BaseRecord::with_opaque_to(topic, token);
@@ -268,6 +286,9 @@ fn output_record<'a>(
     }
     if let Some(value) = value {
         record = record.payload(value);
+    }
+    if let Some(headers) = headers {
+        record = record.headers(headers);
     }
     record
 }

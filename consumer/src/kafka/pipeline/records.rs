@@ -3,11 +3,11 @@
 //! guarantee.
 
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::BaseRecord;
 
 use super::PipelineConfig;
 use super::guarantee::{Guarantee, token};
-use super::produce::{Output, send};
+use super::hold::Destination;
+use super::produce::Outputs;
 use super::shared::Shared;
 use crate::dead_letter::{self, Source};
 use crate::error::Result;
@@ -20,7 +20,7 @@ use crate::processor::{Processor, Routed};
 pub(super) fn pass_through(
     input: InputRecord<'_>,
     handed_at: u64,
-    output: &mut Output<'_>,
+    outputs: &mut Outputs<'_>,
     guarantee: &dyn Guarantee,
 ) -> Result<bool> {
     let (partition, offset) = (input.partition, input.offset);
@@ -29,17 +29,19 @@ pub(super) fn pass_through(
     if !guarantee.track(partition, offset, handed_at)? {
         return Ok(false);
     }
-    output.send(input.key, input.payload, token).map(|()| true)
+    outputs
+        .send(Destination::Output, input.key, input.payload, None, token)
+        .map(|()| true)
 }
 
-/// Cleans one record and hands the result to the output (a dead letter to the producer). Returns false for a record left to its partition's next owner
+/// Cleans one record and hands the result (the cleaned event or a dead letter) to the outputs. Returns false for a record left to its partition's next owner
 /// (`Guarantee::track`), before the insights count it.
 pub(super) fn handle(
     input: InputRecord<'_>,
     handed_at: u64,
     config: &PipelineConfig,
     processor: &mut Processor,
-    output: &mut Output<'_>,
+    outputs: &mut Outputs<'_>,
     shared: &Shared,
     guarantee: &dyn Guarantee,
 ) -> Result<bool> {
@@ -50,9 +52,13 @@ pub(super) fn handle(
         return Ok(false);
     }
     let sent = match processor.process(input.payload.unwrap_or_default()) {
-        Routed::Output { key, value } => {
-            output.send(Some(key.as_bytes()), Some(value), output_token)
-        }
+        Routed::Output { key, value } => outputs.send(
+            Destination::Output,
+            Some(key.as_bytes()),
+            Some(value),
+            None,
+            output_token,
+        ),
         Routed::DeadLetter(rejection) => {
             shared.metrics.count_rejection(rejection.reason);
             let source = Source {
@@ -67,26 +73,16 @@ pub(super) fn handle(
                     value: Some(value.as_bytes()),
                 });
             }
+            // The input's key and value, byte for byte (absent stays absent).
             let token = token(partition, offset, true)?;
-            let record =
-                BaseRecord::<[u8], [u8], usize>::with_opaque_to(&config.dead_letter_topic, token)
-                    .headers(headers);
-            send(output.producer, with_original(record, input))
+            outputs.send(
+                Destination::DeadLetter,
+                input.key,
+                input.payload,
+                Some(headers),
+                token,
+            )
         }
     };
     sent.map(|()| true)
-}
-
-/// The input's key and value on `record`, byte for byte (absent stays absent).
-pub(super) fn with_original<'a>(
-    mut record: BaseRecord<'a, [u8], [u8], usize>,
-    input: InputRecord<'a>,
-) -> BaseRecord<'a, [u8], [u8], usize> {
-    if let Some(payload) = input.payload {
-        record = record.payload(payload);
-    }
-    if let Some(key) = input.key {
-        record = record.key(key);
-    }
-    record
 }
