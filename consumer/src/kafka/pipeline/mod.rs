@@ -72,8 +72,8 @@ pub struct PipelineConfig {
     pub dead_letter_topic: String,
     /// Records taken from the consumer per batch.
     pub batch_size: usize,
-    /// At least once: bytes of output records held while more input waits, then produced a
-    /// partition at a time (`hold`); 0 holds none.
+    /// At least once: bytes of records (output and dead letters) held while more input waits,
+    /// then produced a partition at a time (`hold`); 0 holds none.
     pub backlog_hold_bytes: usize,
     /// At least once or exactly once.
     pub guarantee: GuaranteeKind,
