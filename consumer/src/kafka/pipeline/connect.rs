@@ -122,12 +122,15 @@ pub(super) fn connect(config: &PipelineConfig, shared: &Arc<Shared>) -> Result<C
 /// Fails early, with the fix, when a topic the pipeline needs does not exist. Returns the
 /// output's and the dead-letter topic's partition counts.
 fn require_topics(producer: &Producer_, config: &PipelineConfig) -> Result<[usize; 2]> {
-    let mut partitions = [0; 2];
-    for (role, topic) in [
+    let mut partitions = [0; 3];
+    for (i, (role, topic)) in [
         ("input", &config.input_topic),
         ("output", &config.output_topic),
         ("dead-letter", &config.dead_letter_topic),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let metadata = producer
             .client()
             .fetch_metadata(Some(topic), Duration::from_secs(15))
@@ -145,12 +148,7 @@ fn require_topics(producer: &Producer_, config: &PipelineConfig) -> Result<[usiz
             .iter()
             .find(|t| t.name() == topic.as_str());
         let missing = found.is_none_or(|t| t.error().is_some() || t.partitions().is_empty());
-        let count = found.map_or(0, |t| t.partitions().len());
-        match role {
-            "output" => partitions[0] = count,
-            "dead-letter" => partitions[1] = count,
-            _ => {}
-        }
+        partitions[i] = found.map_or(0, |t| t.partitions().len());
         if missing {
             return Err(Error::Config(format!(
                 "the {role} topic {topic:?} does not exist on {}: create it, or name another with the {role} topic flag",
@@ -158,5 +156,5 @@ fn require_topics(producer: &Producer_, config: &PipelineConfig) -> Result<[usiz
             )));
         }
     }
-    Ok(partitions)
+    Ok([partitions[1], partitions[2]])
 }

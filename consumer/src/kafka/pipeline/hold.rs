@@ -2,12 +2,15 @@
 //!
 //! The rule: while more input waits behind the batch the stage is working on (a backlog), the
 //! records it makes (for the output topic and the dead-letter topic) are held, up to
-//! `--backlog-hold-bytes` of keys and values. Once nothing more waits, or the hold is full,
-//! they go to the producer grouped by topic and by the partition librdkafka will give each
-//! (`kafka::partitioner`). Each record's delivery
-//! report still acknowledges its input offset, held or not, so an offset is committed only
-//! after its record was delivered; a revocation or a shutdown waits for the stage to finish
-//! what it was handed, and its last batch has nothing behind it, so the hold is empty by then.
+//! `--backlog-hold-bytes`, each counted with its key, value, headers and bookkeeping. Once
+//! nothing more waits, or the hold is full (checked at every record), they go to the producer
+//! grouped by topic and by the partition librdkafka will give each (`kafka::partitioner`).
+//! Each record's delivery report still acknowledges its input offset, held or not, so an
+//! offset is committed only after its record was delivered. A revocation or a shutdown waits
+//! for the stage to finish what it was handed, and its last batch has nothing behind it, so
+//! the hold is empty by the flush that follows (unless that wait times out: then what is held
+//! is neither delivered nor committed before the flush, and the partitions' next owner reads
+//! it again, as the rest of the batches the stage had not finished).
 //!
 //! Why: librdkafka puts one partition in each produce request and sends a partition's batch
 //! `linger.ms` after its first record. Produced as they are made, a backlog's records leave
@@ -19,11 +22,12 @@
 //!
 //! Order: the grouping is stable and a key always forecasts the same partition, so one key's
 //! records (one user's) keep their order in each topic, as do each partition's. A record
-//! without a key (librdkafka places those at random) is grouped with partition 0's.
+//! without a key is grouped with partition 0's (where librdkafka puts it depends on the
+//! partitioner: at random for the `*_random` ones).
 
 use std::ops::Range;
 
-use rdkafka::message::OwnedHeaders;
+use rdkafka::message::{Headers, OwnedHeaders};
 
 use crate::kafka::partitioner::Partitioner;
 
@@ -39,9 +43,11 @@ pub(super) enum Destination {
 pub(super) struct Held {
     bytes: Vec<u8>,
     records: Vec<HeldRecord>,
-    /// The forecast for the output topic and for the dead-letter topic.
-    partitioners: [Partitioner; 2],
+    output: Partitioner,
+    dead_letter: Partitioner,
     capacity_bytes: usize,
+    /// What the held records take: keys, values, headers and a [`HeldRecord`] each.
+    used_bytes: usize,
 }
 
 #[derive(Debug)]
@@ -74,8 +80,10 @@ impl Held {
         Held {
             bytes: Vec::new(),
             records: Vec::new(),
-            partitioners: [output, dead_letter],
+            output,
+            dead_letter,
             capacity_bytes,
+            used_bytes: 0,
         }
     }
 
@@ -93,8 +101,16 @@ impl Held {
         headers: Option<OwnedHeaders>,
         token: usize,
     ) {
-        let partitioner = self.partitioners[destination as usize];
+        let partitioner = match destination {
+            Destination::Output => self.output,
+            Destination::DeadLetter => self.dead_letter,
+        };
         let partition = key.map_or(0, |k| partitioner.partition(k));
+        // A record with no key and no value still takes room: the bound holds for any input.
+        self.used_bytes += std::mem::size_of::<HeldRecord>()
+            + key.map_or(0, <[u8]>::len)
+            + value.map_or(0, <[u8]>::len)
+            + headers.as_ref().map_or(0, headers_len);
         let mut copy = |part: Option<&[u8]>| {
             part.map(|b| {
                 let start = self.bytes.len();
@@ -114,9 +130,14 @@ impl Held {
         });
     }
 
+    /// Whether the hold is full: its records must go, whatever waits.
+    pub(super) fn full(&self) -> bool {
+        !self.records.is_empty() && self.used_bytes >= self.capacity_bytes
+    }
+
     /// Whether the held records must go now: nothing more waits, or the hold is full.
     pub(super) fn due(&self, more_waiting: bool) -> bool {
-        !self.records.is_empty() && (!more_waiting || self.bytes.len() >= self.capacity_bytes)
+        !self.records.is_empty() && (!more_waiting || self.full())
     }
 
     /// Hands every held record to `send`, a topic and a forecast partition at a time, each
@@ -140,10 +161,17 @@ impl Held {
                 r.token,
             ))
         });
-        self.records.clear();
         self.bytes.clear();
+        self.used_bytes = 0;
         outcome
     }
+}
+
+fn headers_len(headers: &OwnedHeaders) -> usize {
+    headers
+        .iter()
+        .map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len))
+        .sum()
 }
 
 #[cfg(test)]
@@ -259,16 +287,42 @@ mod tests {
 
     #[test]
     fn records_are_due_once_nothing_more_waits_or_the_hold_is_full() {
-        let mut held = hold(10);
+        let record = std::mem::size_of::<HeldRecord>();
+        let mut held = hold(2 * record + 10);
         assert!(
             !held.due(false) && !held.due(true),
             "an empty hold is never due"
         );
         held.push(Output, Some(b"k1"), Some(b"12345"), None, 0);
-        assert!(!held.due(true), "7 of 10 bytes, more waiting: held");
+        assert!(
+            !held.due(true),
+            "one record and 7 bytes, more waiting: held"
+        );
         assert!(held.due(false), "nothing more waits: due");
         held.push(DeadLetter, Some(b"k2"), Some(b"1"), None, 1);
-        assert!(held.due(true), "10 of 10 bytes: due even with more waiting");
+        assert!(
+            held.full() && held.due(true),
+            "full: due even with more waiting"
+        );
+    }
+
+    #[test]
+    fn every_record_counts_against_the_bound_even_with_no_key_or_value() {
+        let record = std::mem::size_of::<HeldRecord>();
+        let mut held = hold(3 * record);
+        for token in 0..2 {
+            held.push(DeadLetter, None, None, None, token);
+            assert!(!held.full());
+        }
+        held.push(DeadLetter, None, None, None, 2);
+        assert!(held.full(), "three empty records fill three records' room");
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "reason",
+            value: Some("x".repeat(100).as_str()),
+        });
+        let mut held = hold(record + 100);
+        held.push(DeadLetter, None, None, Some(headers), 0);
+        assert!(held.full(), "headers count too");
     }
 
     #[test]

@@ -24,7 +24,7 @@
 //! `connect` (the clients and the guarantee, and the check that the topics exist), `shared`
 //! (what the loop, the stage and the callbacks share), `records` (one input record into the
 //! record made from it), `produce` (sending, and delivery reports into acknowledgements),
-//! `hold` (output records held while more input waits), `group` (revocations, commits, and
+//! `hold` (records held while more input waits), `group` (revocations, commits, and
 //! leaving the group), `guarantee` and `exactly_once` (the two guarantees).
 
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -313,7 +313,8 @@ impl RunParts<'_> {
 
     /// No batch came for a while: nothing waits, so nothing stays held; then
     /// [`Self::settle`]. (The last batch before a pause found nothing behind it and released
-    /// already; this is for a batch that counted one which the poll loop then dropped.)
+    /// already: this release is a guard, so that no rule change can leave records held
+    /// while the stage waits.)
     fn idle(&self, state: &mut StageState<'_>) -> Result<()> {
         self.outputs(&mut state.held).release_if_due(false)?;
         self.settle(state)
@@ -439,11 +440,11 @@ pub(super) struct StageState<'p> {
     checkpointer: Option<Checkpointer>,
     /// At least once: the last checkpoint request a checkpoint was taken for.
     asked_answered: u64,
-    /// Output records held while more input waits (`hold`).
+    /// Records held while more input waits (`hold`).
     held: Held,
 }
 
-/// How many bytes of output records the stage may hold. None exactly once: a transaction
+/// How many bytes of records the stage may hold. None exactly once: a transaction
 /// commits the input offsets of every record handled before it, so none may still be held.
 fn hold_bytes(config: &PipelineConfig) -> usize {
     match config.guarantee {

@@ -241,12 +241,16 @@ impl Outputs<'_> {
         headers: Option<OwnedHeaders>,
         token: usize,
     ) -> Result<()> {
-        if self.held.enabled() {
-            self.held.push(to, key, value, headers, token);
-            return Ok(());
+        if !self.held.enabled() {
+            let topic = topic(self.output_topic, self.dead_letter_topic, to);
+            return send(self.producer, record(topic, key, value, headers, token));
         }
-        let topic = self.topic(to);
-        send(self.producer, record(topic, key, value, headers, token))
+        self.held.push(to, key, value, headers, token);
+        // Mid-batch too: a batch's records may be many more than the hold takes.
+        if self.held.full() {
+            return self.release_if_due(true);
+        }
+        Ok(())
     }
 
     /// Hands the held records to the producer if they are due ([`Held::due`]).
@@ -257,19 +261,16 @@ impl Outputs<'_> {
         let (output, dead_letter, producer) =
             (self.output_topic, self.dead_letter_topic, self.producer);
         self.held.release(|(to, key, value, headers, token)| {
-            let topic = match to {
-                Destination::Output => output,
-                Destination::DeadLetter => dead_letter,
-            };
+            let topic = topic(output, dead_letter, to);
             send(producer, record(topic, key, value, headers, token))
         })
     }
+}
 
-    fn topic(&self, to: Destination) -> &str {
-        match to {
-            Destination::Output => self.output_topic,
-            Destination::DeadLetter => self.dead_letter_topic,
-        }
+fn topic<'a>(output: &'a str, dead_letter: &'a str, to: Destination) -> &'a str {
+    match to {
+        Destination::Output => output,
+        Destination::DeadLetter => dead_letter,
     }
 }
 
