@@ -182,10 +182,22 @@ mod tests {
     use Destination::{DeadLetter, Output};
 
     type Sent = Vec<(Destination, Option<Vec<u8>>, Option<Vec<u8>>, usize)>;
+    type HeadersSent = Vec<(String, Option<Vec<u8>>)>;
 
     fn released(held: &mut Held) -> Sent {
-        let mut sent = Vec::new();
-        held.release(|(to, key, value, _, token)| {
+        released_with_headers(held).0
+    }
+
+    /// What a release hands over, and every header of it, in order.
+    fn released_with_headers(held: &mut Held) -> (Sent, HeadersSent) {
+        let (mut sent, mut headers_sent) = (Vec::new(), Vec::new());
+        held.release(|(to, key, value, headers, token)| {
+            if let Some(h) = headers {
+                headers_sent.extend(
+                    h.iter()
+                        .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec))),
+                );
+            }
             sent.push((
                 to,
                 key.map(<[u8]>::to_vec),
@@ -195,7 +207,7 @@ mod tests {
             Ok::<(), ()>(())
         })
         .expect("no send fails");
-        sent
+        (sent, headers_sent)
     }
 
     fn crc32(partitions: usize) -> Partitioner {
@@ -250,24 +262,7 @@ mod tests {
             value: Some("invalid_json"),
         });
         held.push(DeadLetter, Some(b"bad"), Some(b"{"), Some(headers), 10);
-        let mut reasons = Vec::new();
-        let mut sent = Vec::new();
-        held.release(|(to, key, value, headers, token)| {
-            if let Some(h) = headers {
-                reasons.extend(
-                    h.iter()
-                        .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec))),
-                );
-            }
-            sent.push((
-                to,
-                key.map(<[u8]>::to_vec),
-                value.map(<[u8]>::to_vec),
-                token,
-            ));
-            Ok::<(), ()>(())
-        })
-        .expect("no send fails");
+        let (sent, reasons) = released_with_headers(&mut held);
         assert_eq!(
             sent,
             vec![
