@@ -113,6 +113,11 @@ pub struct Metrics {
     pub dead_letter_produced: Counter,
     /// Records the broker refused for good.
     pub delivery_failures: Counter,
+    /// At least once: releases of the records held while more input waited, by why they went
+    /// (`full` or `caught_up`).
+    pub hold_releases: Family<ReasonLabel, Counter>,
+    /// At least once: records that went through the hold.
+    pub held_records: Counter,
     /// Insights checkpoints acknowledged by the broker on the insights topic.
     pub insights_published: Counter,
     /// Insights snapshot records the broker refused.
@@ -159,6 +164,8 @@ impl Default for Metrics {
             dead_lettered: Family::default(),
             dead_letter_produced: Counter::default(),
             delivery_failures: Counter::default(),
+            hold_releases: Family::default(),
+            held_records: Counter::default(),
             insights_published: Counter::default(),
             insights_publish_failures: Counter::default(),
             batch_duration: Histogram::new(exponential_buckets(0.000_05, 2.0, 18)),
@@ -201,6 +208,16 @@ impl Default for Metrics {
             "delivery_failures",
             "Records the broker refused for good",
             m.delivery_failures.clone(),
+        );
+        registry.register(
+            "backlog_hold_releases",
+            "At least once: releases of the records held while more input waited, by why (full, caught_up)",
+            m.hold_releases.clone(),
+        );
+        registry.register(
+            "backlog_held_records",
+            "At least once: records held while more input waited, then produced a partition at a time",
+            m.held_records.clone(),
         );
         registry.register(
             "insights_checkpoints_published",

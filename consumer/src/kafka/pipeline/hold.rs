@@ -130,6 +130,11 @@ impl Held {
         });
     }
 
+    /// How many records are held.
+    pub(super) fn len(&self) -> usize {
+        self.records.len()
+    }
+
     /// Whether the hold is full: its records must go, whatever waits.
     pub(super) fn full(&self) -> bool {
         !self.records.is_empty() && self.used_bytes >= self.capacity_bytes

@@ -330,6 +330,7 @@ impl RunParts<'_> {
             dead_letter_topic: &self.config.dead_letter_topic,
             producer: self.producer,
             held,
+            metrics: &self.shared.metrics,
         }
     }
 

@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::kafka::checkpoint::Taken;
 use crate::kafka::offsets::Delivered;
 use crate::kafka::{self, client_log};
-use crate::metrics::Client;
+use crate::metrics::{Client, Metrics, ReasonLabel};
 
 /// The producer's context: turns delivery reports into acknowledgements.
 pub(super) struct DeliveryContext {
@@ -228,6 +228,7 @@ pub(super) struct Outputs<'a> {
     pub(super) dead_letter_topic: &'a str,
     pub(super) producer: &'a Producer_,
     pub(super) held: &'a mut Held,
+    pub(super) metrics: &'a Metrics,
 }
 
 impl Outputs<'_> {
@@ -258,12 +259,24 @@ impl Outputs<'_> {
         if !self.held.due(more_waiting) {
             return Ok(());
         }
+        let reason = if self.held.full() {
+            "full"
+        } else {
+            "caught_up"
+        };
+        let records = self.held.len() as u64;
         let (output, dead_letter, producer) =
             (self.output_topic, self.dead_letter_topic, self.producer);
-        self.held.release(|(to, key, value, headers, token)| {
+        let released = self.held.release(|(to, key, value, headers, token)| {
             let topic = topic(output, dead_letter, to);
             send(producer, record(topic, key, value, headers, token))
-        })
+        });
+        self.metrics
+            .hold_releases
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+        self.metrics.held_records.inc_by(records);
+        released
     }
 }
 
