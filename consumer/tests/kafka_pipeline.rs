@@ -554,10 +554,7 @@ fn a_held_backlog_keeps_each_users_events_in_order_and_loses_nothing() {
     // A release carries at most 16 KiB and a record, and the 2,000 records (about 350 bytes
     // each as the hold counts them) take about 40 of those: half is a bound with room.
     let releases = consumer.metric("fetch_consumer_backlog_hold_releases_total");
-    assert!(
-        releases >= (records.len() / 64) as f64,
-        "{releases} releases"
-    );
+    assert!(releases >= 20.0, "{releases} releases");
     let log = consumer.log();
     let (code, _) = consumer.terminate();
     assert_eq!(code, Some(0), "exits 0:\n{log}");
