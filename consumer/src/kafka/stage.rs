@@ -70,17 +70,20 @@ struct Copied {
     payload: Option<Range<usize>>,
 }
 
+/// Appends `part`, when present, to `bytes` and returns where it went: how the stage's batches
+/// (and the pipeline's hold) keep many records' bytes in one reused buffer.
+pub(crate) fn copy_into(bytes: &mut Vec<u8>, part: Option<&[u8]>) -> Option<Range<usize>> {
+    part.map(|b| {
+        let start = bytes.len();
+        bytes.extend_from_slice(b);
+        start..bytes.len()
+    })
+}
+
 impl InputBatch {
     fn push(&mut self, record: InputRecord<'_>) {
-        let mut copy = |part: Option<&[u8]>| {
-            part.map(|b| {
-                let start = self.bytes.len();
-                self.bytes.extend_from_slice(b);
-                start..self.bytes.len()
-            })
-        };
-        let key = copy(record.key);
-        let payload = copy(record.payload);
+        let key = copy_into(&mut self.bytes, record.key);
+        let payload = copy_into(&mut self.bytes, record.payload);
         self.records.push(Copied {
             partition: record.partition,
             offset: record.offset,

@@ -30,6 +30,7 @@ use std::ops::Range;
 use rdkafka::message::{Headers, OwnedHeaders};
 
 use crate::kafka::partitioner::Partitioner;
+use crate::kafka::stage::copy_into;
 
 /// The topic a held record goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -111,15 +112,8 @@ impl Held {
             + key.map_or(0, <[u8]>::len)
             + value.map_or(0, <[u8]>::len)
             + headers.as_ref().map_or(0, headers_len);
-        let mut copy = |part: Option<&[u8]>| {
-            part.map(|b| {
-                let start = self.bytes.len();
-                self.bytes.extend_from_slice(b);
-                start..self.bytes.len()
-            })
-        };
-        let key = copy(key);
-        let value = copy(value);
+        let key = copy_into(&mut self.bytes, key);
+        let value = copy_into(&mut self.bytes, value);
         self.records.push(HeldRecord {
             destination,
             partition,
