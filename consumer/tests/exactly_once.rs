@@ -11,7 +11,7 @@
 //! - A record the output topic refuses for good, alone or mid-stream: the transaction aborts
 //!   and the consumer exits 1 naming the record, as at least once does; nothing of the aborted
 //!   transaction is visible. Once the topic takes it, a restart delivers everything exactly
-//!   once.
+//!   once. The same for a record the producer refuses itself, as it is handed over.
 //!
 //! The broker restarted mid-stream, in both modes, is in `faults.rs`.
 
@@ -215,6 +215,53 @@ fn a_record_the_output_topic_refuses_aborts_and_stops_and_after_the_fix_each_res
 #[test]
 fn a_record_the_output_topic_refuses_mid_stream_is_named_as_the_cause_and_nothing_after_it_shows() {
     refused_then_fixed(40_000, 47);
+}
+
+/// A record the producer refuses itself, when it is handed over (larger than the client's
+/// `message.max.bytes`), mid-stream: no delivery report ever names it, so the stage's error is
+/// what stops the consumer, and the open transaction, which counts the refused record's offset
+/// and those after it, must abort rather than commit.
+#[test]
+fn a_record_the_producer_refuses_when_handed_over_aborts_and_commits_nothing_from_it_on() {
+    let bs = bootstrap();
+    let t = topics_on(&bs, 1, 3, &[]);
+    let group = unique("group");
+    let before = records(150, 48);
+    produce(&t.input, &before);
+    let limit = ["-X", "message.max.bytes=49152"];
+    let mut first = start(&group, &t, &limit);
+    wait_until("the records before it committed", || {
+        committed_everything(&bs, &group, &t.input)
+    });
+    let refused_offset = before.len() as i64;
+    let mut batch = vec![large_event_of(60_000)];
+    batch.extend(records(2_000, 49));
+    produce(&t.input, &batch);
+    let code = wait_for_exit(&mut first);
+    let log = first.log();
+    assert_eq!(code, Some(1), "a record refused for good exits 1:\n{log}");
+    assert!(
+        log.contains("MessageSizeTooLarge"),
+        "the last words say why:\n{log}"
+    );
+    assert_eq!(
+        committed(&group, &t.input),
+        HashMap::from([(0, refused_offset)]),
+        "nothing from the refused record on is committed"
+    );
+    assert_eq!(
+        visible(&t) as i64,
+        refused_offset,
+        "a read_committed reader sees only the results committed before it"
+    );
+
+    let second = start(&group, &t, &[]);
+    wait_until("the restarted consumer to commit everything", || {
+        committed_everything(&bs, &group, &t.input)
+    });
+    let (code, _) = second.terminate();
+    assert_eq!(code, Some(0));
+    assert_exactly_once(&t, "a record the producer refused, then the fix");
 }
 
 /// Sends 150 records, then a record the output topic refuses followed by `after` others;

@@ -50,9 +50,9 @@ pub(super) trait Guarantee: Send + Sync {
     /// the partitions' next owner).
     fn finish(&self, consumer: &Consumer_, state: &mut StageState<'_>) -> usize;
 
-    /// The stage stopped because the open transaction must abort (`why`): abort it before
-    /// [`Guarantee::finish`], which then neither publishes into it nor commits it. Only exactly
-    /// once has transactions.
+    /// The run stopped on an error (`why`): the open transaction may count records that were
+    /// never produced, so abort it before [`Guarantee::finish`], which then neither publishes
+    /// into it nor commits it. Only exactly once has transactions.
     fn abandon(&self, _why: &str) {}
 }
 

@@ -167,8 +167,13 @@ pub fn run(
     });
 
     let mut state = stage_state.into_inner().unwrap_or_else(|e| e.into_inner());
-    if let Err(Error::TransactionAborted(why)) = &outcome {
-        guarantee.abandon(why);
+    // Exactly once, the open transaction counts the offsets of records the stage may not have
+    // produced (the one the producer refused, and every record after it): whatever stopped the
+    // run, it aborts rather than commits.
+    match &outcome {
+        Err(Error::TransactionAborted(why)) => guarantee.abandon(why),
+        Err(other) => guarantee.abandon(&other.to_string()),
+        Ok(()) => {}
     }
     let unacknowledged = shut_down(config, &mut state, &*guarantee, consumer, &shared);
     let outcome = cause(outcome, take_failure(&shared));
