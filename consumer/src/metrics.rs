@@ -68,7 +68,8 @@ pub struct OutcomeLabel {
 pub enum Unsettled {
     /// The group gave the partitions away before this member could commit.
     Lost,
-    /// The processing thread did not finish its batches within `--shutdown-timeout`.
+    /// The processing thread did not finish its batches within `--shutdown-timeout`, or
+    /// stopped on an error.
     NotDrained,
     /// No insights checkpoint in time (commits wait for one that counts their events).
     NoInsightsCheckpoint,

@@ -143,11 +143,16 @@ pub struct StageProgress {
     revoked_since_seen: AtomicBool,
     /// Set when the stage thread has ended: nothing handed over will be done any more.
     stopped: AtomicBool,
+    /// Set (before `stopped`) when the stage thread ended on an error: what it was handed may
+    /// not all have been produced, though `done` counts it.
+    failed: AtomicBool,
 }
 
 impl StageProgress {
     /// Called on revocation of `partitions`: waits until the stage has produced everything
-    /// handed to it, up to `timeout`. Returns whether it did.
+    /// handed to it, up to `timeout`. Returns whether it did: false when the time ran out, or
+    /// when the stage stopped on an error (exactly once must then abort, not commit, the
+    /// transaction that counts the offsets of what it failed to produce).
     pub fn revoke_and_drain(&self, partitions: &[i32], timeout: Duration) -> bool {
         self.revoked_partitions().extend_from_slice(partitions);
         self.revoked_since_seen.store(true, Ordering::Release);
@@ -160,7 +165,7 @@ impl StageProgress {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
-        true
+        !self.failed.load(Ordering::Acquire)
     }
 
     /// Whether the stage thread has ended (nothing more will be done there).
@@ -236,6 +241,9 @@ impl<'scope> Stage<'scope> {
                         Err(RecvTimeoutError::Disconnected) => return Ok(()),
                     }
                 })();
+                if outcome.is_err() {
+                    progress.failed.store(true, Ordering::Release);
+                }
                 progress.stopped.store(true, Ordering::Release);
                 outcome
             })
@@ -413,7 +421,7 @@ mod tests {
     }
 
     #[test]
-    fn a_failing_stage_stops_the_hand_over_and_reports_why() {
+    fn a_failing_stage_stops_the_hand_over_reports_why_and_is_not_drained() {
         let progress = StageProgress::default();
         std::thread::scope(|scope| {
             let mut stage = Stage::spawn(
@@ -434,7 +442,10 @@ mod tests {
             assert!(!handed, "hand-over notices the stopped stage");
             let err = stage.finish(0).expect_err("the stage's error");
             assert!(err.to_string().contains("broken"), "{err}");
-            assert!(progress.revoke_and_drain(&[3], Duration::from_secs(1)));
+            assert!(
+                !progress.revoke_and_drain(&[3], Duration::from_secs(1)),
+                "a stage that failed did not produce all it was handed"
+            );
         });
     }
 }

@@ -258,7 +258,7 @@ impl Guarantee for ExactlyOnce {
         } else if !drained {
             // Records of the revoked partitions may still be produced after the commit below,
             // and committed later under a generation that no longer owns them.
-            let why = "the processing stage did not finish its batches in time for a revocation";
+            let why = "the processing stage did not finish its batches for a revocation (it ran out of time or stopped on an error)";
             self.break_off(&mut state, Broken::Aborted(why.into()));
         } else if self.commit(consumer, &mut state) {
             tracing::info!(

@@ -99,7 +99,7 @@ impl ConsumerContext for GroupContext {
             .revoke_and_drain(&partitions, self.flush_timeout);
         if !drained {
             tracing::warn!(
-                "the processing stage did not finish its batches in time; their records will be reprocessed by the next owner"
+                "the processing stage did not finish its batches (it ran out of time or stopped on an error); their records will be reprocessed by the next owner"
             );
         }
         self.guarantee.revoke(consumer, &partitions, drained, lost);
