@@ -119,10 +119,10 @@ pub struct RunArgs {
     #[arg(long, env = "FETCH_BATCH_SIZE", default_value_t = 2048,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000).map(|v| v as usize))]
     pub batch_size: usize,
-    /// At least once, while more input waits (a backlog): bytes of records (output and dead
-    /// letters) held, then produced a partition at a time, so that each produce request
-    /// carries a fuller batch; 0 turns holding off. Nothing is held once the consumer has
-    /// caught up.
+    /// While more input waits (a backlog): bytes of records (output and dead letters) held,
+    /// then produced a partition at a time, so that each produce request carries a fuller
+    /// batch; 0 turns holding off. Nothing is held once the consumer has caught up, and
+    /// exactly once, nothing past a transaction's commit.
     #[arg(long, env = "FETCH_BACKLOG_HOLD_BYTES", default_value_t = 3 * 1024 * 1024,
           value_parser = clap::value_parser!(u64).range(0..=256 * 1024 * 1024).map(|v| v as usize))]
     pub backlog_hold_bytes: usize,

@@ -114,10 +114,10 @@ pub struct Metrics {
     pub dead_letter_produced: Counter,
     /// Records the broker refused for good.
     pub delivery_failures: Counter,
-    /// At least once: releases of the records held while more input waited, by why they went
-    /// (`full` or `caught_up`).
+    /// Releases of the records held while more input waited, by why they went (`full`,
+    /// `caught_up` or, exactly once, `commit`).
     pub hold_releases: Family<ReasonLabel, Counter>,
-    /// At least once: records that went through the hold.
+    /// Records that went through the hold.
     pub held_records: Counter,
     /// Insights checkpoints acknowledged by the broker on the insights topic.
     pub insights_published: Counter,
@@ -212,12 +212,12 @@ impl Default for Metrics {
         );
         registry.register(
             "backlog_hold_releases",
-            "At least once: releases of the records held while more input waited, by why (full, caught_up)",
+            "Releases of the records held while more input waited, by why (full, caught_up, commit)",
             m.hold_releases.clone(),
         );
         registry.register(
             "backlog_held_records",
-            "At least once: records held while more input waited, then produced a partition at a time",
+            "Records held while more input waited, then produced a partition at a time",
             m.held_records.clone(),
         );
         registry.register(

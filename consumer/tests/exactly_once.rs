@@ -7,6 +7,8 @@
 //!   once the broker has aborted the killed one's transaction; or with the same id (a
 //!   container restarted in its pod), whose start aborts it at once. Each prints the pauses
 //!   from the kill to the first commit after it and to the first new result visible.
+//! - A consumer SIGKILLed while draining a backlog whose records are held
+//!   (`--backlog-hold-bytes`), restarted with its id: no commit counted a held record.
 //! - A second consumer joining and leaving mid-stream (two cooperative rebalances).
 //! - A record the output topic refuses for good, alone or mid-stream: the transaction aborts
 //!   and the consumer exits 1 naming the record, as at least once does; nothing of the aborted
@@ -163,6 +165,48 @@ fn a_consumer_killed_mid_stream_and_restarted_with_its_id_leaves_each_result_onc
         committed.as_secs_f64(),
         visible.as_secs_f64()
     );
+}
+
+/// A backlog drained with its records held (`--backlog-hold-bytes`): a transaction commits the
+/// offsets of every record handled before it, so what is held goes to the producer before the
+/// commit. Killed mid-drain, after commits that found records held, and restarted with its
+/// id, the consumer leaves each result once: no commit counted a record it had not produced.
+#[test]
+fn a_consumer_killed_while_draining_a_held_backlog_leaves_each_result_once() {
+    let t = topics_on(&bootstrap(), 4, 4, &[]);
+    let group = unique("group");
+    produce(&t.input, &records(200_000, 50));
+    let id = format!("transactional.id={group}.fixed");
+    // Transactions due every 5,000 records, a hold of about 3,000: most commits find records
+    // held. A session shorter than the default 45 s, so the group drops the killed member soon.
+    let extra = [
+        "--backlog-hold-bytes",
+        "1048576",
+        "--transaction-max-records",
+        "5000",
+        "-X",
+        &id,
+        "-X",
+        "session.timeout.ms=6000",
+    ];
+    let first = start(&group, &t, &extra);
+    wait_until("a quarter of the backlog committed", || {
+        committed_total(&group, &t.input) > 50_000
+    });
+    let released_for_commits =
+        first.metric("fetch_consumer_backlog_hold_releases_total{reason=\"commit\"}");
+    first.kill();
+    assert!(
+        released_for_commits > 0.0,
+        "commits found records held and released them first"
+    );
+    let second = start(&group, &t, &extra);
+    wait_until("every input offset committed", || {
+        committed_everything(&bootstrap(), &group, &t.input)
+    });
+    let (code, _) = second.terminate();
+    assert_eq!(code, Some(0), "SIGTERM exits 0");
+    assert_exactly_once(&t, "SIGKILL while draining a held backlog");
 }
 
 #[test]

@@ -227,6 +227,10 @@ impl Guarantee for ExactlyOnce {
         Ok(true)
     }
 
+    fn commit_due(&self) -> bool {
+        self.state().due(Instant::now(), self.cadence)
+    }
+
     /// Insights ride in the transaction: a snapshot is visible exactly when the results of
     /// the events it counts are. It is encoded here, on the stage's thread (a few ms every
     /// insights interval), since the transaction must not commit before it is produced.
@@ -242,7 +246,9 @@ impl Guarantee for ExactlyOnce {
                 tracing::error!(error = %e, "insights checkpoint failed; the next one carries its counts");
             }
         }
-        if state.due(Instant::now(), self.cadence) {
+        // Records still held are counted in the transaction but not yet produced: it waits
+        // for them (the stage releases them after its next batch, `commit_due`).
+        if state.due(Instant::now(), self.cadence) && stage.held.is_empty() {
             self.commit(consumer, &mut state);
         }
         Self::stopped(&state)
@@ -286,6 +292,16 @@ impl Guarantee for ExactlyOnce {
             if let Err(e) = published {
                 tracing::error!(error = %e, "publishing the final insights failed");
             }
+        }
+        if !stage.held.is_empty() {
+            // The stage's last batch had nothing behind it, so this is a bug; abort rather
+            // than commit offsets of records never produced.
+            let why = format!(
+                "{} records were still held when the stage finished",
+                stage.held.len()
+            );
+            self.break_off(&mut state, Broken::Aborted(why));
+            return 0;
         }
         tracing::info!("stopping: committing the open transaction");
         self.commit(consumer, &mut state);

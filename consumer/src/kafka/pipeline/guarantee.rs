@@ -29,6 +29,13 @@ pub(super) trait Guarantee: Send + Sync {
     /// one is due or asked for, and commit what is due. An error stops the stage.
     fn settle(&self, consumer: &Consumer_, state: &mut StageState<'_>) -> Result<()>;
 
+    /// Whether [`Guarantee::settle`] would commit now, so the stage hands over everything it
+    /// holds first. Only exactly once commits there: its transaction commits the offsets of
+    /// every record handled before it.
+    fn commit_due(&self) -> bool {
+        false
+    }
+
     /// How often [`Guarantee::tick`] runs; `None`, never.
     fn tick_interval(&self) -> Option<Duration> {
         None

@@ -12,6 +12,11 @@
 //! is neither delivered nor committed before the flush, and the partitions' next owner reads
 //! it again, as the rest of the batches the stage had not finished).
 //!
+//! Exactly once, a transaction commits the input offsets of every record handled before it,
+//! so the records held go to the producer before it commits: once its commit is due (its
+//! interval or its records), the stage releases them after the batch it was working on, and a
+//! commit waits while anything is held. A stage that stopped on an error aborts instead.
+//!
 //! Why: librdkafka puts one partition in each produce request and sends a partition's batch
 //! `linger.ms` after its first record. Produced as they are made, a backlog's records leave
 //! in batches of what one partition gathers in a linger (a few hundred records), and a produce
@@ -59,6 +64,37 @@ struct HeldRecord {
     value: Option<Range<usize>>,
     headers: Option<OwnedHeaders>,
     token: usize,
+}
+
+/// What lies ahead of the stage when it asks whether the held records go.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Ahead {
+    /// Another input batch waits behind the one just worked on.
+    pub(super) more_input: bool,
+    /// Exactly once: the open transaction is due to commit.
+    pub(super) commit: bool,
+}
+
+/// Why held records go to the producer now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Release {
+    /// The hold is full, whatever waits.
+    Full,
+    /// A transaction is due to commit, and commits only what was produced.
+    Commit,
+    /// Nothing more waits.
+    CaughtUp,
+}
+
+impl Release {
+    /// The `reason` label of `backlog_hold_releases_total`.
+    pub(super) fn label(self) -> &'static str {
+        match self {
+            Release::Full => "full",
+            Release::Commit => "commit",
+            Release::CaughtUp => "caught_up",
+        }
+    }
 }
 
 /// One held record as it is handed back: where to, key, value, headers and its token.
@@ -129,14 +165,29 @@ impl Held {
         self.records.len()
     }
 
+    pub(super) fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
     /// Whether the hold is full: its records must go, whatever waits.
     pub(super) fn full(&self) -> bool {
         !self.records.is_empty() && self.used_bytes >= self.capacity_bytes
     }
 
-    /// Whether the held records must go now: nothing more waits, or the hold is full.
-    pub(super) fn due(&self, more_waiting: bool) -> bool {
-        !self.records.is_empty() && (!more_waiting || self.full())
+    /// Whether the held records must go now, and why: the hold is full, a transaction is due
+    /// to commit, or nothing more waits.
+    pub(super) fn due(&self, ahead: Ahead) -> Option<Release> {
+        if self.records.is_empty() {
+            None
+        } else if self.full() {
+            Some(Release::Full)
+        } else if ahead.commit {
+            Some(Release::Commit)
+        } else if !ahead.more_input {
+            Some(Release::CaughtUp)
+        } else {
+            None
+        }
     }
 
     /// Hands every held record to `send`, a topic and a forecast partition at a time, each
@@ -275,29 +326,51 @@ mod tests {
             reasons,
             [("reason".to_owned(), Some(b"invalid_json".to_vec()))]
         );
-        assert!(!held.due(false), "nothing left to release");
+        assert_eq!(held.due(CAUGHT_UP), None, "nothing left to release");
         assert!(released(&mut held).is_empty());
     }
 
+    const CAUGHT_UP: Ahead = Ahead {
+        more_input: false,
+        commit: false,
+    };
+    const BACKLOG: Ahead = Ahead {
+        more_input: true,
+        commit: false,
+    };
+    const BACKLOG_AND_COMMIT: Ahead = Ahead {
+        more_input: true,
+        commit: true,
+    };
+
     #[test]
-    fn records_are_due_once_nothing_more_waits_or_the_hold_is_full() {
+    fn records_are_due_once_nothing_more_waits_a_commit_is_due_or_the_hold_is_full() {
         let record = std::mem::size_of::<HeldRecord>();
         let mut held = hold(2 * record + 10);
-        assert!(
-            !held.due(false) && !held.due(true),
-            "an empty hold is never due"
-        );
+        for ahead in [CAUGHT_UP, BACKLOG, BACKLOG_AND_COMMIT] {
+            assert_eq!(held.due(ahead), None, "an empty hold is never due");
+        }
         held.push(Output, Some(b"k1"), Some(b"12345"), None, 0);
-        assert!(
-            !held.due(true),
+        assert_eq!(
+            held.due(BACKLOG),
+            None,
             "one record and 7 bytes, more waiting: held"
         );
-        assert!(held.due(false), "nothing more waits: due");
-        held.push(DeadLetter, Some(b"k2"), Some(b"1"), None, 1);
-        assert!(
-            held.full() && held.due(true),
-            "full: due even with more waiting"
+        assert_eq!(held.due(CAUGHT_UP), Some(Release::CaughtUp));
+        assert_eq!(
+            held.due(BACKLOG_AND_COMMIT),
+            Some(Release::Commit),
+            "a transaction due to commit takes them, backlog or not"
         );
+        held.push(DeadLetter, Some(b"k2"), Some(b"1"), None, 1);
+        assert!(held.full());
+        for ahead in [CAUGHT_UP, BACKLOG, BACKLOG_AND_COMMIT] {
+            assert_eq!(
+                held.due(ahead),
+                Some(Release::Full),
+                "full: due whatever waits"
+            );
+        }
     }
 
     #[test]
@@ -332,7 +405,7 @@ mod tests {
         });
         assert_eq!(outcome, Err("refused"));
         assert_eq!(tried, [0, 1, 2]);
-        assert!(!held.due(false));
+        assert!(held.is_empty());
     }
 
     #[test]

@@ -57,7 +57,7 @@ mod shared;
 use connect::{Connected, connect};
 use group::{Consumer_, close_within, leave_group};
 use guarantee::Guarantee;
-use hold::Held;
+use hold::{Ahead, Held};
 use produce::{Outputs, Producer_, serve_delivery_reports};
 use records::{handle, pass_through};
 use shared::{Failure, Shared, take_failure};
@@ -72,8 +72,8 @@ pub struct PipelineConfig {
     pub dead_letter_topic: String,
     /// Records taken from the consumer per batch.
     pub batch_size: usize,
-    /// At least once: bytes of records (output and dead letters) held while more input waits,
-    /// then produced a partition at a time (`hold`); 0 holds none.
+    /// Bytes of records (output and dead letters) held while more input waits, then produced a
+    /// partition at a time (`hold`); 0 holds none.
     pub backlog_hold_bytes: usize,
     /// At least once or exactly once.
     pub guarantee: GuaranteeKind,
@@ -144,7 +144,7 @@ pub fn run(
         held: Held::new(
             partitioners.output,
             partitioners.dead_letter,
-            hold_bytes(config),
+            config.backlog_hold_bytes,
         ),
     });
     let outcome: Result<()> = std::thread::scope(|scope| {
@@ -268,7 +268,8 @@ impl RunParts<'_> {
 
     /// The stage's work on one batch: each record into the record made from it (or, for a
     /// partition given away since the batch was handed over, left to its next owner); the
-    /// held records to the producer unless more input waits (`hold`); then [`Self::settle`].
+    /// held records to the producer unless more input waits and no transaction is due to
+    /// commit (`hold`); then [`Self::settle`].
     fn process(
         &self,
         batch: &InputBatch,
@@ -312,7 +313,10 @@ impl RunParts<'_> {
                 "records of partitions given away after their batch was handed over: left to their partitions' next owner"
             );
         }
-        outputs.release_if_due(backlog.more_waiting())?;
+        outputs.release_if_due(Ahead {
+            more_input: backlog.more_waiting(),
+            commit: guarantee.commit_due(),
+        })?;
         self.settle(state)
     }
 
@@ -321,7 +325,8 @@ impl RunParts<'_> {
     /// already: this release is a guard, so that no rule change can leave records held
     /// while the stage waits.)
     fn idle(&self, state: &mut StageState<'_>) -> Result<()> {
-        self.outputs(&mut state.held).release_if_due(false)?;
+        self.outputs(&mut state.held)
+            .release_if_due(Ahead::default())?;
         self.settle(state)
     }
 
@@ -448,15 +453,6 @@ pub(super) struct StageState<'p> {
     asked_answered: u64,
     /// Records held while more input waits (`hold`).
     held: Held,
-}
-
-/// How many bytes of records the stage may hold. None exactly once: a transaction
-/// commits the input offsets of every record handled before it, so none may still be held.
-fn hold_bytes(config: &PipelineConfig) -> usize {
-    match config.guarantee {
-        GuaranteeKind::AtLeastOnce => config.backlog_hold_bytes,
-        GuaranteeKind::ExactlyOnce => 0,
-    }
 }
 
 fn lock<'a, T>(mutex: &'a Mutex<T>) -> MutexGuard<'a, T> {

@@ -13,7 +13,7 @@ use rdkafka::message::{Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::statistics::Statistics;
 
-use super::hold::{Destination, Held};
+use super::hold::{Ahead, Destination, Held, Release};
 use super::shared::{Failure, Shared};
 use crate::error::{Error, Result};
 use crate::kafka::checkpoint::Taken;
@@ -249,21 +249,20 @@ impl Outputs<'_> {
         self.held.push(to, key, value, headers, token);
         // Mid-batch too: a batch's records may be many more than the hold takes.
         if self.held.full() {
-            return self.release_if_due(true);
+            return self.release(Release::Full);
         }
         Ok(())
     }
 
     /// Hands the held records to the producer if they are due ([`Held::due`]).
-    pub(super) fn release_if_due(&mut self, more_waiting: bool) -> Result<()> {
-        if !self.held.due(more_waiting) {
-            return Ok(());
+    pub(super) fn release_if_due(&mut self, ahead: Ahead) -> Result<()> {
+        match self.held.due(ahead) {
+            Some(why) => self.release(why),
+            None => Ok(()),
         }
-        let reason = if self.held.full() {
-            "full"
-        } else {
-            "caught_up"
-        };
+    }
+
+    fn release(&mut self, why: Release) -> Result<()> {
         let records = self.held.len() as u64;
         let (output, dead_letter, producer) =
             (self.output_topic, self.dead_letter_topic, self.producer);
@@ -273,7 +272,9 @@ impl Outputs<'_> {
         });
         self.metrics
             .hold_releases
-            .get_or_create(&ReasonLabel { reason })
+            .get_or_create(&ReasonLabel {
+                reason: why.label(),
+            })
             .inc();
         self.metrics.held_records.inc_by(records);
         released
