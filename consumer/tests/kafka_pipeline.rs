@@ -281,7 +281,7 @@ fn a_revocation_that_cannot_wait_for_the_stage_leaves_its_batches_records_to_the
     let (code2, _) = second.terminate();
     assert_eq!((code1, code2), (Some(0), Some(0)));
     assert!(
-        log1.contains("the processing stage did not finish its batches"),
+        log1.contains("the processing stage did not finish its batches in time"),
         "the revocation waited for the stage after all:\n{events1}"
     );
     assert!(

@@ -143,8 +143,8 @@ pub struct StageProgress {
     revoked_since_seen: AtomicBool,
     /// Set when the stage thread has ended: nothing handed over will be done any more.
     stopped: AtomicBool,
-    /// Set (before `stopped`) when the stage thread ended on an error: what it was handed may
-    /// not all have been produced, though `done` counts it.
+    /// Set when the stage thread ends on an error, before `done` counts the batch that failed
+    /// and before `stopped`: what it was handed may not all have been produced.
     failed: AtomicBool,
 }
 
@@ -166,6 +166,11 @@ impl StageProgress {
             std::thread::sleep(Duration::from_millis(1));
         }
         !self.failed.load(Ordering::Acquire)
+    }
+
+    /// Whether the stage thread ended on an error.
+    pub fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
     }
 
     /// Whether the stage thread has ended (nothing more will be done there).
@@ -230,6 +235,11 @@ impl<'scope> Stage<'scope> {
                                 batch: batch.len() as u64,
                             };
                             let result = work(&batch, backlog);
+                            if result.is_err() {
+                                // Before `done` counts the batch: a revocation that sees it
+                                // done must see that it failed.
+                                progress.failed.store(true, Ordering::Release);
+                            }
                             progress
                                 .done
                                 .fetch_add(batch.len() as u64, Ordering::AcqRel);

@@ -97,9 +97,13 @@ impl ConsumerContext for GroupContext {
             .shared
             .stage
             .revoke_and_drain(&partitions, self.flush_timeout);
-        if !drained {
+        if !drained && self.shared.stage.has_failed() {
             tracing::warn!(
-                "the processing stage did not finish its batches (it ran out of time or stopped on an error); their records will be reprocessed by the next owner"
+                "the processing stage stopped on an error; the records it did not produce will be reprocessed by the next owner"
+            );
+        } else if !drained {
+            tracing::warn!(
+                "the processing stage did not finish its batches in time; their records will be reprocessed by the next owner"
             );
         }
         self.guarantee.revoke(consumer, &partitions, drained, lost);
