@@ -25,6 +25,9 @@
 # per event (each build's mean in its round), each build's median ratio to the round's
 # pass-through in events/s and in the broker's request threads, and the median requests.
 # Comparing a revision with itself shows what the machine alone moves (docs/benchmarks.md §8).
+# BENCH_RUN_FLAGS (split on spaces) go to both builds' pipeline drains, not to the
+# pass-through (the at-least-once baseline): e.g. BENCH_RUN_FLAGS="--guarantee exactly-once"
+# compares two builds exactly once.
 source "$(dirname "$0")/lib.sh"
 source "$HACK_DIR/bench-lib.sh"
 
@@ -73,6 +76,8 @@ fi
 
 bench_broker 2g
 bench_load "$state/after" "$events" "$partitions"
+# shellcheck disable=SC2206 # split on spaces, as documented
+run_flags=(${BENCH_RUN_FLAGS:-})
 pin_broker
 
 # drain BUILD LABEL OUTPUT [ARGS...]: one pinned drain; prints "LABEL <events/s> <consumer
@@ -105,7 +110,7 @@ PY
 log "warming the broker up: four pairs of drains, not measured"
 for _ in 1 2 3 4; do
   drain after warm bench-pass --passthrough >/dev/null
-  drain after warm bench-out >/dev/null
+  drain after warm bench-out "${run_flags[@]}" >/dev/null
 done
 # Each round: the pass-through, then each build twice in the order A B B A (B A A B in the
 # next round), so that both builds hold both places (in an A/A run of single drains, the
@@ -115,8 +120,8 @@ for round in $(seq "$rounds"); do
   order=(before after after before)
   [ $((round % 2)) = 1 ] || order=(after before before after)
   for build in "${order[@]}"; do
-    flags=()
-    [ "$build" = before ] || flags=("${after_flags[@]}")
+    flags=("${run_flags[@]}")
+    [ "$build" = before ] || flags+=("${after_flags[@]}")
     drain "$build" "$round $build" bench-out "${flags[@]}"
   done
 done | tee "$state/drains" | while read -r round kind eps cpu broker produce; do
