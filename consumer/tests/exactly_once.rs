@@ -178,8 +178,11 @@ fn a_consumer_killed_while_draining_a_held_backlog_leaves_each_result_once() {
     produce(&t.input, &records(200_000, 50));
     let id = format!("transactional.id={group}.fixed");
     // Transactions due every 5,000 records, a hold of about 3,000: most commits find records
-    // held. A session shorter than the default 45 s, so the group drops the killed member soon.
+    // held. Small batches, so another waits behind most. A session shorter than the default
+    // 45 s, so the group drops the killed member soon.
     let extra = [
+        "--batch-size",
+        "256",
         "--backlog-hold-bytes",
         "1048576",
         "--transaction-max-records",
@@ -261,10 +264,11 @@ fn a_record_the_output_topic_refuses_mid_stream_is_named_as_the_cause_and_nothin
     refused_then_fixed(40_000, 47);
 }
 
-/// A record the producer refuses itself, when it is handed over (larger than the client's
-/// `message.max.bytes`), mid-stream: no delivery report ever names it, so the stage's error is
-/// what stops the consumer, and the open transaction, which counts the refused record's offset
-/// and those after it, must abort rather than commit.
+/// A record the producer refuses itself, when it is handed to the producer (larger than the
+/// client's `message.max.bytes`; held first, it is refused at the hold's release), mid-stream:
+/// no delivery report ever names it, so the stage's error is what stops the consumer, and the
+/// open transaction, which counts the refused record's offset and those after it, must abort
+/// rather than commit.
 #[test]
 fn a_record_the_producer_refuses_when_handed_over_aborts_and_commits_nothing_from_it_on() {
     let bs = bootstrap();

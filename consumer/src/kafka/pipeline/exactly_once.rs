@@ -11,6 +11,9 @@
 //!   the stage could not drain in time): abort, so nothing of the transaction is visible, and
 //!   stop the loop with [`Error::TransactionAborted`]; `run_until` starts the pipeline again,
 //!   which rejoins the group and reads on from the committed offsets.
+//! - Any other error that stops the run (a record the producer refused as it was handed
+//!   over, say): abort too, since the transaction counts records that were never produced,
+//!   and exit with that error.
 //! - Fatal (fenced by a newer producer with the same transactional id, say): stop with
 //!   [`Error::TransactionFailed`], exit 1. The transaction is aborted by the broker.
 //!
@@ -264,7 +267,11 @@ impl Guarantee for ExactlyOnce {
         } else if !drained {
             // Records of the revoked partitions may still be produced after the commit below,
             // and committed later under a generation that no longer owns them.
-            let why = "the processing stage did not finish its batches for a revocation (it ran out of time or stopped on an error)";
+            let why = if self.shared.stage.has_failed() {
+                "the processing stage stopped on an error before a revocation"
+            } else {
+                "the processing stage did not finish its batches in time for a revocation"
+            };
             self.break_off(&mut state, Broken::Aborted(why.into()));
         } else if self.commit(consumer, &mut state) {
             tracing::info!(
@@ -283,6 +290,18 @@ impl Guarantee for ExactlyOnce {
         if state.broken().is_some() {
             return 0;
         }
+        if !stage.held.is_empty() {
+            // The stage's last batch had nothing behind it and released: a bug if not. Abort
+            // rather than commit offsets of records never produced.
+            debug_assert!(false, "records held when the stage finished");
+            let why = format!(
+                "{} records were still held when the stage finished",
+                stage.held.len()
+            );
+            tracing::error!(%why, "not committing: a bug");
+            self.break_off(&mut state, Broken::Aborted(why));
+            return 0;
+        }
         if let Some(c) = &mut stage.checkpointer {
             let published = self.open(&mut state).and_then(|()| {
                 c.take(stage.processor, true).and_then(|taken| {
@@ -292,16 +311,6 @@ impl Guarantee for ExactlyOnce {
             if let Err(e) = published {
                 tracing::error!(error = %e, "publishing the final insights failed");
             }
-        }
-        if !stage.held.is_empty() {
-            // The stage's last batch had nothing behind it, so this is a bug; abort rather
-            // than commit offsets of records never produced.
-            let why = format!(
-                "{} records were still held when the stage finished",
-                stage.held.len()
-            );
-            self.break_off(&mut state, Broken::Aborted(why));
-            return 0;
         }
         tracing::info!("stopping: committing the open transaction");
         self.commit(consumer, &mut state);

@@ -29,9 +29,10 @@ pub(super) trait Guarantee: Send + Sync {
     /// one is due or asked for, and commit what is due. An error stops the stage.
     fn settle(&self, consumer: &Consumer_, state: &mut StageState<'_>) -> Result<()>;
 
-    /// Whether [`Guarantee::settle`] would commit now, so the stage hands over everything it
-    /// holds first. Only exactly once commits there: its transaction commits the offsets of
-    /// every record handled before it.
+    /// Whether a commit is due, so the stage hands over everything it holds first: only
+    /// exactly once commits in [`Guarantee::settle`], and its transaction commits the offsets
+    /// of every record handled before it. (`settle` commits only once nothing is held: a commit
+    /// that fell due after this was asked waits for the next batch's release.)
     fn commit_due(&self) -> bool {
         false
     }

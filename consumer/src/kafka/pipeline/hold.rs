@@ -8,9 +8,10 @@
 //! Each record's delivery report still acknowledges its input offset, held or not, so an
 //! offset is committed only after its record was delivered. A revocation or a shutdown waits
 //! for the stage to finish what it was handed, and its last batch has nothing behind it, so
-//! the hold is empty by the flush that follows (unless that wait times out: then what is held
-//! is neither delivered nor committed before the flush, and the partitions' next owner reads
-//! it again, as the rest of the batches the stage had not finished).
+//! the hold is empty by the flush that follows (unless that wait times out, or the stage
+//! stopped on an error: then what is held is neither delivered nor committed, exactly once
+//! aborts, and the partitions' next owner reads it again, as the rest of the batches the stage
+//! had not finished).
 //!
 //! Exactly once, a transaction commits the input offsets of every record handled before it,
 //! so the records held go to the producer before it commits: once its commit is due (its
