@@ -123,6 +123,8 @@ requests = (f"produce={per_k(fields.get('produce_requests', 0))}/1k-events,"
             f"(peak {fields.get('produce_peak_queued', '?')} queued, "
             f"{fields.get('produce_peak_queued_mib', '?')} of {fields.get('produce_queue_limit_mib', '?')} MiB), "
             f"round trip={fields.get('produce_round_trip_ms', '?')}ms; "
+            f"hold: {fields.get('hold_releases', '?')} releases of {fields.get('records_per_hold_release', '?')} records, "
+            f"oldest waited {fields.get('hold_wait_mean_ms', '?')}ms mean, {fields.get('hold_wait_max_ms', '?')}ms max; "
             f"batches by topic: {fields.get('produce_batches_by_topic', '?')}")
 broker = $broker_requests + $broker_jvm + $broker_other
 print(${eps:-0}, $rss, f"{($user + $sys) * 1e6 / $events:.2f}", f"{broker:.2f}", "$broker_requests",
@@ -245,7 +247,19 @@ latency_of() {
   kill -TERM "$consumer_pid" && wait "$consumer_pid" || true
   threads snap "$broker_pid" "$state/latency-$name.broker-after"
   read -r broker_requests _ broker_other < <(threads broker "$state/latency-$name.broker-before" "$state/latency-$name.broker-after" "$((latency_rate * latency_seconds))")
-  echo "$("$latency_tool" "$bootstrap" "lat-in-$name" "$out") broker_requests_us=$broker_requests broker_other_us=$broker_other"
+  echo "$("$latency_tool" "$bootstrap" "lat-in-$name" "$out") broker_requests_us=$broker_requests broker_other_us=$broker_other $(hold_waits "$state/latency-$name.err")"
+}
+# hold_waits ERR: from a run's "requests to the brokers" line, how long the oldest record of
+# each release of the hold waited in it, mean and most (what the hold added to latency).
+hold_waits() {
+  python3 - "$1" <<'PY'
+import json, sys
+fields = {}
+for line in open(sys.argv[1]):
+    if '"requests to the brokers"' in line:
+        fields = json.loads(line)["fields"]
+print(f"hold_wait_mean_ms={fields.get('hold_wait_mean_ms', '0.00')} hold_wait_max_ms={fields.get('hold_wait_max_ms', '0.00')}")
+PY
 }
 # One latency line from several runs' lines: the median of each figure over the runs, and every
 # run's p99 as rounds_p99_ms.

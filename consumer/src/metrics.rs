@@ -119,6 +119,8 @@ pub struct Metrics {
     pub hold_releases: Family<ReasonLabel, Counter>,
     /// Records that went through the hold.
     pub held_records: Counter,
+    /// Per release of the hold, how long its oldest record waited in it.
+    pub hold_wait: Histogram,
     /// Insights checkpoints acknowledged by the broker on the insights topic.
     pub insights_published: Counter,
     /// Insights snapshot records the broker refused.
@@ -167,6 +169,7 @@ impl Default for Metrics {
             delivery_failures: Counter::default(),
             hold_releases: Family::default(),
             held_records: Counter::default(),
+            hold_wait: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
             insights_published: Counter::default(),
             insights_publish_failures: Counter::default(),
             batch_duration: Histogram::new(exponential_buckets(0.000_05, 2.0, 18)),
@@ -219,6 +222,11 @@ impl Default for Metrics {
             "backlog_held_records",
             "Records held while more input waited, then produced a partition at a time",
             m.held_records.clone(),
+        );
+        registry.register(
+            "backlog_hold_wait_seconds",
+            "Per release of the hold, how long its oldest record waited in it: what the hold adds to a record's latency at most",
+            m.hold_wait.clone(),
         );
         registry.register(
             "insights_checkpoints_published",

@@ -32,6 +32,7 @@
 //! partitioner: at random for the `*_random` ones).
 
 use std::ops::Range;
+use std::time::{Duration, Instant};
 
 use rdkafka::message::{Headers, OwnedHeaders};
 
@@ -55,6 +56,21 @@ pub(super) struct Held {
     capacity_bytes: usize,
     /// What the held records take: keys, values, headers and a [`HeldRecord`] each.
     used_bytes: usize,
+    /// When the oldest held record was pushed.
+    since: Option<Instant>,
+    waits: HoldWaits,
+}
+
+/// How long records waited in the hold, over a run: what the hold adds to their latency.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(super) struct HoldWaits {
+    pub(super) releases: u64,
+    pub(super) records: u64,
+    /// Summed over releases: the oldest record's wait in each.
+    pub(super) total: Duration,
+    pub(super) longest: Duration,
+    /// The last release's oldest record's wait.
+    pub(super) last: Duration,
 }
 
 #[derive(Debug)]
@@ -122,7 +138,14 @@ impl Held {
             dead_letter,
             capacity_bytes,
             used_bytes: 0,
+            since: None,
+            waits: HoldWaits::default(),
         }
+    }
+
+    /// How long records have waited in the hold so far.
+    pub(super) fn waits(&self) -> HoldWaits {
+        self.waits
     }
 
     /// Whether records are held at all.
@@ -144,6 +167,8 @@ impl Held {
             Destination::DeadLetter => self.dead_letter,
         };
         let partition = key.map_or(0, |k| partitioner.partition(k));
+        // The clock is read once per release, for its first record only.
+        self.since.get_or_insert_with(Instant::now);
         // A record with no key and no value still takes room: the bound holds for any input.
         self.used_bytes += std::mem::size_of::<HeldRecord>()
             + key.map_or(0, <[u8]>::len)
@@ -199,6 +224,15 @@ impl Held {
         &mut self,
         mut send: impl FnMut(Released<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
+        if self.records.is_empty() {
+            return Ok(());
+        }
+        let waited = self.since.take().map_or(Duration::ZERO, |t| t.elapsed());
+        self.waits.releases += 1;
+        self.waits.records += self.records.len() as u64;
+        self.waits.total += waited;
+        self.waits.longest = self.waits.longest.max(waited);
+        self.waits.last = waited;
         // Stable: records of one partition stay in the order they were held.
         self.records.sort_by_key(|r| (r.destination, r.partition));
         let bytes = &self.bytes;
@@ -407,6 +441,26 @@ mod tests {
         assert_eq!(outcome, Err("refused"));
         assert_eq!(tried, [0, 1, 2]);
         assert!(held.is_empty());
+    }
+
+    #[test]
+    fn each_release_counts_its_records_and_how_long_its_oldest_waited() {
+        let mut held = hold(1 << 20);
+        held.push(Output, Some(b"k"), Some(b"v"), None, 0);
+        std::thread::sleep(Duration::from_millis(5));
+        held.push(Output, Some(b"k"), Some(b"v"), None, 1);
+        released(&mut held);
+        let waits = held.waits();
+        assert_eq!((waits.releases, waits.records), (1, 2));
+        assert!(waits.last >= Duration::from_millis(5), "{waits:?}");
+        assert_eq!((waits.total, waits.longest), (waits.last, waits.last));
+        released(&mut held);
+        assert_eq!(held.waits(), waits, "an empty hold's release is no release");
+        held.push(Output, Some(b"k"), Some(b"v"), None, 2);
+        released(&mut held);
+        let after = held.waits();
+        assert_eq!((after.releases, after.records), (2, 3));
+        assert!(after.last < waits.last, "the clock starts again: {after:?}");
     }
 
     #[test]

@@ -57,7 +57,7 @@ mod shared;
 use connect::{Connected, connect};
 use group::{Consumer_, close_within, leave_group};
 use guarantee::Guarantee;
-use hold::{Ahead, Held};
+use hold::{Ahead, Held, HoldWaits};
 use produce::{Outputs, Producer_, serve_delivery_reports};
 use records::{handle, pass_through};
 use shared::{Failure, Shared, take_failure};
@@ -177,7 +177,7 @@ pub fn run(
     }
     let unacknowledged = shut_down(config, &mut state, &*guarantee, consumer, &shared);
     let outcome = cause(outcome, take_failure(&shared));
-    log_requests(&shared, consumed.records);
+    log_requests(&shared, consumed.records, state.held.waits());
     // From the first record to the last acknowledgement: group joining is not throughput.
     let elapsed = consumed.first_at.map_or(Duration::ZERO, |t| t.elapsed());
     outcome.map(|()| RunSummary {
@@ -418,8 +418,10 @@ fn shut_down(
 
 /// The run's requests to the brokers, per record consumed: what the broker's work follows,
 /// and the producer's queue, which says why its batches are the size they are
-/// (`hack/bench.sh` prints it). From the latest statistics, up to `statistics.interval.ms` old.
-fn log_requests(shared: &Shared, consumed: u64) {
+/// (`hack/bench.sh` prints it), from the latest statistics, up to `statistics.interval.ms`
+/// old; and the hold's releases and how long their oldest records waited, the most the hold
+/// added to a record's latency.
+fn log_requests(shared: &Shared, consumed: u64, hold: HoldWaits) {
     const MIB: f64 = 1024.0 * 1024.0;
     let requests = shared.requests();
     let (p, c) = (&requests.producer, &requests.consumer);
@@ -441,6 +443,14 @@ fn log_requests(shared: &Shared, consumed: u64) {
         produce_peak_queued = p.peak_queued,
         produce_peak_queued_mib = format!("{:.1}", p.peak_queued_bytes as f64 / MIB),
         produce_queue_limit_mib = format!("{:.1}", p.queue_limit_bytes as f64 / MIB),
+        hold_releases = hold.releases,
+        records_per_hold_release =
+            format!("{:.1}", hold.records as f64 / hold.releases.max(1) as f64),
+        hold_wait_mean_ms = format!(
+            "{:.2}",
+            hold.total.as_secs_f64() * 1e3 / hold.releases.max(1) as f64
+        ),
+        hold_wait_max_ms = format!("{:.2}", hold.longest.as_secs_f64() * 1e3),
         "requests to the brokers"
     );
 }

@@ -277,6 +277,9 @@ impl Outputs<'_> {
             })
             .inc();
         self.metrics.held_records.inc_by(records);
+        self.metrics
+            .hold_wait
+            .observe(self.held.waits().last.as_secs_f64());
         released
     }
 }
