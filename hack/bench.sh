@@ -247,7 +247,7 @@ latency_of() {
   kill -TERM "$consumer_pid" && wait "$consumer_pid" || true
   threads snap "$broker_pid" "$state/latency-$name.broker-after"
   read -r broker_requests _ broker_other < <(threads broker "$state/latency-$name.broker-before" "$state/latency-$name.broker-after" "$((latency_rate * latency_seconds))")
-  echo "$("$latency_tool" "$bootstrap" "lat-in-$name" "$out") broker_requests_us=$broker_requests broker_other_us=$broker_other $(hold_waits "$state/latency-$name.err")"
+  echo "$(E2E_LATENCY_TIMELINE="$state/latency-$name.timeline" "$latency_tool" "$bootstrap" "lat-in-$name" "$out") broker_requests_us=$broker_requests broker_other_us=$broker_other $(hold_waits "$state/latency-$name.err")"
 }
 # hold_waits ERR: from a run's "requests to the brokers" line, how long the oldest record of
 # each release of the hold waited in it, mean and most (what the hold added to latency).
@@ -277,8 +277,13 @@ PY
 # The first run at the rate comes out slower whichever kind it is (on a fresh broker its p99
 # was 201-209 ms, the runs after it 27-93 ms), and a single run of each kind puts one of them
 # first. So one short run goes first, unmeasured; then the rounds alternate which kind goes
-# first, and each kind's line holds its medians (docs/benchmarks.md §8, stop 29).
+# first, and each kind's line holds its medians (docs/benchmarks.md §8, stop 29). The broker
+# warms up for each kind's own paths (the pipeline's dead letters and insights): run by hand
+# on a fresh broker, alternating, the pipeline's first two runs gave p99s of 109 and 48 ms,
+# its next four 18-30 against the pass-through's 20-30 (stop 36). Each run's latencies, in production
+# order, are in $state/latency-NAME.timeline.
 latency_seconds=5 latency_of warm lat-out-warm lat-dlq-warm --commit-interval 1s --passthrough >/dev/null
+latency_seconds=5 latency_of warm-pipeline lat-out-warm-pipeline lat-dlq-warm-pipeline --commit-interval 1s >/dev/null
 alo_runs=() pass_runs=()
 for round in $(seq "$latency_rounds"); do
   order=(alo pass)

@@ -9,6 +9,10 @@
 //! which is start-up, not steady state. The all-events p99 is printed beside them.
 //!
 //!   cargo run --release --example e2e_latency -- BOOTSTRAP INPUT_TOPIC OUTPUT_TOPIC
+//!
+//! With `E2E_LATENCY_TIMELINE=FILE`, every matched event's "produced-at-ms latency-ms" goes to
+//! FILE too, in production order: when the slow ones were produced, to set beside the
+//! consumer's log.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -90,6 +94,15 @@ fn main() {
             Some((produced_at, m.timestamp().to_millis()? - produced_at))
         })
         .collect();
+    if let Ok(path) = std::env::var("E2E_LATENCY_TIMELINE") {
+        let mut timeline = matched.clone();
+        timeline.sort_unstable();
+        let lines: String = timeline
+            .iter()
+            .map(|(at, latency)| format!("{at} {latency}\n"))
+            .collect();
+        std::fs::write(&path, lines).expect("writing the timeline");
+    }
     let sorted = |keep: &dyn Fn(i64) -> bool| {
         let mut l: Vec<i64> = matched
             .iter()
