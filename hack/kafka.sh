@@ -5,7 +5,8 @@
 #
 #   hack/kafka.sh fetch                 download the pinned Kafka jars into the cache (idempotent)
 #   hack/kafka.sh start DIR             format storage in DIR, start a broker, wait until it serves;
-#                                       prints KAFKA_BOOTSTRAP=host:port (also written to DIR/env)
+#                                       prints KAFKA_BOOTSTRAP=host:port (also written to DIR/env);
+#                                       the broker's log is DIR/kafka.log, its GC pauses DIR/gc.log
 #       KAFKA_HOST=ADDR                 listen on ADDR instead of 127.0.0.1 (e.g. the local
 #                                       cluster's node address, for pods)
 #       KAFKA_JMX_PORT=PORT             the broker's JMX metrics on 127.0.0.1:PORT, unauthenticated
@@ -175,9 +176,15 @@ ENV
   cat "$dir/env"
 }
 
-# jvm_in DIR: the broker's JVM command line (in JVM), with DIR's logging settings.
+# jvm_in DIR: the broker's JVM command line (in JVM), with DIR's logging settings. The heap
+# and collector settings are those of Kafka's own launcher (kafka-server-start.sh and
+# kafka-run-class.sh): a fixed heap and G1 aiming at 20 ms pauses. G1's default aim of 200 ms
+# let young collections take 40-100 ms every few seconds with the broker on one core, and
+# each one stalled every client at once (docs/benchmarks.md, stop 37).
 jvm_in() {
-  JVM=(java -Xms256m -Xmx${KAFKA_HEAP:-1g} -XX:+UseG1GC -Djava.awt.headless=true
+  local heap="${KAFKA_HEAP:-1g}"
+  JVM=(java "-Xms$heap" "-Xmx$heap" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35
+    -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true
     "-Dlog4j2.configurationFile=$1/log4j2.properties" -cp "$(java_cp)")
 }
 
@@ -211,6 +218,8 @@ check_stop_with() {
 launch() {
   local dir="$1" started
   jvm_in "$dir"
+  # Its collector's pauses stop every client at once: benchmarks set them beside latencies.
+  JVM+=("-Xlog:gc:file=$dir/gc.log:time:filecount=2,filesize=20m")
   # Only the broker's JVM: the storage tool's would take the port first.
   if [ -n "${KAFKA_JMX_PORT:-}" ]; then
     JVM+=(-Dcom.sun.management.jmxremote.port="$KAFKA_JMX_PORT" -Dcom.sun.management.jmxremote.host=127.0.0.1
