@@ -223,7 +223,7 @@ fi
 # pass-through ask the same of the broker but for the dead letters and the insights: the
 # like-for-like broker comparison.
 latency_of() {
-  local name="$1" out="$2" dlq="$3" consumer_pid broker_requests broker_other
+  local name="$1" out="$2" dlq="$3" consumer_pid broker_requests broker_other started_ms ended_ms
   shift 3
   log "latency ($name) at $latency_rate events/s for ${latency_seconds}s"
   topic "lat-in-$name" "$partitions"
@@ -241,13 +241,34 @@ latency_of() {
   done
   grep -q '"partitions assigned"' "$state/latency-$name.err" ||
     die "the latency consumer got no partitions in 30 s (see $state/latency-$name.err)"
+  started_ms="$(date +%s%3N)"
   "${consumer_cpus[@]}" "$bin" --log-format json generate --bootstrap-servers "$bootstrap" --topic "lat-in-$name" --rate "$latency_rate" \
     --count "$((latency_rate * latency_seconds))" 2>"$state/latency-load-$name.log"
+  ended_ms="$(date +%s%3N)"
   sleep 3
   kill -TERM "$consumer_pid" && wait "$consumer_pid" || true
   threads snap "$broker_pid" "$state/latency-$name.broker-after"
   read -r broker_requests _ broker_other < <(threads broker "$state/latency-$name.broker-before" "$state/latency-$name.broker-after" "$((latency_rate * latency_seconds))")
-  echo "$(E2E_LATENCY_TIMELINE="$state/latency-$name.timeline" "$latency_tool" "$bootstrap" "lat-in-$name" "$out") broker_requests_us=$broker_requests broker_other_us=$broker_other $(hold_waits "$state/latency-$name.err")"
+  echo "$(E2E_LATENCY_TIMELINE="$state/latency-$name.timeline" "$latency_tool" "$bootstrap" "lat-in-$name" "$out") broker_requests_us=$broker_requests broker_other_us=$broker_other $(hold_waits "$state/latency-$name.err") $(broker_pauses "$((started_ms + 2000))" "$ended_ms")"
+}
+# broker_pauses FROM_MS TO_MS: the broker's collector pauses between two times (ms since the
+# epoch), from its GC log: how many, the longest and their sum. Each stops every client at once,
+# and at a fixed rate they set the p99 of both kinds (docs/benchmarks.md §8, stop 37). FROM_MS
+# skips the first two seconds of the load, as the latency tool's percentiles do.
+broker_pauses() {
+  python3 - "$state/kafka/gc.log" "$1" "$2" <<'PY'
+import datetime, re, sys
+path, since, until = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+pauses = []
+for line in open(path):
+    m = re.match(r"\[([^\]]+)\].* Pause .* ([0-9.]+)ms$", line.strip())
+    if m:
+        at = datetime.datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S.%f%z").timestamp() * 1000
+        if since <= at <= until:
+            pauses.append(float(m.group(2)))
+print(f"broker_gc_pauses={len(pauses)} broker_gc_pause_max_ms={max(pauses, default=0):.1f} "
+      f"broker_gc_pause_ms={sum(pauses):.1f}")
+PY
 }
 # hold_waits ERR: from a run's "requests to the brokers" line, how long the oldest record of
 # each release of the hold waited in it, mean and most (what the hold added to latency).
@@ -336,7 +357,8 @@ echo "cpu/event   pipeline consumer $pipe_cpu us + broker $pipe_broker us; pass-
 echo "goals       broker: request threads $pipe_requests us/event, $(ratio "$pipe_requests" "$pass_requests")x pass-through's $pass_requests (goal <= 1.2x);"
 echo "            records waited ${pipe_wait} ms in the pipeline's producer queue, ${pass_wait} ms in the pass-through's (batches grow with the wait)"
 echo "            at $latency_rate events/s, $(at_rate "$latency") us/event, $(ratio "$(at_rate "$latency")" "$(at_rate "$pass_latency")")x pass-through's $(at_rate "$pass_latency")"
-echo "            latency at $latency_rate events/s: p99 $(field latency_p99_ms "$latency") ms, pass-through's $(field latency_p99_ms "$pass_latency") (median of $latency_rounds rounds; goal: no worse)"
+echo "            latency at $latency_rate events/s: p99 $(field latency_p99_ms "$latency") ms, pass-through's $(field latency_p99_ms "$pass_latency") (median of $latency_rounds rounds; goal: no worse);"
+echo "            the broker's GC paused $(field broker_gc_pauses "$latency") times, up to $(field broker_gc_pause_max_ms "$latency") ms, in the pipeline's runs, $(field broker_gc_pauses "$pass_latency") times, up to $(field broker_gc_pause_max_ms "$pass_latency") ms, in the pass-through's (medians)"
 echo "            consumer: $pipe_cpu us/event against pass-through's $pass_cpu + 1.5 x the core's $core_cpu = $consumer_budget (goal: at most that)"
 median_ratio="$(python3 -c "import statistics, sys; print(f'{statistics.median(map(float, sys.argv[1:])):.2f}')" "${round_ratios[@]}")"
 echo "            end to end: $(ratio "$best_pipe" "$best_pass")x pass-through (goal >= 0.75x); round by round ${round_ratios[*]}, median ${median_ratio}x"
