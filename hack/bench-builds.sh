@@ -94,13 +94,10 @@ drain() {
   eps="$(events_per_second "$state/out")"
   read -r user sys <"$state/time"
   read -r broker_requests _ < <(threads broker "$state/broker-before" "$state/broker-after" "$events")
-  python3 - "$state/err" "$label" "$eps" "$user" "$sys" "$broker_requests" "$events" <<'PY'
+  python3 - "$(run_summary "$state/err")" "$label" "$eps" "$user" "$sys" "$broker_requests" "$events" <<'PY'
 import json, sys
-err, label, eps, user, sys_, broker, events = sys.argv[1:]
-produce = 0
-for line in open(err):
-    if '"requests to the brokers"' in line:
-        produce = json.loads(line)["fields"].get("produce_requests", 0)
+summary, label, eps, user, sys_, broker, events = sys.argv[1:]
+produce = json.loads(summary).get("produce_requests", 0)
 events = int(events)
 print(label, eps, f"{(float(user) + float(sys_)) * 1e6 / events:.2f}", broker,
       f"{produce * 1000 / events:.2f}")

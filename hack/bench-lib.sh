@@ -15,6 +15,8 @@
 #                             the dead-letter topic, stop after EVENTS, statistics every second);
 #                             a drain adds its group, output and own flags
 #   events_per_second FILE    the events/s of a consumer's report (its `throughput` line)
+#   run_summary ERR           the fields of a run's "requests to the brokers" log line (in its
+#                             JSON log ERR) as a JSON object, {} without one
 #   pin_broker                every thread of the broker to core 0; the consumers then run on
 #                             core 1 (`taskset -c 1`): production's shape on two cores
 #   threads ARGS              hack/thread-cpu.py: CPU by thread (snap, watch, diff, broker)
@@ -48,6 +50,18 @@ bench_load() {
 }
 
 events_per_second() { sed -n 's/^throughput *\([0-9,]*\) events\/s.*/\1/p' "$1" | tr -d ,; }
+
+# The run logs its summary line once, at its end; should a log hold two, the last counts.
+run_summary() {
+  python3 - "$1" <<'PY'
+import json, sys
+fields = {}
+for line in open(sys.argv[1]):
+    if '"requests to the brokers"' in line:
+        fields = json.loads(line)["fields"]
+print(json.dumps(fields))
+PY
+}
 
 pin_broker() { taskset -a -p -c 0 "$broker_pid" >/dev/null; }
 

@@ -109,12 +109,9 @@ drain() {
     echo "consumer threads: $(threads diff - "$state/$name.consumer" "$events")"
     echo "broker: requests $broker_requests, JVM (JIT, GC) $broker_jvm, other $broker_other us/event"
   } >"$state/$name.threads"
-  python3 - "$state/$name.err" <<EOF
+  python3 - "$(run_summary "$state/$name.err")" <<EOF
 import json, sys
-fields = {}
-for line in open(sys.argv[1]):
-    if '"requests to the brokers"' in line:
-        fields = json.loads(line)["fields"]
+fields = json.loads(sys.argv[1])
 per_k = lambda n: f"{n * 1000 / $events:.1f}"
 requests = (f"produce={per_k(fields.get('produce_requests', 0))}/1k-events,"
             f"fetch={per_k(fields.get('fetch_requests', 0))}/1k-events,"
@@ -273,12 +270,9 @@ PY
 # hold_waits ERR: from a run's "requests to the brokers" line, how long the oldest record of
 # each release of the hold waited in it, mean and most (what the hold added to latency).
 hold_waits() {
-  python3 - "$1" <<'PY'
+  python3 - "$(run_summary "$1")" <<'PY'
 import json, sys
-fields = {}
-for line in open(sys.argv[1]):
-    if '"requests to the brokers"' in line:
-        fields = json.loads(line)["fields"]
+fields = json.loads(sys.argv[1])
 print(f"hold_wait_mean_ms={fields.get('hold_wait_mean_ms', '0.00')} hold_wait_max_ms={fields.get('hold_wait_max_ms', '0.00')}")
 PY
 }
