@@ -27,8 +27,10 @@
 #    shape, where the broker has machines of its own. BENCH_PROFILE=1 adds a drain of each
 #    kind under a system-wide `perf record` and prints where the samples fell.
 # 2. Latency: at BENCH_LATENCY_RATE (20,000) events/s for BENCH_LATENCY_SECONDS (15), p50/p99
-#    from the input's produce time to the output's append time (after a 1 s warm-up; the
-#    all-events p99 is printed too): at least once and the pass-through, medians of
+#    from the input's produce time to the output's append time (after a 2 s warm-up, so
+#    BENCH_LATENCY_SECONDS must be more than 2; the all-events p99 is printed too), and the
+#    broker's GC pauses meanwhile (how many, the longest, their total): at least once and the
+#    pass-through, medians of
 #    BENCH_LATENCY_ROUNDS (5) rounds each after one unmeasured run; exactly once and each set
 #    of BENCH_TUNINGS, one run each. Exactly once, a read_committed reader sees a record when
 #    its transaction commits: add up to the commit interval and the commit itself
@@ -50,6 +52,8 @@ rounds="${BENCH_ROUNDS:-2}"
 latency_rate="${BENCH_LATENCY_RATE:-20000}"
 latency_seconds="${BENCH_LATENCY_SECONDS:-15}"
 latency_rounds="${BENCH_LATENCY_ROUNDS:-5}"
+[[ "$latency_seconds" =~ ^[0-9]+$ ]] && [ "$latency_seconds" -gt 2 ] ||
+  die "BENCH_LATENCY_SECONDS=$latency_seconds: give whole seconds, more than the latency tool's 2 s warm-up"
 memory_events="${BENCH_MEMORY_EVENTS:-10000000}"
 eos_intervals="${BENCH_EOS_INTERVALS:-50ms 1s}"
 read -ra tunings <<<"${BENCH_TUNINGS:-linger.ms=20 fetch.wait.max.ms=10,fetch.min.bytes=1048576 linger.ms=20,fetch.wait.max.ms=10,fetch.min.bytes=1048576}"
@@ -247,24 +251,26 @@ latency_of() {
   threads snap "$broker_pid" "$state/latency-$name.broker-after"
   read -r broker_requests _ broker_other < <(threads broker "$state/latency-$name.broker-before" "$state/latency-$name.broker-after" "$((latency_rate * latency_seconds))")
   echo "$(E2E_LATENCY_TIMELINE="$state/latency-$name.timeline" "$latency_tool" "$bootstrap" "lat-in-$name" "$out") broker_requests_us=$broker_requests broker_other_us=$broker_other $(hold_waits "$state/latency-$name.err") $(broker_pauses "$((started_ms + 2000))" "$ended_ms")"
+  # (+2000: e2e_latency's WARMUP_MS, counted here from the generator's start.)
 }
 # broker_pauses FROM_MS TO_MS: the broker's collector pauses between two times (ms since the
-# epoch), from its GC log: how many, the longest and their sum. Each stops every client at once,
-# and at a fixed rate they set the p99 of both kinds (docs/benchmarks.md §8, stop 37). FROM_MS
-# skips the first two seconds of the load, as the latency tool's percentiles do.
+# epoch), from its GC log (and the parts the JVM rotated out): how many, the longest and their
+# total. Each stops every client at once, and at a fixed rate they set the p99 of both kinds
+# (docs/benchmarks.md §8, stop 37).
 broker_pauses() {
   python3 - "$state/kafka/gc.log" "$1" "$2" <<'PY'
-import datetime, re, sys
+import datetime, glob, re, sys
 path, since, until = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 pauses = []
-for line in open(path):
-    m = re.match(r"\[([^\]]+)\].* Pause .* ([0-9.]+)ms$", line.strip())
-    if m:
-        at = datetime.datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S.%f%z").timestamp() * 1000
-        if since <= at <= until:
-            pauses.append(float(m.group(2)))
+for part in sorted(glob.glob(path + "*")):
+    for line in open(part):
+        m = re.match(r"\[([^\]]+)\].* Pause .* ([0-9.]+)ms$", line.strip())
+        if m:
+            at = datetime.datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S.%f%z").timestamp() * 1000
+            if since <= at <= until:
+                pauses.append(float(m.group(2)))
 print(f"broker_gc_pauses={len(pauses)} broker_gc_pause_max_ms={max(pauses, default=0):.1f} "
-      f"broker_gc_pause_ms={sum(pauses):.1f}")
+      f"broker_gc_pause_total_ms={sum(pauses):.1f}")
 PY
 }
 # hold_waits ERR: from a run's "requests to the brokers" line, how long the oldest record of
@@ -352,7 +358,7 @@ echo "goals       broker: request threads $pipe_requests us/event, $(ratio "$pip
 echo "            records waited ${pipe_wait} ms in the pipeline's producer queue, ${pass_wait} ms in the pass-through's (batches grow with the wait)"
 echo "            at $latency_rate events/s, $(at_rate "$latency") us/event, $(ratio "$(at_rate "$latency")" "$(at_rate "$pass_latency")")x pass-through's $(at_rate "$pass_latency")"
 echo "            latency at $latency_rate events/s: p99 $(field latency_p99_ms "$latency") ms, pass-through's $(field latency_p99_ms "$pass_latency") (median of $latency_rounds rounds; goal: no worse);"
-echo "            the broker's GC paused $(field broker_gc_pauses "$latency") times, up to $(field broker_gc_pause_max_ms "$latency") ms, in the pipeline's runs, $(field broker_gc_pauses "$pass_latency") times, up to $(field broker_gc_pause_max_ms "$pass_latency") ms, in the pass-through's (medians)"
+echo "            the broker's GC paused, median run: $(field broker_gc_pauses "$latency") times, the longest $(field broker_gc_pause_max_ms "$latency") ms, in the pipeline's; $(field broker_gc_pauses "$pass_latency") times, the longest $(field broker_gc_pause_max_ms "$pass_latency") ms, in the pass-through's"
 echo "            consumer: $pipe_cpu us/event against pass-through's $pass_cpu + 1.5 x the core's $core_cpu = $consumer_budget (goal: at most that)"
 median_ratio="$(python3 -c "import statistics, sys; print(f'{statistics.median(map(float, sys.argv[1:])):.2f}')" "${round_ratios[@]}")"
 echo "            end to end: $(ratio "$best_pipe" "$best_pass")x pass-through (goal >= 0.75x); round by round ${round_ratios[*]}, median ${median_ratio}x"

@@ -7,10 +7,8 @@
 //! The percentiles leave out the events produced in the first two seconds of the load, which
 //! measure start-up, not a steady rate: the generator's producer waits about 0.5 s for its
 //! producer id before its first batch, and each client's first produce to a topic made for
-//! the run waits while it learns the leaders. In stop 37's bench 4 of 10 runs still had
-//! events of their second second waiting 0.3-0.6 s, pipeline and pass-through alike, and
-//! those set the run's p99 (203-499 ms against 58-78). The all-events p99 is printed beside
-//! them.
+//! the run waits while it learns the leaders: on this machine some runs' second second still
+//! waits (docs/benchmarks.md §8, stop 37). The all-events p99 is printed beside them.
 //!
 //!   cargo run --release --example e2e_latency -- BOOTSTRAP INPUT_TOPIC OUTPUT_TOPIC
 //!
@@ -24,7 +22,8 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
-/// Events produced this long after the first one count towards the percentiles.
+/// Events produced this long after the first one count towards the percentiles (and
+/// `hack/bench.sh` counts the broker's GC pauses from as long after the load's start).
 const WARMUP_MS: i64 = 2_000;
 
 /// Every record of `topic`, read as librdkafka reads by default (`read_committed`): an
