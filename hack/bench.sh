@@ -30,14 +30,13 @@
 #    from the input's produce time to the output's append time (after a 2 s warm-up, so
 #    BENCH_LATENCY_SECONDS must be more than 2; the all-events p99 is printed too), and the
 #    broker's GC pauses meanwhile (how many, the longest, their total): at least once and the
-#    pass-through, medians of
-#    BENCH_LATENCY_ROUNDS (5) rounds each after one unmeasured run; exactly once and each set
-#    of BENCH_TUNINGS, one run each. Exactly once, a read_committed reader sees a record when
-#    its transaction commits: add up to the commit interval and the commit itself
-#    (fetch_consumer_transaction_commit_duration_seconds). Each run also prints its broker's
-#    CPU per event, its request threads' and its other threads' but the JVM's own (a fetch
-#    that waits is timed out by a broker thread that is not a request thread): at one rate,
-#    the like-for-like broker comparison.
+#    pass-through, medians of BENCH_LATENCY_ROUNDS (5) rounds each after one unmeasured run;
+#    exactly once and each set of BENCH_TUNINGS, one run each. Exactly once, a read_committed
+#    reader sees a record when its transaction commits: add up to the commit interval and the
+#    commit itself (fetch_consumer_transaction_commit_duration_seconds). Each run also prints
+#    its broker's CPU per event, its request threads' and its other threads' but the JVM's own
+#    (a fetch that waits is timed out by a broker thread that is not a request thread): at one
+#    rate, the like-for-like broker comparison.
 # 3. Memory: peak RSS of `process` over BENCH_MEMORY_EVENTS (10,000,000) events with as many
 #    distinct users and IPs, against 10,000 events.
 #
@@ -250,8 +249,8 @@ latency_of() {
   kill -TERM "$consumer_pid" && wait "$consumer_pid" || true
   threads snap "$broker_pid" "$state/latency-$name.broker-after"
   read -r broker_requests _ broker_other < <(threads broker "$state/latency-$name.broker-before" "$state/latency-$name.broker-after" "$((latency_rate * latency_seconds))")
+  # The pauses from 2 s into the load: e2e_latency's WARMUP_MS, here from the generator's start.
   echo "$(E2E_LATENCY_TIMELINE="$state/latency-$name.timeline" "$latency_tool" "$bootstrap" "lat-in-$name" "$out") broker_requests_us=$broker_requests broker_other_us=$broker_other $(hold_waits "$state/latency-$name.err") $(broker_pauses "$((started_ms + 2000))" "$ended_ms")"
-  # (+2000: e2e_latency's WARMUP_MS, counted here from the generator's start.)
 }
 # broker_pauses FROM_MS TO_MS: the broker's collector pauses between two times (ms since the
 # epoch), from its GC log (and the parts the JVM rotated out): how many, the longest and their
