@@ -29,14 +29,16 @@
 # 2. Latency: at BENCH_LATENCY_RATE (20,000) events/s for BENCH_LATENCY_SECONDS (15), p50/p99
 #    from the input's produce time to the output's append time (after a 2 s warm-up, so
 #    BENCH_LATENCY_SECONDS must be more than 2; the all-events p99 is printed too), and the
-#    broker's GC pauses meanwhile (how many, the longest, their total): at least once and the
-#    pass-through, medians of BENCH_LATENCY_ROUNDS (5) rounds each after one unmeasured run;
-#    exactly once and each set of BENCH_TUNINGS, one run each. Exactly once, a read_committed
-#    reader sees a record when its transaction commits: add up to the commit interval and the
-#    commit itself (fetch_consumer_transaction_commit_duration_seconds). Each run also prints
-#    its broker's CPU per event, its request threads' and its other threads' but the JVM's own
-#    (a fetch that waits is timed out by a broker thread that is not a request thread): at one
-#    rate, the like-for-like broker comparison.
+#    broker's GC pauses meanwhile (how many, the longest, their total) with what each run's
+#    latency was around them and apart from them (hack/latency-stalls.py): at least once and
+#    the pass-through, medians of BENCH_LATENCY_ROUNDS (5) rounds each after one unmeasured
+#    run, and each kind's rounds together; exactly once and each set of BENCH_TUNINGS, one run
+#    each. Exactly once, a read_committed reader sees a record when its transaction commits:
+#    add up to the commit interval and the commit itself
+#    (fetch_consumer_transaction_commit_duration_seconds). Each run also prints its broker's
+#    CPU per event, its request threads' and its other threads' but the JVM's own (a fetch that
+#    waits is timed out by a broker thread that is not a request thread): at one rate, the
+#    like-for-like broker comparison.
 # 3. Memory: peak RSS of `process` over BENCH_MEMORY_EVENTS (10,000,000) events with as many
 #    distinct users and IPs, against 10,000 events.
 #
@@ -223,7 +225,7 @@ fi
 # pass-through ask the same of the broker but for the dead letters and the insights: the
 # like-for-like broker comparison.
 latency_of() {
-  local name="$1" out="$2" dlq="$3" consumer_pid broker_requests broker_other started_ms ended_ms
+  local name="$1" out="$2" dlq="$3" consumer_pid broker_requests broker_other line
   shift 3
   log "latency ($name) at $latency_rate events/s for ${latency_seconds}s"
   topic "lat-in-$name" "$partitions"
@@ -241,36 +243,28 @@ latency_of() {
   done
   grep -q '"partitions assigned"' "$state/latency-$name.err" ||
     die "the latency consumer got no partitions in 30 s (see $state/latency-$name.err)"
-  started_ms="$(date +%s%3N)"
   "${consumer_cpus[@]}" "$bin" --log-format json generate --bootstrap-servers "$bootstrap" --topic "lat-in-$name" --rate "$latency_rate" \
     --count "$((latency_rate * latency_seconds))" 2>"$state/latency-load-$name.log"
-  ended_ms="$(date +%s%3N)"
   sleep 3
   kill -TERM "$consumer_pid" && wait "$consumer_pid" || true
   threads snap "$broker_pid" "$state/latency-$name.broker-after"
   read -r broker_requests _ broker_other < <(threads broker "$state/latency-$name.broker-before" "$state/latency-$name.broker-after" "$((latency_rate * latency_seconds))")
-  # The pauses from 2 s into the load: e2e_latency's WARMUP_MS, here from the generator's start.
-  echo "$(E2E_LATENCY_TIMELINE="$state/latency-$name.timeline" "$latency_tool" "$bootstrap" "lat-in-$name" "$out") broker_requests_us=$broker_requests broker_other_us=$broker_other $(hold_waits "$state/latency-$name.err") $(broker_pauses "$((started_ms + 2000))" "$ended_ms")"
+  line="$(E2E_LATENCY_TIMELINE="$state/latency-$name.timeline" "$latency_tool" "$bootstrap" "lat-in-$name" "$out")"
+  echo "$line broker_requests_us=$broker_requests broker_other_us=$broker_other $(hold_waits "$state/latency-$name.err") $(stalls "$name" "$line")"
 }
-# broker_pauses FROM_MS TO_MS: the broker's collector pauses between two times (ms since the
-# epoch), from its GC log (and the parts the JVM rotated out): how many, the longest and their
-# total. Each stops every client at once, and at a fixed rate they set the p99 of both kinds
-# (docs/benchmarks.md §8, stop 37).
-broker_pauses() {
-  python3 - "$state/kafka/gc.log" "$1" "$2" <<'PY'
-import datetime, glob, re, sys
-path, since, until = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-pauses = []
-for part in sorted(glob.glob(path + "*")):
-    for line in open(part):
-        m = re.match(r"\[([^\]]+)\].* Pause .* ([0-9.]+)ms$", line.strip())
-        if m:
-            at = datetime.datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S.%f%z").timestamp() * 1000
-            if since <= at <= until:
-                pauses.append(float(m.group(2)))
-print(f"broker_gc_pauses={len(pauses)} broker_gc_pause_max_ms={max(pauses, default=0):.1f} "
-      f"broker_gc_pause_total_ms={sum(pauses):.1f}")
-PY
+# field KEY LINE: the value of KEY=... in a latency line.
+field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p" <<<"$2"; }
+# stalls NAME LINE [NAME LINE ...]: the broker's GC pauses over latency runs, each named as
+# latency_of named it and over the window its LINE gives, and how the runs' latency fared
+# around them and apart from them (hack/latency-stalls.py). Each pause stops every client at
+# once, and at a fixed rate they set the p99 of both kinds (docs/benchmarks.md §8, stop 37).
+stalls() {
+  local runs=()
+  while [ $# -gt 0 ]; do
+    runs+=("$state/latency-$1.timeline" "$(field window_from_ms "$2")" "$(field window_to_ms "$2")")
+    shift 2
+  done
+  python3 "$HACK_DIR/latency-stalls.py" "$state/kafka/gc.log" "${runs[@]}"
 }
 # hold_waits ERR: from a run's "requests to the brokers" line, how long the oldest record of
 # each release of the hold waited in it, mean and most (what the hold added to latency).
@@ -281,8 +275,8 @@ fields = json.loads(sys.argv[1])
 print(f"hold_wait_mean_ms={fields.get('hold_wait_mean_ms', '0.00')} hold_wait_max_ms={fields.get('hold_wait_max_ms', '0.00')}")
 PY
 }
-# One latency line from several runs' lines: the median of each figure over the runs, and every
-# run's p99 as rounds_p99_ms.
+# One latency line from several runs' lines: the median of each figure over the runs (but
+# their windows), and every run's p99 as rounds_p99_ms.
 latency_medians() {
   python3 - "$@" <<'PY'
 import statistics, sys
@@ -290,7 +284,7 @@ runs = [dict(f.split("=", 1) for f in line.split()) for line in sys.argv[1:]]
 def median(key):
     m = statistics.median(float(r[key]) for r in runs)
     return f"{m:.2f}" if "." in runs[0][key] else f"{m:.0f}"
-print(" ".join(f"{key}={median(key)}" for key in runs[0]),
+print(" ".join(f"{key}={median(key)}" for key in runs[0] if not key.startswith("window_")),
       "rounds_p99_ms=" + ",".join(r["latency_p99_ms"] for r in runs))
 PY
 }
@@ -304,28 +298,32 @@ PY
 # order, are in $state/latency-NAME.timeline.
 latency_seconds=5 latency_of warm lat-out-warm lat-dlq-warm --commit-interval 1s --passthrough >/dev/null
 latency_seconds=5 latency_of warm-pipeline lat-out-warm-pipeline lat-dlq-warm-pipeline --commit-interval 1s >/dev/null
-alo_runs=() pass_runs=()
+alo_runs=() pass_runs=() alo_named=() pass_named=()
 for round in $(seq "$latency_rounds"); do
   order=(alo pass)
   ((round % 2)) || order=(pass alo)
   for kind in "${order[@]}"; do
     if [ "$kind" = alo ]; then
       alo_runs+=("$(latency_of "alo-$round" "lat-out-$round" "lat-dlq-$round" --commit-interval 1s)")
+      alo_named+=("alo-$round" "${alo_runs[-1]}")
     else
       pass_runs+=("$(latency_of "pass-$round" "lat-out-pass-$round" "lat-dlq-pass-$round" \
         --commit-interval 1s --passthrough)")
+      pass_named+=("pass-$round" "${pass_runs[-1]}")
     fi
   done
 done
 latency="$(latency_medians "${alo_runs[@]}")"
 pass_latency="$(latency_medians "${pass_runs[@]}")"
+# All the rounds' events and pauses of each kind together: a p99 over five times the events,
+# which one round's few pauses sway less than they sway its own.
+alo_pooled="$(stalls "${alo_named[@]}")"
+pass_pooled="$(stalls "${pass_named[@]}")"
 eos_latency="$(latency_of eos eos-lat-out eos-lat-dlq --guarantee exactly-once)"
 for i in "${!tunings[@]}"; do
   mapfile -t flags < <(x_flags "${tunings[i]}")
   tuning_lines[i]="${tuning_lines[i]}; $(latency_of "tuning-$i" "lat-out-t$i" "lat-dlq-t$i" --commit-interval 1s "${flags[@]}")"
 done
-# field KEY LINE: the value of KEY=... in a latency line.
-field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p" <<<"$2"; }
 at_rate() { field broker_requests_us "$1"; }
 
 log "memory: process over $memory_events events with distinct users and IPs (baseline: 10,000)"
@@ -357,7 +355,8 @@ echo "goals       broker: request threads $pipe_requests us/event, $(ratio "$pip
 echo "            records waited ${pipe_wait} ms in the pipeline's producer queue, ${pass_wait} ms in the pass-through's (batches grow with the wait)"
 echo "            at $latency_rate events/s, $(at_rate "$latency") us/event, $(ratio "$(at_rate "$latency")" "$(at_rate "$pass_latency")")x pass-through's $(at_rate "$pass_latency")"
 echo "            latency at $latency_rate events/s: p99 $(field latency_p99_ms "$latency") ms, pass-through's $(field latency_p99_ms "$pass_latency") (median of $latency_rounds rounds; goal: no worse);"
-echo "            the broker's GC paused, median run: $(field broker_gc_pauses "$latency") times, the longest $(field broker_gc_pause_max_ms "$latency") ms, in the pipeline's; $(field broker_gc_pauses "$pass_latency") times, the longest $(field broker_gc_pause_max_ms "$pass_latency") ms, in the pass-through's"
+echo "            all rounds' events together, p99 $(field pooled_p99_ms "$alo_pooled") ms vs $(field pooled_p99_ms "$pass_pooled"); the broker's GC paused $(field broker_gc_pauses "$alo_pooled") times in the pipeline's rounds (the longest $(field broker_gc_pause_max_ms "$alo_pooled") ms), $(field broker_gc_pauses "$pass_pooled") in the pass-through's ($(field broker_gc_pause_max_ms "$pass_pooled") ms):"
+echo "            each stall outlasted its pause by $(field stall_excess_ms "$alo_pooled") ms vs $(field stall_excess_ms "$pass_pooled") (median); away from the pauses, p99 $(field quiet_p99_ms "$alo_pooled") ms vs $(field quiet_p99_ms "$pass_pooled")"
 echo "            consumer: $pipe_cpu us/event against pass-through's $pass_cpu + 1.5 x the core's $core_cpu = $consumer_budget (goal: at most that)"
 median_ratio="$(python3 -c "import statistics, sys; print(f'{statistics.median(map(float, sys.argv[1:])):.2f}')" "${round_ratios[@]}")"
 echo "            end to end: $(ratio "$best_pipe" "$best_pass")x pass-through (goal >= 0.75x); round by round ${round_ratios[*]}, median ${median_ratio}x"

@@ -22,8 +22,9 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
-/// Events produced this long after the first one count towards the percentiles (and
-/// `hack/bench.sh` counts the broker's GC pauses from as long after the load's start).
+/// Events produced this long after the first one count towards the percentiles. The window
+/// they span is printed (`window_from_ms`, `window_to_ms`: the first such event's produce time
+/// and the last one's append), for `hack/bench.sh` to set the broker's GC pauses beside.
 const WARMUP_MS: i64 = 2_000;
 
 /// Every record of `topic`, read as librdkafka reads by default (`read_committed`): an
@@ -116,14 +117,21 @@ fn main() {
         l
     };
     let all = sorted(&|_| true);
-    let steady = sorted(&|at| at >= load_started + WARMUP_MS);
-    if steady.is_empty() {
+    let window_from = load_started + WARMUP_MS;
+    let steady = sorted(&|at| at >= window_from);
+    let window_to = matched
+        .iter()
+        .filter(|(at, _)| *at >= window_from)
+        .map(|(at, latency)| at + latency)
+        .max();
+    let Some(window_to) = window_to else {
         eprintln!("no output record matched an input record produced after the warm-up");
         std::process::exit(1);
-    }
+    };
     let pct = |l: &[i64], p: f64| l[((l.len() - 1) as f64 * p).round() as usize];
     println!(
-        "latency_p50_ms={} latency_p99_ms={} latency_max_ms={} matched={} all_events_p99_ms={} all_events_max_ms={}",
+        "latency_p50_ms={} latency_p99_ms={} latency_max_ms={} matched={} all_events_p99_ms={} all_events_max_ms={} \
+         window_from_ms={window_from} window_to_ms={window_to}",
         pct(&steady, 0.50),
         pct(&steady, 0.99),
         steady[steady.len() - 1],
