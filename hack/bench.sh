@@ -219,11 +219,12 @@ if [ -n "${BENCH_PROFILE:-}" ]; then
   profile_of profile-pipe bench-out
 fi
 
-# Prints the latency line of a consumer run at the fixed rate, with `$@` added to its flags,
-# and the CPU per event of the broker's request threads and of its other threads but the JVM's
-# own, over the run (serving the load's producer too). At a fixed rate the pipeline and the
-# pass-through ask the same of the broker but for the dead letters and the insights: the
-# like-for-like broker comparison.
+# Prints the latency line of a consumer run at the fixed rate, with `$@` added to its flags:
+# e2e_latency's figures and window; the CPU per event of the broker's request threads and of
+# its other threads but the JVM's own, over the run (serving the load's producer too); the
+# hold's waits; and the broker's GC pauses with the latency around them and apart from them
+# (`stalls`). At a fixed rate the pipeline and the pass-through ask the same of the broker but
+# for the dead letters and the insights: the like-for-like broker comparison.
 latency_of() {
   local name="$1" out="$2" dlq="$3" consumer_pid broker_requests broker_other line
   shift 3
@@ -249,22 +250,25 @@ latency_of() {
   kill -TERM "$consumer_pid" && wait "$consumer_pid" || true
   threads snap "$broker_pid" "$state/latency-$name.broker-after"
   read -r broker_requests _ broker_other < <(threads broker "$state/latency-$name.broker-before" "$state/latency-$name.broker-after" "$((latency_rate * latency_seconds))")
-  line="$(E2E_LATENCY_TIMELINE="$state/latency-$name.timeline" "$latency_tool" "$bootstrap" "lat-in-$name" "$out")"
+  line="$(E2E_LATENCY_TIMELINE="$state/latency-$name.timeline" "$latency_tool" "$bootstrap" "lat-in-$name" "$out")" ||
+    die "e2e_latency could not measure the latency run $name"
   echo "$line broker_requests_us=$broker_requests broker_other_us=$broker_other $(hold_waits "$state/latency-$name.err") $(stalls "$name" "$line")"
 }
-# field KEY LINE: the value of KEY=... in a latency line.
-field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p" <<<"$2"; }
-# stalls NAME LINE [NAME LINE ...]: the broker's GC pauses over latency runs, each named as
-# latency_of named it and over the window its LINE gives, and how the runs' latency fared
-# around them and apart from them (hack/latency-stalls.py). Each pause stops every client at
-# once, and at a fixed rate they set the p99 of both kinds (docs/benchmarks.md §8, stop 37).
+# field KEY LINE: the value of KEY=... in a latency line (the whole key: `events` is not
+# `quiet_events`).
+field() { sed -n "s/\(.* \|^\)$1=\([0-9.-]*\).*/\2/p" <<<"$2"; }
+# stalls [--pooled] NAME LINE [NAME LINE ...]: the broker's GC pauses over latency runs, each
+# named as latency_of named it and over the window its LINE gives, and how the runs' latency
+# fared around them and apart from them (hack/latency-stalls.py). Each pause stops every client
+# at once, and at a fixed rate they set the p99 of both kinds (docs/benchmarks.md §8, stop 37).
 stalls() {
-  local runs=()
+  local runs=() pooled=()
+  [ "$1" = --pooled ] && pooled=(--pooled) && shift
   while [ $# -gt 0 ]; do
     runs+=("$state/latency-$1.timeline" "$(field window_from_ms "$2")" "$(field window_to_ms "$2")")
     shift 2
   done
-  python3 "$HACK_DIR/latency-stalls.py" "$state/kafka/gc.log" "${runs[@]}"
+  python3 "$HACK_DIR/latency-stalls.py" "${pooled[@]}" "$state/kafka/gc.log" "${runs[@]}"
 }
 # hold_waits ERR: from a run's "requests to the brokers" line, how long the oldest record of
 # each release of the hold waited in it, mean and most (what the hold added to latency).
@@ -275,16 +279,19 @@ fields = json.loads(sys.argv[1])
 print(f"hold_wait_mean_ms={fields.get('hold_wait_mean_ms', '0.00')} hold_wait_max_ms={fields.get('hold_wait_max_ms', '0.00')}")
 PY
 }
-# One latency line from several runs' lines: the median of each figure over the runs (but
-# their windows), and every run's p99 as rounds_p99_ms.
+# One latency line from several runs' lines: the median of each figure over the runs that
+# have it (a run with no GC pause has no catch-up), except the runs' own windows, and every
+# run's p99 as rounds_p99_ms.
 latency_medians() {
   python3 - "$@" <<'PY'
 import statistics, sys
 runs = [dict(f.split("=", 1) for f in line.split()) for line in sys.argv[1:]]
+keys = [k for k in dict.fromkeys(k for r in runs for k in r) if not k.startswith("window_")]
 def median(key):
-    m = statistics.median(float(r[key]) for r in runs)
-    return f"{m:.2f}" if "." in runs[0][key] else f"{m:.0f}"
-print(" ".join(f"{key}={median(key)}" for key in runs[0] if not key.startswith("window_")),
+    values = [r[key] for r in runs if key in r]
+    m = statistics.median(float(v) for v in values)
+    return f"{m:.2f}" if "." in values[0] else f"{m:.0f}"
+print(" ".join(f"{key}={median(key)}" for key in keys),
       "rounds_p99_ms=" + ",".join(r["latency_p99_ms"] for r in runs))
 PY
 }
@@ -315,10 +322,10 @@ for round in $(seq "$latency_rounds"); do
 done
 latency="$(latency_medians "${alo_runs[@]}")"
 pass_latency="$(latency_medians "${pass_runs[@]}")"
-# All the rounds' events and pauses of each kind together: a p99 over five times the events,
-# which one round's few pauses sway less than they sway its own.
-alo_pooled="$(stalls "${alo_named[@]}")"
-pass_pooled="$(stalls "${pass_named[@]}")"
+# All the rounds' events and pauses of each kind together: a p99 over BENCH_LATENCY_ROUNDS
+# times the events, which one round's few pauses sway less than they sway its own.
+alo_pooled="$(stalls --pooled "${alo_named[@]}")"
+pass_pooled="$(stalls --pooled "${pass_named[@]}")"
 eos_latency="$(latency_of eos eos-lat-out eos-lat-dlq --guarantee exactly-once)"
 for i in "${!tunings[@]}"; do
   mapfile -t flags < <(x_flags "${tunings[i]}")
@@ -356,7 +363,7 @@ echo "            records waited ${pipe_wait} ms in the pipeline's producer queu
 echo "            at $latency_rate events/s, $(at_rate "$latency") us/event, $(ratio "$(at_rate "$latency")" "$(at_rate "$pass_latency")")x pass-through's $(at_rate "$pass_latency")"
 echo "            latency at $latency_rate events/s: p99 $(field latency_p99_ms "$latency") ms, pass-through's $(field latency_p99_ms "$pass_latency") (median of $latency_rounds rounds; goal: no worse);"
 echo "            all rounds' events together, p99 $(field pooled_p99_ms "$alo_pooled") ms vs $(field pooled_p99_ms "$pass_pooled"); the broker's GC paused $(field broker_gc_pauses "$alo_pooled") times in the pipeline's rounds (the longest $(field broker_gc_pause_max_ms "$alo_pooled") ms), $(field broker_gc_pauses "$pass_pooled") in the pass-through's ($(field broker_gc_pause_max_ms "$pass_pooled") ms):"
-echo "            each stall outlasted its pause by $(field stall_excess_ms "$alo_pooled") ms vs $(field stall_excess_ms "$pass_pooled") (median); away from the pauses, p99 $(field quiet_p99_ms "$alo_pooled") ms vs $(field quiet_p99_ms "$pass_pooled")"
+echo "            after each, the last event it held back was appended $(field stall_catch_up_ms "$alo_pooled") ms later vs $(field stall_catch_up_ms "$pass_pooled") (median); away from the pauses, p99 $(field quiet_p99_ms "$alo_pooled") ms vs $(field quiet_p99_ms "$pass_pooled")"
 echo "            consumer: $pipe_cpu us/event against pass-through's $pass_cpu + 1.5 x the core's $core_cpu = $consumer_budget (goal: at most that)"
 median_ratio="$(python3 -c "import statistics, sys; print(f'{statistics.median(map(float, sys.argv[1:])):.2f}')" "${round_ratios[@]}")"
 echo "            end to end: $(ratio "$best_pipe" "$best_pass")x pass-through (goal >= 0.75x); round by round ${round_ratios[*]}, median ${median_ratio}x"

@@ -23,8 +23,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 /// Events produced this long after the first one count towards the percentiles. The window
-/// they span is printed (`window_from_ms`, `window_to_ms`: the first such event's produce time
-/// and the last one's append), for `hack/bench.sh` to set the broker's GC pauses beside.
+/// they span is printed, for `hack/bench.sh` to set the broker's GC pauses beside:
+/// `window_from_ms`, the first event's produce time plus this, and `window_to_ms`, the latest
+/// append of the events counted.
 const WARMUP_MS: i64 = 2_000;
 
 /// Every record of `topic`, read as librdkafka reads by default (`read_committed`): an
