@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
 # Whether the broker's extra work for the pipeline in a drain follows its records' bytes or
 # its produce requests. The pipeline's output records are about a tenth bigger than its
-# input's (`login_time` added; 240 against 214 bytes with the bench's generator), and it sends
-# three to four times the pass-through's produce requests (docs/benchmarks.md §8). So three
-# drains are compared, round by round in the same order, with the broker's request threads'
-# CPU per event of each (hack/thread-cpu.py):
+# input's (`login_time` added; 240 against 214 bytes with the bench's generator), and in a
+# drain it sends two to four times the pass-through's produce requests (docs/benchmarks.md
+# §8). So three drains are compared, round by round in the same order, with the broker's
+# request threads' CPU per event of each (hack/thread-cpu.py) and the requests each sent:
 #
-#   pass-input    the pass-through over generated events (the input's bytes, its requests)
-#   pass-output   the pass-through over the pipeline's own output (the output's bytes, the
-#                 pass-through's requests)
-#   pipeline      the pipeline over the generated events (the output's bytes, its requests)
+#   pass-input    the pass-through over generated events: the input's records
+#   pass-output   the pass-through over the pipeline's own output: the output's records, in
+#                 the pass-through's big batches (its requests are not quite the same: it
+#                 produces bigger records and reads a log the pipeline wrote, so each line
+#                 prints its produce and fetch requests)
+#   pipeline      the pipeline over the generated events: the output's records, in its own
+#                 batches
+#
+# Each kind's ratio to pass-input is taken round by round, the two drains a minute apart at
+# most, and the median of the rounds' ratios printed.
 #
 #   hack/bench-bytes.sh
 #
@@ -55,13 +61,17 @@ drain() {
     --http-addr 127.0.0.1:0 --max-records "$events" -X statistics.interval.ms=1000 \
     --group-id "bench-bytes-$name-$RANDOM$RANDOM" "$@" >"$state/$name.out" 2>"$state/$name.err" ||
     die "the $name drain failed (see $state/$name.err)"
-  threads snap "$broker_pid" "$state/$name.after"
-  read -r requests_us _ < <(threads broker "$state/$name.before" "$state/$name.after" "$events")
+  threads snap "$broker_pid" "$state/$name.after" || die "could not read the broker's threads"
+  # A function in $(...) runs without errexit: each step that can fail says so itself.
+  read -r requests_us _ < <(threads broker "$state/$name.before" "$state/$name.after" "$events") || true
+  [ -n "${requests_us:-}" ] || die "no broker CPU figure for the $name drain (hack/thread-cpu.py)"
   python3 - "$name" "$(events_per_second "$state/$name.out")" "$requests_us" "$(run_summary "$state/$name.err")" <<'PY'
 import json, sys
 name, eps, requests_us, fields = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+if not eps or "produce_requests" not in fields:
+    sys.exit(f"the {name} drain printed no throughput or no request counts")
 print(f"{name} events_per_second={eps} broker_requests_us={requests_us} "
-      f"produce_batches={fields.get('produce_requests', '?')} "
+      f"produce_requests={fields['produce_requests']} fetch_requests={fields.get('fetch_requests', 0)} "
       f"records_per_batch={fields.get('records_per_produce_batch', '?')}")
 PY
 }
@@ -69,9 +79,10 @@ PY
 log "the pipeline's output of the input, as the second pass-through's input"
 drain make-output input output >/dev/null
 made="$("$HACK_DIR/kafka.sh" tool "$state/kafka" org.apache.kafka.tools.GetOffsetShell \
-  --bootstrap-server "$bootstrap" --topic output 2>/dev/null | awk -F: '{ n += $3 } END { print n + 0 }')"
-# The pass-through over it stops after $events records: it must hold that many.
-[ "$made" -eq "$events" ] || die "the pipeline made $made output records of $events events (see $state/make-output.err)"
+  --bootstrap-server "$bootstrap" --topic output 2>"$state/offsets.err" | awk -F: '{ n += $3 } END { print n + 0 }')" ||
+  die "could not count the output's records (see $state/offsets.err)"
+# The pass-through over it stops after $events records: it must hold at least that many.
+[ "$made" -ge "$events" ] || die "the pipeline made $made output records of $events events (see $state/make-output.err)"
 rm -f "$state/runs"
 for round in $(seq -1 "$rounds"); do
   [ "$round" -ge 1 ] && log "round $round" || log "warm-up (not counted)"
@@ -94,10 +105,15 @@ for line in open(runs):
     by.setdefault(re.sub(r"-[0-9]+$", "", line.split()[0]), []).append(fields)
 def median(kind, key):
     return statistics.median(float(f[key]) for f in by[kind])
-base = median("pass-input", "broker_requests_us")
-print(f"\nbytes       the broker's request threads per event, median of {rounds} rounds, against the pass-through over the input:")
+def round_ratios(kind):
+    return [float(f["broker_requests_us"]) / max(float(b["broker_requests_us"]), 1e-9)
+            for f, b in zip(by[kind], by["pass-input"])]
+print(f"\nbytes       the broker's request threads per event, median of {rounds} rounds; against the "
+      "pass-through over the input, round by round and their median:")
 for kind in ("pass-input", "pass-output", "pipeline"):
-    us = median(kind, "broker_requests_us")
-    print(f"            {kind:12} {us:.2f} us ({us / base:.2f}x), {median(kind, 'produce_batches'):.0f} produce requests, "
+    ratios = round_ratios(kind)
+    print(f"            {kind:12} {median(kind, 'broker_requests_us'):.2f} us "
+          f"({' '.join(f'{r:.2f}' for r in ratios)}: {statistics.median(ratios):.2f}x), "
+          f"{median(kind, 'produce_requests'):.0f} produce and {median(kind, 'fetch_requests'):.0f} fetch requests, "
           f"{median(kind, 'events_per_second'):.0f} events/s")
 PY

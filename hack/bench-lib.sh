@@ -1,6 +1,6 @@
-# What the benchmarks on the local broker share (bench.sh, bench-builds.sh, rebalance-cost.sh),
-# so that their drains are the same drains. Source it after lib.sh, with $state set to the
-# script's own directory under target/.
+# What the benchmarks on the local broker share (bench.sh, bench-builds.sh, bench-bytes.sh,
+# bench-requests.sh, rebalance-cost.sh), so that their drains are the same drains. Source it
+# after lib.sh, with $state set to the script's own directory under target/.
 #
 #   bench_build               the checkout's release consumer and latency tool, as $bin and
 #                             $latency_tool
