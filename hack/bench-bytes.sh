@@ -44,12 +44,7 @@ log "loading $events events into input ($partitions partitions)"
 "$bin" --log-format json generate --bootstrap-servers "$bootstrap" --topic input --rate 0 \
   --count "$events" --variety --malformed 0 --seed 1 2>"$state/load.log" ||
   die "loading input failed (see $state/load.log)"
-consumer_cpus=()
-if [ -n "${BENCH_PIN:-}" ]; then
-  pin_broker
-  consumer_cpus=(taskset -c 1)
-  log "pinned: the broker to core 0, the consumers to core 1"
-fi
+pin_if_asked
 
 # drain NAME INPUT OUTPUT [FLAGS...]: drains INPUT's events into OUTPUT; prints its line.
 drain() {

@@ -19,6 +19,8 @@
 #                             JSON log ERR) as a JSON object, {} without one
 #   pin_broker                every thread of the broker to core 0; the consumers then run on
 #                             core 1 (`taskset -c 1`): production's shape on two cores
+#   pin_if_asked              with BENCH_PIN set, pin_broker; sets $consumer_cpus, the prefix
+#                             a consumer's command runs under (empty, or `taskset -c 1`)
 #   threads ARGS              hack/thread-cpu.py: CPU by thread (snap, watch, diff, broker)
 
 bench_build() {
@@ -64,5 +66,13 @@ PY
 }
 
 pin_broker() { taskset -a -p -c 0 "$broker_pid" >/dev/null; }
+
+pin_if_asked() {
+  consumer_cpus=()
+  [ -n "${BENCH_PIN:-}" ] || return 0
+  pin_broker
+  consumer_cpus=(taskset -c 1)
+  log "pinned: the broker to core 0, the consumers to core 1"
+}
 
 threads() { python3 "$HACK_DIR/thread-cpu.py" "$@"; }

@@ -72,13 +72,7 @@ trap bench_stop_broker EXIT
 bench_broker 2g
 bench_load "$bin" "$events" "$partitions"
 
-if [ -n "${BENCH_PIN:-}" ]; then
-  pin_broker
-  consumer_cpus=(taskset -c 1)
-  log "pinned: the broker to core 0, the consumers to core 1"
-else
-  consumer_cpus=()
-fi
+pin_if_asked
 # ratio A B [DIGITS]: A / B, rounded.
 ratio() { python3 -c "print(f'{$1 / max($2, 1e-9):.${3:-2}f}')"; }
 
@@ -367,7 +361,9 @@ echo "            records waited ${pipe_wait} ms in the pipeline's producer queu
 echo "            at $latency_rate events/s, $(at_rate "$latency") us/event, $(ratio "$(at_rate "$latency")" "$(at_rate "$pass_latency")")x pass-through's $(at_rate "$pass_latency")"
 echo "            latency at $latency_rate events/s: p99 $(field latency_p99_ms "$latency") ms, pass-through's $(field latency_p99_ms "$pass_latency") (median of $latency_rounds rounds; goal: no worse);"
 echo "            all rounds' events together, p99 $(field pooled_p99_ms "$alo_pooled") ms vs $(field pooled_p99_ms "$pass_pooled"); the broker's GC paused $(field broker_gc_pauses "$alo_pooled") times in the pipeline's rounds (the longest $(field broker_gc_pause_max_ms "$alo_pooled") ms), $(field broker_gc_pauses "$pass_pooled") in the pass-through's ($(field broker_gc_pause_max_ms "$pass_pooled") ms):"
-echo "            after each, the last event it held back was appended $(field stall_catch_up_ms "$alo_pooled") ms later vs $(field stall_catch_up_ms "$pass_pooled") (median); away from the pauses, p99 $(field quiet_p99_ms "$alo_pooled") ms vs $(field quiet_p99_ms "$pass_pooled")"
+# A figure with nothing to measure (no pause in a kind's rounds) is left out: "-".
+figure() { field "$1" "$2" | grep . || echo -; }
+echo "            after each, the last event it held back was appended $(figure stall_catch_up_ms "$alo_pooled") ms later vs $(figure stall_catch_up_ms "$pass_pooled") (median); away from the pauses, p99 $(figure quiet_p99_ms "$alo_pooled") ms vs $(figure quiet_p99_ms "$pass_pooled")"
 echo "            consumer: $pipe_cpu us/event against pass-through's $pass_cpu + 1.5 x the core's $core_cpu = $consumer_budget (goal: at most that)"
 median_ratio="$(median_of "${round_ratios[@]}")"
 echo "            end to end: $(ratio "$best_pipe" "$best_pass")x pass-through (goal >= 0.75x); round by round ${round_ratios[*]}, median ${median_ratio}x"
