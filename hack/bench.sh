@@ -75,6 +75,8 @@ bench_load "$bin" "$events" "$partitions"
 pin_if_asked
 # ratio A B [DIGITS]: A / B, rounded.
 ratio() { python3 -c "print(f'{$1 / max($2, 1e-9):.${3:-2}f}')"; }
+# median_of X...: the median of the numbers, rounded.
+median_of() { python3 -c "import statistics, sys; print(f'{statistics.median(map(float, sys.argv[1:])):.2f}')" "$@"; }
 
 # Runs the consumer until it has drained the input; prints
 # "<events/s> <peak RSS KiB> <consumer CPU us/event> <broker CPU us/event> <broker request
@@ -254,6 +256,9 @@ latency_of() {
 # field KEY LINE: the value of KEY=... in a latency line (the whole key: `events` is not
 # `quiet_events`).
 field() { sed -n "s/\(.* \|^\)$1=\([0-9.-]*\).*/\2/p" <<<"$2"; }
+# figure KEY LINE: field, or "-" for a figure with nothing to measure (no pause in a kind's
+# rounds leaves the catch-up out).
+figure() { field "$1" "$2" | grep . || echo -; }
 # stalls [--pooled] NAME LINE [NAME LINE ...]: the broker's GC pauses over latency runs, each
 # named as latency_of named it and over the window its LINE gives, and how the runs' latency
 # fared around them and apart from them (hack/latency-stalls.py). Each pause stops every client
@@ -355,14 +360,11 @@ consumer_budget="$(python3 -c "print(f'{$pass_cpu + 1.5 * $core_cpu:.2f}')")"
 echo
 echo "throughput  pipeline $best_pipe events/s, pass-through $best_pass events/s (best of $rounds, $events events, $partitions partitions$([ -n "${BENCH_PIN:-}" ] && echo ", broker pinned to core 0 and consumers to core 1"))"
 echo "cpu/event   pipeline consumer $pipe_cpu us + broker $pipe_broker us; pass-through consumer $pass_cpu us + broker $pass_broker us ($(nproc) cores in all)"
-median_of() { python3 -c "import statistics, sys; print(f'{statistics.median(map(float, sys.argv[1:])):.2f}')" "$@"; }
 echo "goals       broker: request threads $pipe_requests us/event, $(ratio "$pipe_requests" "$pass_requests")x pass-through's $pass_requests (goal <= 1.2x); round by round ${broker_ratios[*]}, median $(median_of "${broker_ratios[@]}")x;"
 echo "            records waited ${pipe_wait} ms in the pipeline's producer queue, ${pass_wait} ms in the pass-through's (batches grow with the wait)"
 echo "            at $latency_rate events/s, $(at_rate "$latency") us/event, $(ratio "$(at_rate "$latency")" "$(at_rate "$pass_latency")")x pass-through's $(at_rate "$pass_latency")"
 echo "            latency at $latency_rate events/s: p99 $(field latency_p99_ms "$latency") ms, pass-through's $(field latency_p99_ms "$pass_latency") (median of $latency_rounds rounds; goal: no worse);"
 echo "            all rounds' events together, p99 $(field pooled_p99_ms "$alo_pooled") ms vs $(field pooled_p99_ms "$pass_pooled"); the broker's GC paused $(field broker_gc_pauses "$alo_pooled") times in the pipeline's rounds (the longest $(field broker_gc_pause_max_ms "$alo_pooled") ms), $(field broker_gc_pauses "$pass_pooled") in the pass-through's ($(field broker_gc_pause_max_ms "$pass_pooled") ms):"
-# A figure with nothing to measure (no pause in a kind's rounds) is left out: "-".
-figure() { field "$1" "$2" | grep . || echo -; }
 echo "            after each, the last event it held back was appended $(figure stall_catch_up_ms "$alo_pooled") ms later vs $(figure stall_catch_up_ms "$pass_pooled") (median); away from the pauses, p99 $(figure quiet_p99_ms "$alo_pooled") ms vs $(figure quiet_p99_ms "$pass_pooled")"
 echo "            consumer: $pipe_cpu us/event against pass-through's $pass_cpu + 1.5 x the core's $core_cpu = $consumer_budget (goal: at most that)"
 median_ratio="$(median_of "${round_ratios[@]}")"
