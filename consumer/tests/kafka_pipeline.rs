@@ -517,9 +517,10 @@ fn the_passthrough_baseline_copies_every_record_unchanged() {
     assert_eq!(total(&end_offsets(&dlq)), 0, "nothing is dead-lettered");
 }
 
-/// A backlog's output records are held and produced a partition at a time
-/// (`--backlog-hold-bytes`): every event still arrives once, and each user's events keep
-/// their order in the output, as they had it in the input.
+/// A backlog's records are held and produced a partition at a time (`--backlog-hold-bytes`),
+/// its dead letters kept through the releases for fullness: every event still arrives once,
+/// and each user's events keep their order in the output and in the dead-letter topic, as
+/// they had it in the input.
 #[test]
 fn a_held_backlog_keeps_each_users_events_in_order_and_loses_nothing() {
     let (input, output, dlq) = topics(3);
@@ -529,13 +530,18 @@ fn a_held_backlog_keeps_each_users_events_in_order_and_loses_nothing() {
         .flat_map(|seq| (0..users).map(move |user| (user, seq)))
         .map(|(user, seq)| {
             let user_id = format!("{user:08x}-0000-4000-8000-{user:012x}");
-            let event = format!(
+            let mut event = format!(
                 r#"{{"user_id": "{user_id}", "app_version": "2.3.0", "device_type": "android", "ip": "8.8.{user}.{seq}", "locale": "NY", "device_id": "{user_id}", "timestamp": {}}}"#,
                 1_700_000_000 + seq
             );
+            // One in five cut short: a dead letter.
+            if seq % 5 == 4 {
+                event.pop();
+            }
             (user_id.into_bytes(), Some(event.into_bytes()))
         })
         .collect();
+    let dead = records.len() / 5;
     produce(&input, &records);
     // Small batches and a small hold: the backlog releases many times, full and at its end.
     let consumer = ConsumerProcess::start(
@@ -545,16 +551,17 @@ fn a_held_backlog_keeps_each_users_events_in_order_and_loses_nothing() {
         &dlq,
         &["--batch-size", "64", "--backlog-hold-bytes", "16384"],
     );
-    let mut out = read_all(&output, records.len());
+    let mut out = read_all(&output, records.len() - dead);
+    let dead_letters = read_all(&dlq, dead);
     assert_eq!(
         consumer.metric("fetch_consumer_backlog_held_records_total"),
         records.len() as f64,
         "every record went through the hold"
     );
-    // A release carries at most 16 KiB and a record, and the 2,000 records (about 350 bytes
-    // each as the hold counts them) take about 40 of those: half is a bound with room.
+    // A release carries at most 16 KiB and a record, and the 1,600 output records (about 350
+    // bytes each as the hold counts them) take about 35 of those: half is a bound with room.
     let releases = consumer.metric("fetch_consumer_backlog_hold_releases_total");
-    assert!(releases >= 20.0, "{releases} releases");
+    assert!(releases >= 17.0, "{releases} releases");
     let log = consumer.log();
     let (code, _) = consumer.terminate();
     assert_eq!(code, Some(0), "exits 0:\n{log}");
@@ -578,6 +585,28 @@ fn a_held_backlog_keeps_each_users_events_in_order_and_loses_nothing() {
             assert!(before < timestamp, "{user}: {timestamp} after {before}");
         }
     }
-    assert_eq!(events.len(), records.len(), "every event once");
-    assert_eq!(total(&end_offsets(&dlq)), 0, "nothing is dead-lettered");
+    assert_eq!(events.len(), records.len() - dead, "every event once");
+
+    // The dead letters are the input's records, byte for byte: each user's in input order.
+    let seq_of: HashMap<&[u8], u64> = records
+        .iter()
+        .zip((0..per_user).flat_map(|seq| (0..users).map(move |_| seq)))
+        .filter_map(|((_, value), seq)| value.as_deref().map(|v| (v, seq)))
+        .collect();
+    let mut last_dead: HashMap<Vec<u8>, u64> = HashMap::new();
+    let mut seen = HashSet::new();
+    for m in &dead_letters {
+        let value = m.payload().expect("the input's value");
+        let seq = *seq_of.get(value).expect("a dead letter is an input record");
+        assert_eq!(seq % 5, 4, "only the cut-short events are dead letters");
+        assert!(seen.insert(value.to_vec()), "a dead letter twice");
+        let user = m.key().expect("the input's key").to_vec();
+        if let Some(before) = last_dead.insert(user, seq) {
+            assert!(
+                before < seq,
+                "dead letters out of order: {seq} after {before}"
+            );
+        }
+    }
+    assert_eq!(seen.len(), dead, "every dead letter once");
 }

@@ -13,6 +13,13 @@
 //! aborts, and the partitions' next owner reads it again, as the rest of the batches the stage
 //! had not finished).
 //!
+//! Dead letters stay through a release for fullness, up to [`DEAD_LETTERS_KEPT_FOR`] after the
+//! oldest of them was held, unless they take half the hold: they are few (about 1% of a
+//! typical stream), so each release's share of a dead-letter partition is a batch of tens of
+//! records, and in a drain they made a quarter of the produce requests. Kept, they leave a few
+//! times a second. The cost: their input offsets, and every later one of their partitions,
+//! commit that much later. Nothing more waiting, or a transaction due, takes them all.
+//!
 //! Exactly once, a transaction commits the input offsets of every record handled before it,
 //! so the records held go to the producer before it commits: once its commit is due (its
 //! interval or its records), the stage releases them after the batch it was working on, and a
@@ -26,10 +33,11 @@
 //! well within its linger and leaves in one batch. A stage with nothing waiting holds
 //! nothing, so at a steady rate records leave as soon as they are made, as before.
 //!
-//! Order: the grouping is stable and a key always forecasts the same partition, so one key's
-//! records (one user's) keep their order in each topic, as do each partition's. A record
-//! without a key is grouped with partition 0's (where librdkafka puts it depends on the
-//! partitioner: at random for the `*_random` ones).
+//! Order: the grouping is stable, a key always forecasts the same partition, and dead letters
+//! kept through a release leave before any held after them, so one key's records (one user's)
+//! keep their order in each topic, as do each partition's. A record without a key is grouped
+//! with partition 0's (where librdkafka puts it depends on the partitioner: at random for the
+//! `*_random` ones).
 
 use std::ops::Range;
 use std::time::{Duration, Instant};
@@ -38,6 +46,9 @@ use rdkafka::message::{Headers, OwnedHeaders};
 
 use crate::kafka::partitioner::Partitioner;
 use crate::kafka::stage::copy_into;
+
+/// How long dead letters may stay held through releases for fullness (module header).
+pub(super) const DEAD_LETTERS_KEPT_FOR: Duration = Duration::from_millis(250);
 
 /// The topic a held record goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -49,16 +60,25 @@ pub(super) enum Destination {
 /// Records made but not yet handed to the producer.
 #[derive(Debug)]
 pub(super) struct Held {
+    output: Lane,
+    dead_letter: Lane,
+    capacity_bytes: usize,
+    /// How long dead letters may stay through a release for fullness.
+    dead_letters_kept_for: Duration,
+    waits: HoldWaits,
+}
+
+/// One topic's held records.
+#[derive(Debug)]
+struct Lane {
+    destination: Destination,
+    partitioner: Partitioner,
     bytes: Vec<u8>,
     records: Vec<HeldRecord>,
-    output: Partitioner,
-    dead_letter: Partitioner,
-    capacity_bytes: usize,
     /// What the held records take: keys, values, headers and a [`HeldRecord`] each.
     used_bytes: usize,
     /// When the oldest held record was pushed.
     since: Option<Instant>,
-    waits: HoldWaits,
 }
 
 /// How long records waited in the hold, over a run: what the hold adds to their latency.
@@ -75,7 +95,6 @@ pub(super) struct HoldWaits {
 
 #[derive(Debug)]
 struct HeldRecord {
-    destination: Destination,
     partition: u32,
     key: Option<Range<usize>>,
     value: Option<Range<usize>>,
@@ -95,7 +114,8 @@ pub(super) struct Ahead {
 /// Why held records go to the producer now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Release {
-    /// The hold is full, whatever waits.
+    /// The hold is full, whatever waits: the output records go, and the dead letters if they
+    /// are due on their own (module header).
     Full,
     /// A transaction is due to commit, and commits only what was produced.
     Commit,
@@ -125,20 +145,20 @@ pub(super) type Released<'a> = (
 
 impl Held {
     /// A hold of up to `capacity_bytes` of keys and values (0: nothing is held), grouped by
-    /// the forecasts for the output topic and for the dead-letter topic.
+    /// the forecasts for the output topic and for the dead-letter topic; dead letters stay
+    /// through releases for fullness for up to `dead_letters_kept_for`
+    /// ([`DEAD_LETTERS_KEPT_FOR`] in production).
     pub(super) fn new(
         output: Partitioner,
         dead_letter: Partitioner,
         capacity_bytes: usize,
+        dead_letters_kept_for: Duration,
     ) -> Self {
         Held {
-            bytes: Vec::new(),
-            records: Vec::new(),
-            output,
-            dead_letter,
+            output: Lane::new(Destination::Output, output),
+            dead_letter: Lane::new(Destination::DeadLetter, dead_letter),
             capacity_bytes,
-            used_bytes: 0,
-            since: None,
+            dead_letters_kept_for,
             waits: HoldWaits::default(),
         }
     }
@@ -153,7 +173,7 @@ impl Held {
         self.capacity_bytes > 0
     }
 
-    /// Holds one record for `destination` until the next [`Held::release`].
+    /// Holds one record for `destination` until a [`Held::release`] takes it.
     pub(super) fn push(
         &mut self,
         destination: Destination,
@@ -162,48 +182,32 @@ impl Held {
         headers: Option<OwnedHeaders>,
         token: usize,
     ) {
-        let partitioner = match destination {
-            Destination::Output => self.output,
-            Destination::DeadLetter => self.dead_letter,
+        let lane = match destination {
+            Destination::Output => &mut self.output,
+            Destination::DeadLetter => &mut self.dead_letter,
         };
-        let partition = key.map_or(0, |k| partitioner.partition(k));
-        // The clock is read once per release, for its first record only.
-        self.since.get_or_insert_with(Instant::now);
-        // A record with no key and no value still takes room: the bound holds for any input.
-        self.used_bytes += std::mem::size_of::<HeldRecord>()
-            + key.map_or(0, <[u8]>::len)
-            + value.map_or(0, <[u8]>::len)
-            + headers.as_ref().map_or(0, headers_len);
-        let key = copy_into(&mut self.bytes, key);
-        let value = copy_into(&mut self.bytes, value);
-        self.records.push(HeldRecord {
-            destination,
-            partition,
-            key,
-            value,
-            headers,
-            token,
-        });
+        lane.push(key, value, headers, token);
     }
 
     /// How many records are held.
     pub(super) fn len(&self) -> usize {
-        self.records.len()
+        self.output.records.len() + self.dead_letter.records.len()
     }
 
     pub(super) fn is_empty(&self) -> bool {
-        self.records.is_empty()
+        self.len() == 0
     }
 
     /// Whether the hold is full: its records must go, whatever waits.
     pub(super) fn full(&self) -> bool {
-        !self.records.is_empty() && self.used_bytes >= self.capacity_bytes
+        !self.is_empty()
+            && self.output.used_bytes + self.dead_letter.used_bytes >= self.capacity_bytes
     }
 
     /// Whether the held records must go now, and why: the hold is full, a transaction is due
     /// to commit, or nothing more waits.
     pub(super) fn due(&self, ahead: Ahead) -> Option<Release> {
-        if self.records.is_empty() {
+        if self.is_empty() {
             None
         } else if self.full() {
             Some(Release::Full)
@@ -216,39 +220,121 @@ impl Held {
         }
     }
 
-    /// Hands every held record to `send`, a topic and a forecast partition at a time, each
-    /// partition's in the order they were held. Stops at the first error; the hold is empty
-    /// either way (records never sent are never acknowledged, so their offsets are not
-    /// committed).
+    /// Hands the held records that go for `why` to `send` (all of them, but for a release
+    /// for fullness the dead letters only once due on their own), a topic and a forecast
+    /// partition at a time, each partition's in the order they were held. Stops at the first
+    /// error; what was to go is gone either way (records never sent are never acknowledged,
+    /// so their offsets are not committed).
     pub(super) fn release<E>(
         &mut self,
+        why: Release,
         mut send: impl FnMut(Released<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
-        if self.records.is_empty() {
+        let dead_letters_go = why != Release::Full
+            || self
+                .dead_letter
+                .since
+                .is_some_and(|t| t.elapsed() >= self.dead_letters_kept_for)
+            || self.dead_letter.used_bytes >= self.capacity_bytes / 2;
+        let lanes = [
+            Some(&mut self.output),
+            dead_letters_go.then_some(&mut self.dead_letter),
+        ];
+        let lanes: Vec<&mut Lane> = lanes
+            .into_iter()
+            .flatten()
+            .filter(|lane| !lane.records.is_empty())
+            .collect();
+        let Some(oldest) = lanes.iter().filter_map(|lane| lane.since).min() else {
             return Ok(());
-        }
-        let waited = self.since.take().map_or(Duration::ZERO, |t| t.elapsed());
+        };
+        let waited = oldest.elapsed();
         self.waits.releases += 1;
-        self.waits.records += self.records.len() as u64;
+        self.waits.records += lanes
+            .iter()
+            .map(|lane| lane.records.len() as u64)
+            .sum::<u64>();
         self.waits.total += waited;
         self.waits.longest = self.waits.longest.max(waited);
         self.waits.last = waited;
+        let mut outcome = Ok(());
+        for lane in lanes {
+            if outcome.is_ok() {
+                outcome = lane.release(&mut send);
+            } else {
+                lane.clear();
+            }
+        }
+        outcome
+    }
+}
+
+impl Lane {
+    fn new(destination: Destination, partitioner: Partitioner) -> Self {
+        Lane {
+            destination,
+            partitioner,
+            bytes: Vec::new(),
+            records: Vec::new(),
+            used_bytes: 0,
+            since: None,
+        }
+    }
+
+    fn push(
+        &mut self,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: Option<OwnedHeaders>,
+        token: usize,
+    ) {
+        let partition = key.map_or(0, |k| self.partitioner.partition(k));
+        // The clock is read once per release, for its first record only.
+        self.since.get_or_insert_with(Instant::now);
+        // A record with no key and no value still takes room: the bound holds for any input.
+        self.used_bytes += std::mem::size_of::<HeldRecord>()
+            + key.map_or(0, <[u8]>::len)
+            + value.map_or(0, <[u8]>::len)
+            + headers.as_ref().map_or(0, headers_len);
+        let key = copy_into(&mut self.bytes, key);
+        let value = copy_into(&mut self.bytes, value);
+        self.records.push(HeldRecord {
+            partition,
+            key,
+            value,
+            headers,
+            token,
+        });
+    }
+
+    /// Every record to `send`, a forecast partition at a time; empty after, whatever `send`
+    /// returned.
+    fn release<E>(
+        &mut self,
+        send: &mut impl FnMut(Released<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
         // Stable: records of one partition stay in the order they were held.
-        self.records.sort_by_key(|r| (r.destination, r.partition));
-        let bytes = &self.bytes;
+        self.records.sort_by_key(|r| r.partition);
+        let (bytes, destination) = (&self.bytes, self.destination);
         let slice = |range: Option<Range<usize>>| range.map(|r| &bytes[r]);
         let outcome = self.records.drain(..).try_for_each(|r| {
             send((
-                r.destination,
+                destination,
                 slice(r.key),
                 slice(r.value),
                 r.headers,
                 r.token,
             ))
         });
+        self.clear();
+        outcome
+    }
+
+    fn clear(&mut self) {
+        self.records.clear();
         self.bytes.clear();
         self.used_bytes = 0;
-        outcome
+        self.since = None;
     }
 }
 
@@ -276,7 +362,7 @@ mod tests {
     /// What a release hands over, and every header of it, in order.
     fn released_with_headers(held: &mut Held) -> (Sent, HeadersSent) {
         let (mut sent, mut headers_sent) = (Vec::new(), Vec::new());
-        held.release(|(to, key, value, headers, token)| {
+        held.release(Release::CaughtUp, |(to, key, value, headers, token)| {
             if let Some(h) = headers {
                 headers_sent.extend(
                     h.iter()
@@ -299,8 +385,11 @@ mod tests {
         Partitioner::of(None, partitions)
     }
 
+    /// Dead letters kept through releases for fullness for longer than any test runs.
+    const KEPT: Duration = Duration::from_secs(3600);
+
     fn hold(capacity_bytes: usize) -> Held {
-        Held::new(crc32(4), crc32(2), capacity_bytes)
+        Held::new(crc32(4), crc32(2), capacity_bytes, KEPT)
     }
 
     #[test]
@@ -338,7 +427,7 @@ mod tests {
 
     #[test]
     fn a_release_hands_over_every_record_once_as_it_was_held_and_empties_the_hold() {
-        let mut held = Held::new(Partitioner::Unknown, Partitioner::Unknown, 1 << 20);
+        let mut held = Held::new(Partitioner::Unknown, Partitioner::Unknown, 1 << 20, KEPT);
         held.push(Output, Some(b"k"), Some(b"{\"a\":1}"), None, 7);
         held.push(Output, None, Some(b"no key"), None, 8);
         held.push(Output, Some(b"tombstone"), None, None, 9);
@@ -434,7 +523,7 @@ mod tests {
             held.push(Output, Some(b"k"), Some(b"v"), None, token);
         }
         let mut tried = Vec::new();
-        let outcome = held.release(|(.., token)| {
+        let outcome = held.release(Release::CaughtUp, |(.., token)| {
             tried.push(token);
             if token == 2 { Err("refused") } else { Ok(()) }
         });
@@ -461,6 +550,138 @@ mod tests {
         let after = held.waits();
         assert_eq!((after.releases, after.records), (2, 3));
         assert!(after.last < waits.last, "the clock starts again: {after:?}");
+    }
+
+    /// What a release for `why` hands over: (destination, token) in order.
+    fn released_for(held: &mut Held, why: Release) -> Vec<(Destination, usize)> {
+        let mut sent = Vec::new();
+        held.release(why, |(to, .., token)| {
+            sent.push((to, token));
+            Ok::<(), ()>(())
+        })
+        .expect("no send fails");
+        sent
+    }
+
+    #[test]
+    fn a_release_for_fullness_keeps_young_dead_letters_and_takes_the_output() {
+        let mut held = hold(1 << 20);
+        held.push(Output, Some(b"a"), Some(b"v"), None, 0);
+        held.push(DeadLetter, Some(b"a"), Some(b"{"), None, 1);
+        held.push(Output, Some(b"a"), Some(b"v"), None, 2);
+        assert_eq!(
+            released_for(&mut held, Release::Full),
+            [(Output, 0), (Output, 2)]
+        );
+        assert_eq!(held.len(), 1, "the dead letter stays");
+        held.push(DeadLetter, Some(b"a"), Some(b"}"), None, 3);
+        held.push(Output, Some(b"a"), Some(b"v"), None, 4);
+        assert_eq!(
+            released_for(&mut held, Release::CaughtUp),
+            [(Output, 4), (DeadLetter, 1), (DeadLetter, 3)],
+            "caught up, everything goes; the kept dead letter before the later one"
+        );
+        assert!(held.is_empty());
+    }
+
+    #[test]
+    fn a_commit_takes_the_dead_letters_too() {
+        let mut held = hold(1 << 20);
+        held.push(DeadLetter, Some(b"a"), Some(b"{"), None, 0);
+        held.push(Output, Some(b"a"), Some(b"v"), None, 1);
+        assert_eq!(
+            released_for(&mut held, Release::Commit),
+            [(Output, 1), (DeadLetter, 0)]
+        );
+        assert!(
+            held.is_empty(),
+            "a transaction commits only what was produced"
+        );
+    }
+
+    #[test]
+    fn dead_letters_go_with_a_release_for_fullness_once_old_or_half_the_hold() {
+        let mut held = Held::new(crc32(4), crc32(2), 1 << 20, Duration::ZERO);
+        held.push(DeadLetter, Some(b"a"), Some(b"{"), None, 0);
+        held.push(Output, Some(b"a"), Some(b"v"), None, 1);
+        assert_eq!(
+            released_for(&mut held, Release::Full),
+            [(Output, 1), (DeadLetter, 0)],
+            "kept for no time: old already"
+        );
+
+        let record = std::mem::size_of::<HeldRecord>();
+        let mut held = hold(4 * record);
+        held.push(DeadLetter, None, None, None, 0);
+        held.push(Output, None, None, None, 1);
+        held.push(Output, None, None, None, 2);
+        held.push(Output, None, None, None, 3);
+        assert!(held.full());
+        assert_eq!(released_for(&mut held, Release::Full).len(), 3);
+        held.push(DeadLetter, None, None, None, 4);
+        held.push(Output, None, None, None, 5);
+        held.push(Output, None, None, None, 6);
+        assert!(held.full());
+        assert_eq!(
+            released_for(&mut held, Release::Full),
+            [(Output, 5), (Output, 6), (DeadLetter, 0), (DeadLetter, 4)],
+            "two of four records' room: half the hold"
+        );
+    }
+
+    #[test]
+    fn after_a_release_for_fullness_the_hold_is_less_than_half_full() {
+        let record = std::mem::size_of::<HeldRecord>();
+        let mut held = hold(10 * record + 100);
+        let (mut pushed, mut sent) = (0, 0);
+        // Every mix of dead letters, from none to all of them.
+        for token in 0..1_000usize {
+            let to = if token % 7 < (token / 100) % 8 {
+                DeadLetter
+            } else {
+                Output
+            };
+            held.push(
+                to,
+                Some(b"key"),
+                Some(&[b'x'; 9][..token % 10]),
+                None,
+                token,
+            );
+            pushed += 1;
+            if held.full() {
+                sent += released_for(&mut held, Release::Full).len();
+                let used = held.output.used_bytes + held.dead_letter.used_bytes;
+                assert!(
+                    used < held.capacity_bytes / 2,
+                    "{used} held after a release"
+                );
+            }
+        }
+        sent += released_for(&mut held, Release::CaughtUp).len();
+        assert_eq!(sent, pushed, "each record once");
+    }
+
+    #[test]
+    fn kept_dead_letters_keep_their_clock() {
+        let mut held = hold(1 << 20);
+        held.push(DeadLetter, Some(b"a"), Some(b"{"), None, 0);
+        std::thread::sleep(Duration::from_millis(5));
+        held.push(Output, Some(b"a"), Some(b"v"), None, 1);
+        released_for(&mut held, Release::Full);
+        assert!(
+            held.waits().last < Duration::from_millis(5),
+            "the output's wait: {:?}",
+            held.waits()
+        );
+        held.push(Output, Some(b"a"), Some(b"v"), None, 2);
+        released_for(&mut held, Release::CaughtUp);
+        let waits = held.waits();
+        assert!(
+            waits.last >= Duration::from_millis(5),
+            "the dead letter's: {waits:?}"
+        );
+        assert_eq!((waits.releases, waits.records), (2, 3));
     }
 
     #[test]

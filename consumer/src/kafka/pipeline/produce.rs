@@ -263,13 +263,14 @@ impl Outputs<'_> {
     }
 
     fn release(&mut self, why: Release) -> Result<()> {
-        let records = self.held.len() as u64;
+        let before = self.held.waits().records;
         let (output, dead_letter, producer) =
             (self.output_topic, self.dead_letter_topic, self.producer);
-        let released = self.held.release(|(to, key, value, headers, token)| {
+        let released = self.held.release(why, |(to, key, value, headers, token)| {
             let topic = topic(output, dead_letter, to);
             send(producer, record(topic, key, value, headers, token))
         });
+        let records = self.held.waits().records - before;
         self.metrics
             .hold_releases
             .get_or_create(&ReasonLabel {
