@@ -60,19 +60,28 @@ pub(super) enum Destination {
 /// Records made but not yet handed to the producer.
 #[derive(Debug)]
 pub(super) struct Held {
-    output: Lane,
-    dead_letter: Lane,
+    output: Topic,
+    dead_letter: Topic,
     capacity_bytes: usize,
+    /// What the held records take, over every lane.
+    used_bytes: usize,
+    /// How many records are held, over every lane.
+    len: usize,
     /// How long dead letters may stay through a release for fullness.
     dead_letters_kept_for: Duration,
     waits: HoldWaits,
 }
 
-/// One topic's held records.
+/// One topic's held records, a lane per forecast partition.
 #[derive(Debug)]
-struct Lane {
-    destination: Destination,
+struct Topic {
     partitioner: Partitioner,
+    lanes: Vec<Lane>,
+}
+
+/// One forecast partition's held records, in the order they were held.
+#[derive(Debug, Default)]
+struct Lane {
     bytes: Vec<u8>,
     records: Vec<HeldRecord>,
     /// What the held records take: keys, values, headers and a [`HeldRecord`] each.
@@ -95,7 +104,6 @@ pub(super) struct HoldWaits {
 
 #[derive(Debug)]
 struct HeldRecord {
-    partition: u32,
     key: Option<Range<usize>>,
     value: Option<Range<usize>>,
     headers: Option<OwnedHeaders>,
@@ -114,8 +122,8 @@ pub(super) struct Ahead {
 /// Why held records go to the producer now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Release {
-    /// The hold is full, whatever waits: the output records go, and the dead letters if they
-    /// are due on their own (module header).
+    /// The hold is full, whatever waits: the output partition holding the most goes, and the
+    /// dead letters if they are due on their own (module header).
     Full,
     /// A transaction is due to commit, and commits only what was produced.
     Commit,
@@ -155,9 +163,11 @@ impl Held {
         dead_letters_kept_for: Duration,
     ) -> Self {
         Held {
-            output: Lane::new(Destination::Output, output),
-            dead_letter: Lane::new(Destination::DeadLetter, dead_letter),
+            output: Topic::new(output),
+            dead_letter: Topic::new(dead_letter),
             capacity_bytes,
+            used_bytes: 0,
+            len: 0,
             dead_letters_kept_for,
             waits: HoldWaits::default(),
         }
@@ -182,30 +192,30 @@ impl Held {
         headers: Option<OwnedHeaders>,
         token: usize,
     ) {
-        let lane = match destination {
+        let topic = match destination {
             Destination::Output => &mut self.output,
             Destination::DeadLetter => &mut self.dead_letter,
         };
-        lane.push(key, value, headers, token);
+        self.used_bytes += topic.push(key, value, headers, token);
+        self.len += 1;
     }
 
     /// How many records are held.
     pub(super) fn len(&self) -> usize {
-        self.output.records.len() + self.dead_letter.records.len()
+        self.len
     }
 
     pub(super) fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.len == 0
     }
 
-    /// Whether the hold is full: its records must go, whatever waits.
+    /// Whether the hold is full: records must go, whatever waits.
     pub(super) fn full(&self) -> bool {
-        !self.is_empty()
-            && self.output.used_bytes + self.dead_letter.used_bytes >= self.capacity_bytes
+        self.len > 0 && self.used_bytes >= self.capacity_bytes
     }
 
-    /// Whether the held records must go now, and why: the hold is full, a transaction is due
-    /// to commit, or nothing more waits.
+    /// Whether held records must go now, and why: the hold is full, a transaction is due to
+    /// commit, or nothing more waits.
     pub(super) fn due(&self, ahead: Ahead) -> Option<Release> {
         if self.is_empty() {
             None
@@ -220,102 +230,148 @@ impl Held {
         }
     }
 
-    /// Hands the held records that go for `why` to `send` (all of them, but for a release
-    /// for fullness the dead letters only once due on their own), a topic and a forecast
-    /// partition at a time, each partition's in the order they were held. Stops at the first
-    /// error; what was to go is gone either way (records never sent are never acknowledged,
-    /// so their offsets are not committed).
+    /// Hands the held records that go for `why` to `send`, a topic and a forecast partition
+    /// at a time, each partition's in the order they were held: all of them, but for a
+    /// release for fullness only the output partition holding the most, and the dead letters
+    /// once due on their own. Stops at the first error; what was to go is gone either way
+    /// (records never sent are never acknowledged, so their offsets are not committed).
     pub(super) fn release<E>(
         &mut self,
         why: Release,
         mut send: impl FnMut(Released<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
-        let dead_letters_go = why != Release::Full
-            || self
+        let (output, dead_letters) = if why == Release::Full {
+            let dead_letters_go = self
                 .dead_letter
-                .since
+                .since()
                 .is_some_and(|t| t.elapsed() >= self.dead_letters_kept_for)
-            || self.dead_letter.used_bytes >= self.capacity_bytes / 2;
-        let lanes = [
-            Some(&mut self.output),
-            dead_letters_go.then_some(&mut self.dead_letter),
-        ];
-        let lanes: Vec<&mut Lane> = lanes
-            .into_iter()
-            .flatten()
-            .filter(|lane| !lane.records.is_empty())
-            .collect();
-        let Some(oldest) = lanes.iter().filter_map(|lane| lane.since).min() else {
+                || self.dead_letter.used_bytes() >= self.capacity_bytes / 2;
+            (self.output.fullest(), dead_letters_go)
+        } else {
+            (None, true)
+        };
+        let mut going: Vec<(Destination, &mut Lane)> = Vec::new();
+        match output {
+            Some(i) => going.push((Destination::Output, &mut self.output.lanes[i])),
+            None if why != Release::Full => going.extend(
+                self.output
+                    .lanes
+                    .iter_mut()
+                    .map(|lane| (Destination::Output, lane)),
+            ),
+            None => {}
+        }
+        if dead_letters {
+            going.extend(
+                self.dead_letter
+                    .lanes
+                    .iter_mut()
+                    .map(|lane| (Destination::DeadLetter, lane)),
+            );
+        }
+        going.retain(|(_, lane)| !lane.records.is_empty());
+        let Some(oldest) = going.iter().filter_map(|(_, lane)| lane.since).min() else {
             return Ok(());
         };
         let waited = oldest.elapsed();
-        self.waits.releases += 1;
-        self.waits.records += lanes
-            .iter()
-            .map(|lane| lane.records.len() as u64)
-            .sum::<u64>();
-        self.waits.total += waited;
-        self.waits.longest = self.waits.longest.max(waited);
-        self.waits.last = waited;
         let mut outcome = Ok(());
-        for lane in lanes {
+        let (mut records, mut bytes) = (0, 0);
+        for (destination, lane) in going {
+            records += lane.records.len();
+            bytes += lane.used_bytes;
             if outcome.is_ok() {
-                outcome = lane.release(&mut send);
+                outcome = lane.release(destination, &mut send);
             } else {
                 lane.clear();
             }
         }
+        self.len -= records;
+        self.used_bytes -= bytes;
+        self.waits.releases += 1;
+        self.waits.records += records as u64;
+        self.waits.total += waited;
+        self.waits.longest = self.waits.longest.max(waited);
+        self.waits.last = waited;
         outcome
     }
 }
 
-impl Lane {
-    fn new(destination: Destination, partitioner: Partitioner) -> Self {
-        Lane {
-            destination,
+impl Topic {
+    fn new(partitioner: Partitioner) -> Self {
+        Topic {
             partitioner,
-            bytes: Vec::new(),
-            records: Vec::new(),
-            used_bytes: 0,
-            since: None,
+            lanes: Vec::new(),
         }
     }
 
+    /// Holds one record in its forecast partition's lane; returns the bytes it takes.
     fn push(
         &mut self,
         key: Option<&[u8]>,
         value: Option<&[u8]>,
         headers: Option<OwnedHeaders>,
         token: usize,
-    ) {
-        let partition = key.map_or(0, |k| self.partitioner.partition(k));
+    ) -> usize {
+        let partition = key.map_or(0, |k| self.partitioner.partition(k)) as usize;
+        if self.lanes.len() <= partition {
+            self.lanes.resize_with(partition + 1, Lane::default);
+        }
+        self.lanes[partition].push(key, value, headers, token)
+    }
+
+    /// The lane holding the most bytes, if any holds any.
+    fn fullest(&self) -> Option<usize> {
+        (0..self.lanes.len())
+            .filter(|&i| !self.lanes[i].records.is_empty())
+            .max_by_key(|&i| self.lanes[i].used_bytes)
+    }
+
+    fn used_bytes(&self) -> usize {
+        self.lanes.iter().map(|lane| lane.used_bytes).sum()
+    }
+
+    /// When the oldest of the topic's held records was pushed.
+    fn since(&self) -> Option<Instant> {
+        self.lanes.iter().filter_map(|lane| lane.since).min()
+    }
+}
+
+impl Lane {
+    /// Holds one record; returns the bytes it takes.
+    fn push(
+        &mut self,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: Option<OwnedHeaders>,
+        token: usize,
+    ) -> usize {
         // The clock is read once per release, for its first record only.
         self.since.get_or_insert_with(Instant::now);
         // A record with no key and no value still takes room: the bound holds for any input.
-        self.used_bytes += std::mem::size_of::<HeldRecord>()
+        let used = std::mem::size_of::<HeldRecord>()
             + key.map_or(0, <[u8]>::len)
             + value.map_or(0, <[u8]>::len)
             + headers.as_ref().map_or(0, headers_len);
+        self.used_bytes += used;
         let key = copy_into(&mut self.bytes, key);
         let value = copy_into(&mut self.bytes, value);
         self.records.push(HeldRecord {
-            partition,
             key,
             value,
             headers,
             token,
         });
+        used
     }
 
-    /// Every record to `send`, a forecast partition at a time; empty after, whatever `send`
+    /// Every record to `send`, in the order they were held; empty after, whatever `send`
     /// returned.
     fn release<E>(
         &mut self,
+        destination: Destination,
         send: &mut impl FnMut(Released<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
-        // Stable: records of one partition stay in the order they were held.
-        self.records.sort_by_key(|r| r.partition);
-        let (bytes, destination) = (&self.bytes, self.destination);
+        let bytes = &self.bytes;
         let slice = |range: Option<Range<usize>>| range.map(|r| &bytes[r]);
         let outcome = self.records.drain(..).try_for_each(|r| {
             send((
@@ -629,37 +685,100 @@ mod tests {
         );
     }
 
+    /// A key for each of `partitions` partitions, as `crc32(partitions)` forecasts them.
+    fn key_per_partition(partitions: usize) -> Vec<String> {
+        let mut keys = vec![String::new(); partitions];
+        let mut found = 0;
+        for i in 0.. {
+            let key = format!("user-{i}");
+            let p = crc32(partitions).partition(key.as_bytes()) as usize;
+            if keys[p].is_empty() {
+                keys[p] = key;
+                found += 1;
+            }
+            if found == partitions {
+                break;
+            }
+        }
+        keys
+    }
+
     #[test]
-    fn after_a_release_for_fullness_the_hold_is_less_than_half_full() {
-        let record = std::mem::size_of::<HeldRecord>();
-        let mut held = hold(10 * record + 100);
+    fn a_release_for_fullness_takes_the_output_partition_holding_the_most() {
+        let keys = key_per_partition(4);
+        let mut held = hold(1 << 20);
+        held.push(Output, Some(keys[1].as_bytes()), Some(b"v"), None, 0);
+        for token in 1..4 {
+            held.push(Output, Some(keys[2].as_bytes()), Some(b"v"), None, token);
+        }
+        held.push(Output, Some(keys[1].as_bytes()), Some(b"v"), None, 4);
+        assert_eq!(
+            released_for(&mut held, Release::Full),
+            [(Output, 1), (Output, 2), (Output, 3)]
+        );
+        assert_eq!(
+            released_for(&mut held, Release::CaughtUp),
+            [(Output, 0), (Output, 4)]
+        );
+    }
+
+    #[test]
+    fn with_partitions_filling_alike_a_release_for_fullness_carries_about_two_shares() {
+        // Six partitions filling alike: a release of the fullest carries about 2/7 of the hold
+        // once they are staggered, against the 1/6 each would carry if all went together.
+        let record = std::mem::size_of::<HeldRecord>() + 10;
+        let keys = key_per_partition(6);
+        let mut held = Held::new(crc32(6), crc32(2), 700 * record, KEPT);
+        let mut carried = Vec::new();
+        for token in 0..100_000 {
+            let key = keys[token % 6].as_bytes();
+            held.push(Output, Some(key), Some(&key[..4]), None, token);
+            if held.full() {
+                carried.push(released_for(&mut held, Release::Full).len());
+            }
+        }
+        let steady = &carried[carried.len() / 2..];
+        let mean = steady.iter().sum::<usize>() as f64 / steady.len() as f64;
+        assert!(
+            (190.0..=210.0).contains(&mean),
+            "{mean} records per release"
+        );
+    }
+
+    #[test]
+    fn the_hold_never_takes_more_than_its_bound_and_one_record() {
+        let largest = std::mem::size_of::<HeldRecord>() + "user-99".len() + 9;
+        let capacity = 10 * std::mem::size_of::<HeldRecord>() + 100;
+        let mut held = Held::new(crc32(4), crc32(2), capacity, KEPT);
         let (mut pushed, mut sent) = (0, 0);
         // Every mix of dead letters, from none to all of them.
-        for token in 0..1_000usize {
+        for token in 0..2_000usize {
             let to = if token % 7 < (token / 100) % 8 {
                 DeadLetter
             } else {
                 Output
             };
+            let key = format!("user-{}", token % 100);
             held.push(
                 to,
-                Some(b"key"),
+                Some(key.as_bytes()),
                 Some(&[b'x'; 9][..token % 10]),
                 None,
                 token,
             );
             pushed += 1;
+            assert!(
+                held.used_bytes < capacity + largest,
+                "{} held",
+                held.used_bytes
+            );
             if held.full() {
                 sent += released_for(&mut held, Release::Full).len();
-                let used = held.output.used_bytes + held.dead_letter.used_bytes;
-                assert!(
-                    used < held.capacity_bytes / 2,
-                    "{used} held after a release"
-                );
             }
         }
         sent += released_for(&mut held, Release::CaughtUp).len();
         assert_eq!(sent, pushed, "each record once");
+        assert_eq!((held.len(), held.used_bytes), (0, 0));
     }
 
     #[test]
