@@ -23,7 +23,9 @@
 # event, the broker's request threads' CPU per event (hack/thread-cpu.py) and the produce
 # requests per 1,000 events; at the end, over the rounds, the median of AFTER - BEFORE in CPU
 # per event (each build's mean in its round), each build's median ratio to the round's
-# pass-through in events/s and in the broker's request threads, and the median requests.
+# pass-through in events/s and in the broker's request threads, the median requests, and the
+# median of AFTER - BEFORE in the broker's request threads per event, with how many rounds
+# fell below zero.
 # Comparing a revision with itself shows what the machine alone moves (docs/benchmarks.md §8).
 # BENCH_RUN_FLAGS (split on spaces) go to both builds' pipeline drains, not to the
 # pass-through (the at-least-once baseline): e.g. BENCH_RUN_FLAGS="--guarantee exactly-once"
@@ -134,7 +136,12 @@ for line in open(sys.argv[1]):
 # A build's figures in a round: the mean of its drains there.
 rounds = {r: {k: tuple(map(statistics.mean, zip(*d))) for k, d in kinds.items()} for r, kinds in rounds.items()}
 EPS, CPU, BROKER, PRODUCE = range(4)
-diff = statistics.median(r["after"][CPU] - r["before"][CPU] for r in rounds.values())
+# After - before, round by round: both builds met the same moment of the machine, so this
+# sees a change smaller than the rounds' spread, which a ratio of medians can hide.
+def paired(i):
+    d = [r["after"][i] - r["before"][i] for r in rounds.values()]
+    return statistics.median(d), sum(x < 0 for x in d)
+diff, _ = paired(CPU)
 ratio = lambda kind, i: statistics.median(r[kind][i] / r["pass-through"][i] for r in rounds.values())
 median = lambda kind, i: statistics.median(r[kind][i] for r in rounds.values())
 print(f"{sys.argv[2]} -> {sys.argv[3]}: consumer CPU per event {diff:+.2f} us (median of "
@@ -144,4 +151,7 @@ print(f"broker request threads per event, pipeline / pass-through, median: "
       f"{ratio('before', BROKER):.2f}x before, {ratio('after', BROKER):.2f}x after; produce requests "
       f"per 1,000 events, median: pass-through {median('pass-through', PRODUCE):.2f}, "
       f"before {median('before', PRODUCE):.2f}, after {median('after', PRODUCE):.2f}")
+broker_diff, below = paired(BROKER)
+print(f"broker request threads per event, after - before: {broker_diff:+.3f} us (median of "
+      f"{len(rounds)} rounds; {below} below zero)")
 EOF

@@ -2,16 +2,17 @@
 //!
 //! The rule: while more input waits behind the batch the stage is working on (a backlog), the
 //! records it makes (for the output topic and the dead-letter topic) are held, up to
-//! `--backlog-hold-bytes`, each counted with its key, value, headers and bookkeeping. Once
-//! nothing more waits, or the hold is full (checked at every record), they go to the producer
-//! grouped by topic and by the partition librdkafka will give each (`kafka::partitioner`).
-//! Each record's delivery report still acknowledges its input offset, held or not, so an
-//! offset is committed only after its record was delivered. A revocation or a shutdown waits
-//! for the stage to finish what it was handed, and its last batch has nothing behind it, so
-//! the hold is empty by the flush that follows (unless that wait times out, or the stage
-//! stopped on an error: then what is held is neither delivered nor committed, exactly once
-//! aborts, and the partitions' next owner reads it again, as the rest of the batches the stage
-//! had not finished).
+//! `--backlog-hold-bytes`, each counted with its key, value, headers and bookkeeping, in a
+//! lane per topic and per the partition librdkafka will give each (`kafka::partitioner`).
+//! Once nothing more waits, they all go to the producer, a lane at a time. Once the hold is
+//! full (checked at every record), the output lane holding the most goes. Each record's
+//! delivery report still acknowledges its input offset, held or not, so an offset is committed
+//! only after its record was delivered. A revocation or a shutdown waits for the stage to
+//! finish what it was handed, and its last batch has nothing behind it, so the hold is empty
+//! by the flush that follows (unless that wait times out, or the stage stopped on an error:
+//! then what is held is neither delivered nor committed, exactly once aborts, and the
+//! partitions' next owner reads it again, as the rest of the batches the stage had not
+//! finished).
 //!
 //! Dead letters stay through a release for fullness, up to [`DEAD_LETTERS_KEPT_FOR`] after the
 //! oldest of them was held, unless they take half the hold: they are few (about 1% of a
@@ -29,15 +30,18 @@
 //! `linger.ms` after its first record. Produced as they are made, a backlog's records leave
 //! in batches of what one partition gathers in a linger (a few hundred records), and a produce
 //! request costs the broker about the same whatever it carries (docs/benchmarks.md §8).
-//! Produced together and a partition at a time, each partition's share reaches librdkafka
-//! well within its linger and leaves in one batch. A stage with nothing waiting holds
-//! nothing, so at a steady rate records leave as soon as they are made, as before.
+//! Handed over a lane at a time, a partition's held records reach librdkafka well within its
+//! linger and leave in one batch. Why the fullest lane alone: with N partitions filling alike,
+//! all of them released together would each carry 1/N of the hold; released one at a time,
+//! the fullest, they stagger, and each leaves with about 2/(N+1) of it, nearly twice the batch
+//! for the same memory. A stage with nothing waiting holds nothing, so at a steady rate
+//! records leave as soon as they are made, as before.
 //!
-//! Order: the grouping is stable, a key always forecasts the same partition, and dead letters
-//! kept through a release leave before any held after them, so one key's records (one user's)
-//! keep their order in each topic, as do each partition's. A record without a key is grouped
-//! with partition 0's (where librdkafka puts it depends on the partitioner: at random for the
-//! `*_random` ones).
+//! Order: a lane keeps its records in the order they were held, a key always forecasts the
+//! same partition, and a lane's records all go when it goes, so one key's records (one
+//! user's) keep their order in each topic, as do each partition's. A record without a key
+//! goes in partition 0's lane (where librdkafka puts it depends on the partitioner: at random
+//! for the `*_random` ones).
 
 use std::ops::Range;
 use std::time::{Duration, Instant};
