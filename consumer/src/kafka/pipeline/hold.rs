@@ -4,22 +4,24 @@
 //! records it makes (for the output topic and the dead-letter topic) are held, up to
 //! `--backlog-hold-bytes`, each counted with its key, value, headers and bookkeeping, in a
 //! lane per topic and per the partition librdkafka will give each (`kafka::partitioner`).
-//! Once nothing more waits, they all go to the producer, a lane at a time. Once the hold is
-//! full (checked at every record), the output lane holding the most goes. Each record's
-//! delivery report still acknowledges its input offset, held or not, so an offset is committed
-//! only after its record was delivered. A revocation or a shutdown waits for the stage to
-//! finish what it was handed, and its last batch has nothing behind it, so the hold is empty
-//! by the flush that follows (unless that wait times out, or the stage stopped on an error:
-//! then what is held is neither delivered nor committed, exactly once aborts, and the
-//! partitions' next owner reads it again, as the rest of the batches the stage had not
-//! finished).
+//! Once nothing more waits, or a transaction is due, they all go to the producer, a lane at a
+//! time. Whenever the hold is full (checked at every record), the lane holding the most goes,
+//! with every lane whose oldest record has waited [`KEPT_AT_MOST`] or more, until the hold is
+//! no longer full. Each record's delivery report still acknowledges its input offset, held or
+//! not, so an offset is committed only after its record was delivered. A revocation or a
+//! shutdown waits for the stage to finish what it was handed, and its last batch has nothing
+//! behind it, so the hold is empty by the flush that follows (unless that wait times out, or
+//! the stage stopped on an error: then what is held is neither delivered nor committed,
+//! exactly once aborts, and the partitions' next owner reads it again, as the rest of the
+//! batches the stage had not finished).
 //!
-//! Dead letters stay through a release for fullness, up to [`DEAD_LETTERS_KEPT_FOR`] after the
-//! oldest of them was held, unless they take half the hold: they are few (about 1% of a
-//! typical stream), so each release's share of a dead-letter partition is a batch of tens of
-//! records, and in a drain they made a quarter of the produce requests. Kept, they leave a few
-//! times a second. The cost: their input offsets, and every later one of their partitions,
-//! commit that much later. Nothing more waiting, or a transaction due, takes them all.
+//! Why the age bound: dead letters are few (about 1% of a typical stream), so a dead-letter
+//! lane is seldom the fullest, and goes once its oldest record has waited; when every lane
+//! went at each release, each dead-letter partition's tens of records made a request of
+//! their own, a quarter of a drain's produce requests. The same bound keeps a quiet output
+//! partition (a skewed key space) from waiting until the backlog ends. The cost, while a
+//! backlog drains: a record can wait in the hold about [`KEPT_AT_MOST`] and one release more,
+//! and its input offset, with its partition's later ones, commits that much later.
 //!
 //! Exactly once, a transaction commits the input offsets of every record handled before it,
 //! so the records held go to the producer before it commits: once its commit is due (its
@@ -34,7 +36,8 @@
 //! linger and leave in one batch. Why the fullest lane alone: with N partitions filling alike,
 //! all of them released together would each carry 1/N of the hold; released one at a time,
 //! the fullest, they stagger, and each leaves with about 2/(N+1) of it, nearly twice the batch
-//! for the same memory. A stage with nothing waiting holds nothing, so at a steady rate
+//! for the same memory. A lane keeps room for about what it last held, not the most it ever
+//! held, so the lanes' buffers stay near the hold's size when the busy partitions change. A stage with nothing waiting holds nothing, so at a steady rate
 //! records leave as soon as they are made, as before.
 //!
 //! Order: a lane keeps its records in the order they were held, a key always forecasts the
@@ -51,8 +54,8 @@ use rdkafka::message::{Headers, OwnedHeaders};
 use crate::kafka::partitioner::Partitioner;
 use crate::kafka::stage::copy_into;
 
-/// How long dead letters may stay held through releases for fullness (module header).
-pub(super) const DEAD_LETTERS_KEPT_FOR: Duration = Duration::from_millis(250);
+/// How long a lane may stay held through releases for fullness (module header).
+pub(super) const KEPT_AT_MOST: Duration = Duration::from_millis(250);
 
 /// The topic a held record goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -71,8 +74,8 @@ pub(super) struct Held {
     used_bytes: usize,
     /// How many records are held, over every lane.
     len: usize,
-    /// How long dead letters may stay through a release for fullness.
-    dead_letters_kept_for: Duration,
+    /// How long a lane may stay through releases for fullness.
+    kept_at_most: Duration,
     waits: HoldWaits,
 }
 
@@ -126,8 +129,8 @@ pub(super) struct Ahead {
 /// Why held records go to the producer now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Release {
-    /// The hold is full, whatever waits: the output partition holding the most goes, and the
-    /// dead letters if they are due on their own (module header).
+    /// The hold is full, mid-batch: the lane holding the most goes, with every lane that has
+    /// waited [`KEPT_AT_MOST`] (module header).
     Full,
     /// A transaction is due to commit, and commits only what was produced.
     Commit,
@@ -156,15 +159,14 @@ pub(super) type Released<'a> = (
 );
 
 impl Held {
-    /// A hold of up to `capacity_bytes` of keys and values (0: nothing is held), grouped by
-    /// the forecasts for the output topic and for the dead-letter topic; dead letters stay
-    /// through releases for fullness for up to `dead_letters_kept_for`
-    /// ([`DEAD_LETTERS_KEPT_FOR`] in production).
+    /// A hold of up to `capacity_bytes` of keys and values (0: nothing is held), in lanes by
+    /// the forecasts for the output topic and for the dead-letter topic; a lane stays through
+    /// releases for fullness for up to `kept_at_most` ([`KEPT_AT_MOST`] in production).
     pub(super) fn new(
         output: Partitioner,
         dead_letter: Partitioner,
         capacity_bytes: usize,
-        dead_letters_kept_for: Duration,
+        kept_at_most: Duration,
     ) -> Self {
         Held {
             output: Topic::new(output),
@@ -172,7 +174,7 @@ impl Held {
             capacity_bytes,
             used_bytes: 0,
             len: 0,
-            dead_letters_kept_for,
+            kept_at_most,
             waits: HoldWaits::default(),
         }
     }
@@ -218,17 +220,18 @@ impl Held {
         self.len > 0 && self.used_bytes >= self.capacity_bytes
     }
 
-    /// Whether held records must go now, and why: the hold is full, a transaction is due to
-    /// commit, or nothing more waits.
+    /// Whether held records must go now, and why: a transaction is due to commit or nothing
+    /// more waits (everything goes), or the hold is full. Everything first: a batch that ends
+    /// with nothing behind it leaves nothing held, whatever the hold's size.
     pub(super) fn due(&self, ahead: Ahead) -> Option<Release> {
         if self.is_empty() {
             None
-        } else if self.full() {
-            Some(Release::Full)
         } else if ahead.commit {
             Some(Release::Commit)
         } else if !ahead.more_input {
             Some(Release::CaughtUp)
+        } else if self.full() {
+            Some(Release::Full)
         } else {
             None
         }
@@ -236,48 +239,42 @@ impl Held {
 
     /// Hands the held records that go for `why` to `send`, a topic and a forecast partition
     /// at a time, each partition's in the order they were held: all of them, but for a
-    /// release for fullness only the output partition holding the most, and the dead letters
-    /// once due on their own. Stops at the first error; what was to go is gone either way
-    /// (records never sent are never acknowledged, so their offsets are not committed).
+    /// release for fullness only the lane holding the most and every lane that has waited
+    /// `kept_at_most`. Stops at the first error; what was to go is gone either way (records
+    /// never sent are never acknowledged, so their offsets are not committed).
     pub(super) fn release<E>(
         &mut self,
         why: Release,
         mut send: impl FnMut(Released<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
-        let (output, dead_letters) = if why == Release::Full {
-            let dead_letters_go = self
-                .dead_letter
-                .since()
-                .is_some_and(|t| t.elapsed() >= self.dead_letters_kept_for)
-                || self.dead_letter.used_bytes() >= self.capacity_bytes / 2;
-            (self.output.fullest(), dead_letters_go)
+        let fullest = if why == Release::Full {
+            self.fullest()
         } else {
-            (None, true)
+            None
+        };
+        let (now, kept_at_most) = (Instant::now(), self.kept_at_most);
+        let goes = |at: (Destination, usize), lane: &Lane| {
+            why != Release::Full
+                || fullest == Some(at)
+                || lane
+                    .since
+                    .is_some_and(|t| now.saturating_duration_since(t) >= kept_at_most)
         };
         let mut going: Vec<(Destination, &mut Lane)> = Vec::new();
-        match output {
-            Some(i) => going.push((Destination::Output, &mut self.output.lanes[i])),
-            None if why != Release::Full => going.extend(
-                self.output
-                    .lanes
-                    .iter_mut()
-                    .map(|lane| (Destination::Output, lane)),
-            ),
-            None => {}
+        for (destination, topic) in [
+            (Destination::Output, &mut self.output),
+            (Destination::DeadLetter, &mut self.dead_letter),
+        ] {
+            for (i, lane) in topic.lanes.iter_mut().enumerate() {
+                if !lane.records.is_empty() && goes((destination, i), lane) {
+                    going.push((destination, lane));
+                }
+            }
         }
-        if dead_letters {
-            going.extend(
-                self.dead_letter
-                    .lanes
-                    .iter_mut()
-                    .map(|lane| (Destination::DeadLetter, lane)),
-            );
-        }
-        going.retain(|(_, lane)| !lane.records.is_empty());
         let Some(oldest) = going.iter().filter_map(|(_, lane)| lane.since).min() else {
             return Ok(());
         };
-        let waited = oldest.elapsed();
+        let waited = now.saturating_duration_since(oldest);
         let mut outcome = Ok(());
         let (mut records, mut bytes) = (0, 0);
         for (destination, lane) in going {
@@ -297,6 +294,25 @@ impl Held {
         self.waits.longest = self.waits.longest.max(waited);
         self.waits.last = waited;
         outcome
+    }
+
+    /// The lane holding the most bytes, of either topic, if any holds any.
+    fn fullest(&self) -> Option<(Destination, usize)> {
+        [
+            (Destination::Output, &self.output),
+            (Destination::DeadLetter, &self.dead_letter),
+        ]
+        .into_iter()
+        .flat_map(|(destination, topic)| {
+            topic
+                .lanes
+                .iter()
+                .enumerate()
+                .map(move |(i, lane)| (destination, i, lane.used_bytes))
+        })
+        .filter(|&(.., used)| used > 0)
+        .max_by_key(|&(.., used)| used)
+        .map(|(destination, i, _)| (destination, i))
     }
 }
 
@@ -322,22 +338,6 @@ impl Topic {
         }
         self.lanes[partition].push(key, value, headers, token)
     }
-
-    /// The lane holding the most bytes, if any holds any.
-    fn fullest(&self) -> Option<usize> {
-        (0..self.lanes.len())
-            .filter(|&i| !self.lanes[i].records.is_empty())
-            .max_by_key(|&i| self.lanes[i].used_bytes)
-    }
-
-    fn used_bytes(&self) -> usize {
-        self.lanes.iter().map(|lane| lane.used_bytes).sum()
-    }
-
-    /// When the oldest of the topic's held records was pushed.
-    fn since(&self) -> Option<Instant> {
-        self.lanes.iter().filter_map(|lane| lane.since).min()
-    }
 }
 
 impl Lane {
@@ -349,7 +349,7 @@ impl Lane {
         headers: Option<OwnedHeaders>,
         token: usize,
     ) -> usize {
-        // The clock is read once per release, for its first record only.
+        // The clock is read once per lane and release, for the lane's first record only.
         self.since.get_or_insert_with(Instant::now);
         // A record with no key and no value still takes room: the bound holds for any input.
         let used = std::mem::size_of::<HeldRecord>()
@@ -375,6 +375,7 @@ impl Lane {
         destination: Destination,
         send: &mut impl FnMut(Released<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
+        let held = self.records.len();
         let bytes = &self.bytes;
         let slice = |range: Option<Range<usize>>| range.map(|r| &bytes[r]);
         let outcome = self.records.drain(..).try_for_each(|r| {
@@ -386,13 +387,22 @@ impl Lane {
                 r.token,
             ))
         });
-        self.clear();
+        self.empty(held);
         outcome
     }
 
     fn clear(&mut self) {
+        self.empty(self.records.len());
+    }
+
+    /// Empties the lane, which held `records` records.
+    fn empty(&mut self, records: usize) {
+        // Room for about what the lane last held, not the most it ever held (module header).
+        let bytes = self.bytes.len();
         self.records.clear();
         self.bytes.clear();
+        self.records.shrink_to(2 * records);
+        self.bytes.shrink_to(2 * bytes);
         self.used_bytes = 0;
         self.since = None;
     }
@@ -528,7 +538,7 @@ mod tests {
     };
 
     #[test]
-    fn records_are_due_once_nothing_more_waits_a_commit_is_due_or_the_hold_is_full() {
+    fn records_are_due_once_nothing_more_waits_a_commit_is_due_or_the_hold_is_full_mid_backlog() {
         let record = std::mem::size_of::<HeldRecord>();
         let mut held = hold(2 * record + 10);
         for ahead in [CAUGHT_UP, BACKLOG, BACKLOG_AND_COMMIT] {
@@ -548,13 +558,13 @@ mod tests {
         );
         held.push(DeadLetter, Some(b"k2"), Some(b"1"), None, 1);
         assert!(held.full());
-        for ahead in [CAUGHT_UP, BACKLOG, BACKLOG_AND_COMMIT] {
-            assert_eq!(
-                held.due(ahead),
-                Some(Release::Full),
-                "full: due whatever waits"
-            );
-        }
+        assert_eq!(held.due(BACKLOG), Some(Release::Full));
+        assert_eq!(
+            held.due(CAUGHT_UP),
+            Some(Release::CaughtUp),
+            "full but nothing more waits: everything goes, not one lane"
+        );
+        assert_eq!(held.due(BACKLOG_AND_COMMIT), Some(Release::Commit));
     }
 
     #[test]
@@ -593,6 +603,24 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_send_in_a_release_for_fullness_leaves_the_lanes_it_did_not_take() {
+        let keys = key_per_partition(4);
+        let mut held = Held::new(crc32(4), crc32(2), 1 << 20, KEPT);
+        for token in 0..3 {
+            held.push(Output, Some(keys[0].as_bytes()), Some(b"v"), None, token);
+        }
+        held.push(Output, Some(keys[1].as_bytes()), Some(b"v"), None, 3);
+        let outcome = held.release(Release::Full, |(.., token)| {
+            if token == 1 { Err("refused") } else { Ok(()) }
+        });
+        assert_eq!(outcome, Err("refused"));
+        assert_eq!(held.len(), 1, "the fullest lane is gone, sent or not");
+        let left = std::mem::size_of::<HeldRecord>() + keys[1].len() + 1;
+        assert_eq!(held.used_bytes, left, "what the other lane holds");
+        assert_eq!(released_for(&mut held, Release::CaughtUp), [(Output, 3)]);
+    }
+
+    #[test]
     fn each_release_counts_its_records_and_how_long_its_oldest_waited() {
         let mut held = hold(1 << 20);
         held.push(Output, Some(b"k"), Some(b"v"), None, 0);
@@ -624,7 +652,7 @@ mod tests {
     }
 
     #[test]
-    fn a_release_for_fullness_keeps_young_dead_letters_and_takes_the_output() {
+    fn a_release_for_fullness_keeps_young_lanes_but_the_fullest_and_caught_up_takes_all() {
         let mut held = hold(1 << 20);
         held.push(Output, Some(b"a"), Some(b"v"), None, 0);
         held.push(DeadLetter, Some(b"a"), Some(b"{"), None, 1);
@@ -645,7 +673,7 @@ mod tests {
     }
 
     #[test]
-    fn a_commit_takes_the_dead_letters_too() {
+    fn a_commit_takes_every_lane() {
         let mut held = hold(1 << 20);
         held.push(DeadLetter, Some(b"a"), Some(b"{"), None, 0);
         held.push(Output, Some(b"a"), Some(b"v"), None, 1);
@@ -660,33 +688,51 @@ mod tests {
     }
 
     #[test]
-    fn dead_letters_go_with_a_release_for_fullness_once_old_or_half_the_hold() {
-        let mut held = Held::new(crc32(4), crc32(2), 1 << 20, Duration::ZERO);
+    fn a_release_for_fullness_also_takes_every_lane_that_has_waited_long_enough() {
+        let keys = key_per_partition(4);
+        let mut held = Held::new(crc32(4), crc32(2), 1 << 20, Duration::from_millis(20));
         held.push(DeadLetter, Some(b"a"), Some(b"{"), None, 0);
-        held.push(Output, Some(b"a"), Some(b"v"), None, 1);
+        held.push(Output, Some(keys[3].as_bytes()), Some(b"quiet"), None, 1);
+        std::thread::sleep(Duration::from_millis(25));
+        for token in 2..5 {
+            held.push(Output, Some(keys[0].as_bytes()), Some(b"v"), None, token);
+        }
+        held.push(Output, Some(keys[1].as_bytes()), Some(b"young"), None, 5);
         assert_eq!(
             released_for(&mut held, Release::Full),
-            [(Output, 1), (DeadLetter, 0)],
-            "kept for no time: old already"
+            [
+                (Output, 2),
+                (Output, 3),
+                (Output, 4),
+                (Output, 1),
+                (DeadLetter, 0)
+            ],
+            "the fullest lane, then the lanes that waited, in lane order; not the young one"
         );
+        assert_eq!(released_for(&mut held, Release::CaughtUp), [(Output, 5)]);
+    }
 
-        let record = std::mem::size_of::<HeldRecord>();
-        let mut held = hold(4 * record);
-        held.push(DeadLetter, None, None, None, 0);
-        held.push(Output, None, None, None, 1);
-        held.push(Output, None, None, None, 2);
-        held.push(Output, None, None, None, 3);
-        assert!(held.full());
-        assert_eq!(released_for(&mut held, Release::Full).len(), 3);
-        held.push(DeadLetter, None, None, None, 4);
-        held.push(Output, None, None, None, 5);
-        held.push(Output, None, None, None, 6);
-        assert!(held.full());
-        assert_eq!(
-            released_for(&mut held, Release::Full),
-            [(Output, 5), (Output, 6), (DeadLetter, 0), (DeadLetter, 4)],
-            "two of four records' room: half the hold"
+    #[test]
+    fn a_lane_keeps_its_clock_until_it_goes() {
+        let mut held = hold(1 << 20);
+        held.push(DeadLetter, Some(b"a"), Some(b"{"), None, 0);
+        std::thread::sleep(Duration::from_millis(5));
+        held.push(Output, Some(b"a"), Some(b"v"), None, 1);
+        held.push(Output, Some(b"a"), Some(b"v"), None, 2);
+        released_for(&mut held, Release::Full);
+        assert!(
+            held.waits().last < Duration::from_millis(5),
+            "the output's wait: {:?}",
+            held.waits()
         );
+        held.push(Output, Some(b"a"), Some(b"v"), None, 3);
+        released_for(&mut held, Release::CaughtUp);
+        let waits = held.waits();
+        assert!(
+            waits.last >= Duration::from_millis(5),
+            "the dead letter's: {waits:?}"
+        );
+        assert_eq!((waits.releases, waits.records), (2, 4));
     }
 
     /// A key for each of `partitions` partitions, as `crc32(partitions)` forecasts them.
@@ -708,7 +754,7 @@ mod tests {
     }
 
     #[test]
-    fn a_release_for_fullness_takes_the_output_partition_holding_the_most() {
+    fn a_release_for_fullness_takes_the_lane_holding_the_most() {
         let keys = key_per_partition(4);
         let mut held = hold(1 << 20);
         held.push(Output, Some(keys[1].as_bytes()), Some(b"v"), None, 0);
@@ -749,36 +795,38 @@ mod tests {
         );
     }
 
+    /// One record into the hold as the stage hands it over: held, then released for fullness
+    /// until the hold is not full (`Outputs::send`). Returns what went.
+    fn send_one(held: &mut Held, to: Destination, key: &[u8], value: &[u8], token: usize) -> usize {
+        held.push(to, Some(key), Some(value), None, token);
+        let mut sent = 0;
+        while held.full() {
+            sent += released_for(held, Release::Full).len();
+        }
+        sent
+    }
+
     #[test]
-    fn the_hold_never_takes_more_than_its_bound_and_one_record() {
-        let largest = std::mem::size_of::<HeldRecord>() + "user-99".len() + 9;
-        let capacity = 10 * std::mem::size_of::<HeldRecord>() + 100;
-        let mut held = Held::new(crc32(4), crc32(2), capacity, KEPT);
+    fn once_a_record_is_handed_over_the_hold_is_below_its_bound() {
+        // Many partitions, and dead letters far bigger than the output records. The fullest
+        // lane holds at least the record that filled the hold, so one release frees room.
+        let partitions = 64;
+        let keys: Vec<String> = (0..500).map(|i| format!("user-{i}")).collect();
+        let big = [b'x'; 2_000];
+        let capacity = 16 * 1024;
+        let mut held = Held::new(crc32(partitions), crc32(partitions), capacity, KEPT);
         let (mut pushed, mut sent) = (0, 0);
-        // Every mix of dead letters, from none to all of them.
-        for token in 0..2_000usize {
-            let to = if token % 7 < (token / 100) % 8 {
-                DeadLetter
+        for token in 0..20_000usize {
+            let key = keys[token * 7 % keys.len()].as_bytes();
+            // Every mix of dead letters, from none to nearly all of them.
+            let (to, value) = if token % 7 < (token / 1_000) % 8 {
+                (DeadLetter, &big[..])
             } else {
-                Output
+                (Output, &big[..token % 10])
             };
-            let key = format!("user-{}", token % 100);
-            held.push(
-                to,
-                Some(key.as_bytes()),
-                Some(&[b'x'; 9][..token % 10]),
-                None,
-                token,
-            );
+            sent += send_one(&mut held, to, key, value, token);
             pushed += 1;
-            assert!(
-                held.used_bytes < capacity + largest,
-                "{} held",
-                held.used_bytes
-            );
-            if held.full() {
-                sent += released_for(&mut held, Release::Full).len();
-            }
+            assert!(!held.full(), "{} held of {capacity}", held.used_bytes);
         }
         sent += released_for(&mut held, Release::CaughtUp).len();
         assert_eq!(sent, pushed, "each record once");
@@ -786,25 +834,17 @@ mod tests {
     }
 
     #[test]
-    fn kept_dead_letters_keep_their_clock() {
+    fn a_lane_keeps_room_for_about_what_it_last_held() {
         let mut held = hold(1 << 20);
-        held.push(DeadLetter, Some(b"a"), Some(b"{"), None, 0);
-        std::thread::sleep(Duration::from_millis(5));
-        held.push(Output, Some(b"a"), Some(b"v"), None, 1);
-        released_for(&mut held, Release::Full);
-        assert!(
-            held.waits().last < Duration::from_millis(5),
-            "the output's wait: {:?}",
-            held.waits()
-        );
-        held.push(Output, Some(b"a"), Some(b"v"), None, 2);
+        for token in 0..1_000 {
+            held.push(Output, Some(b"a"), Some(&[b'x'; 100]), None, token);
+        }
         released_for(&mut held, Release::CaughtUp);
-        let waits = held.waits();
-        assert!(
-            waits.last >= Duration::from_millis(5),
-            "the dead letter's: {waits:?}"
-        );
-        assert_eq!((waits.releases, waits.records), (2, 3));
+        held.push(Output, Some(b"a"), Some(&[b'x'; 100]), None, 0);
+        released_for(&mut held, Release::CaughtUp);
+        let lane = held.output.lanes.iter().find(|l| l.bytes.capacity() > 0);
+        let room = lane.map_or(0, |l| l.bytes.capacity());
+        assert!(room <= 1_000, "room for {room} bytes after holding 101");
     }
 
     #[test]

@@ -145,7 +145,7 @@ pub fn run(
             partitioners.output,
             partitioners.dead_letter,
             config.backlog_hold_bytes,
-            hold::DEAD_LETTERS_KEPT_FOR,
+            hold::KEPT_AT_MOST,
         ),
     });
     let outcome: Result<()> = std::thread::scope(|scope| {

@@ -247,9 +247,11 @@ impl Outputs<'_> {
             return send(self.producer, record(topic, key, value, headers, token));
         }
         self.held.push(to, key, value, headers, token);
-        // Mid-batch too: a batch's records may be many more than the hold takes.
-        if self.held.full() {
-            return self.release(Release::Full);
+        // Mid-batch too: a batch's records may be many more than the hold takes. (One release
+        // frees at least the record that filled it; the loop keeps the bound whatever the
+        // rule for what goes.)
+        while self.held.full() {
+            self.release(Release::Full)?;
         }
         Ok(())
     }
