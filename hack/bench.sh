@@ -88,6 +88,10 @@ median_of() { python3 -c "import statistics, sys; print(f'{statistics.median(map
 # records far longer, in bigger batches.
 # The consumer's CPU by thread and its context switches, and the broker's CPU in parts, go to
 # $state/<name>.threads.
+# drained NAME OUTPUT [ARGS...]: drain, its line kept in $state/NAME.line. A drain that fails
+# stops the bench here; inside `read < <(drain ...)` its exit would end only the substitution.
+drained() { drain "$@" >"$state/$1.line"; }
+
 drain() {
   local name="$1" output="$2" timer consumer watcher
   shift 2
@@ -159,26 +163,31 @@ done
 best_pass=0 best_pipe=0 best_quiet=0 best_eos=0 pipe_rss=0 pass_cpu="" pipe_cpu="" pass_wait="" pipe_wait="" eos_cpu=""
 round_ratios=() broker_ratios=()
 for round in $(seq "$rounds"); do
-  read -r eps _ cpu broker requests_cpu queue_wait requests < <(drain "pass-$round" bench-pass --passthrough)
+  drained "pass-$round" bench-pass --passthrough
+  read -r eps _ cpu broker requests_cpu queue_wait requests <"$state/pass-$round.line"
   round_pass="$eps" round_pass_requests="$requests_cpu"
   report "round $round: pass-through $eps events/s (CPU per event: consumer $cpu us, broker $broker us; requests $requests)" "pass-$round"
   [ "$eps" -gt "$best_pass" ] && best_pass="$eps" pass_cpu="$cpu" pass_broker="$broker" pass_requests="$requests_cpu" pass_wait="$queue_wait"
-  read -r eps rss cpu broker requests_cpu queue_wait requests < <(drain "pipe-$round" bench-out)
+  drained "pipe-$round" bench-out
+  read -r eps rss cpu broker requests_cpu queue_wait requests <"$state/pipe-$round.line"
   report "round $round: pipeline     $eps events/s (CPU per event: consumer $cpu us, broker $broker us; peak RSS $((rss / 1024)) MB; requests $requests)" "pipe-$round"
   [ "$eps" -gt "$best_pipe" ] && best_pipe="$eps" pipe_cpu="$cpu" pipe_broker="$broker" pipe_requests="$requests_cpu" pipe_wait="$queue_wait"
   round_ratios+=("$(ratio "$eps" "$round_pass")")
   broker_ratios+=("$(ratio "$requests_cpu" "$round_pass_requests")")
   [ "$rss" -gt "$pipe_rss" ] && pipe_rss="$rss"
-  read -r eps _ cpu broker _ _ _ < <(drain "quiet-$round" bench-out --insights-topic '')
+  drained "quiet-$round" bench-out --insights-topic ''
+  read -r eps _ cpu broker _ _ _ <"$state/quiet-$round.line"
   report "round $round: pipeline, insights not published $eps events/s (CPU per event: consumer $cpu us, broker $broker us)" "quiet-$round"
   [ "$eps" -gt "$best_quiet" ] && best_quiet="$eps"
-  read -r eps _ cpu broker _ _ requests < <(drain "eos-$round" bench-out --guarantee exactly-once)
+  drained "eos-$round" bench-out --guarantee exactly-once
+  read -r eps _ cpu broker _ _ requests <"$state/eos-$round.line"
   report "round $round: pipeline, exactly once (100ms) $eps events/s (CPU per event: consumer $cpu us, broker $broker us; requests $requests)" "eos-$round"
   [ "$eps" -gt "$best_eos" ] && best_eos="$eps" eos_cpu="consumer $cpu us + broker $broker us"
 done
 eos_curve=""
 for interval in $eos_intervals; do
-  read -r eps _ _ _ _ _ _ < <(drain "eos-$interval" bench-out --guarantee exactly-once --commit-interval "$interval" --transaction-max-records 10000000)
+  drained "eos-$interval" bench-out --guarantee exactly-once --commit-interval "$interval" --transaction-max-records 10000000
+  read -r eps _ _ _ _ _ _ <"$state/eos-$interval.line"
   log "exactly once, transactions every $interval: $eps events/s"
   eos_curve="$eos_curve $interval: $eps ($(python3 -c "print(f'{$eps / max($best_pipe, 1):.2f}')")x);"
 done
@@ -191,7 +200,8 @@ done
 tuning_lines=()
 for i in "${!tunings[@]}"; do
   mapfile -t flags < <(x_flags "${tunings[i]}")
-  read -r eps _ cpu broker requests_cpu _ requests < <(drain "tuning-$i" bench-out "${flags[@]}")
+  drained "tuning-$i" bench-out "${flags[@]}"
+  read -r eps _ cpu broker requests_cpu _ requests <"$state/tuning-$i.line"
   report "pipeline, ${tunings[i]}: $eps events/s (CPU per event: consumer $cpu us, broker $broker us; requests $requests)" "tuning-$i"
   tuning_lines+=("${tunings[i]}: $eps events/s ($(ratio "$eps" "$best_pass")x pass-through), broker request threads $requests_cpu us/event ($(ratio "$requests_cpu" "$pass_requests")x pass-through's), consumer $cpu us/event; requests $requests")
 done
