@@ -36,8 +36,8 @@
 //! linger and leave in one batch. Why the fullest lane alone: with N partitions filling alike,
 //! all of them released together would each carry 1/N of the hold; released one at a time,
 //! the fullest, they stagger, and each leaves with about 2/(N+1) of it, nearly twice the batch
-//! for the same memory. A lane keeps room for about what it last held, not the most it ever
-//! held, so the lanes' buffers stay near the hold's size when the busy partitions change. A stage with nothing waiting holds nothing, so at a steady rate
+//! for the same memory. The lanes keep their buffers between fills, up to a few holds' worth
+//! together, so their memory stays bounded when the busy partitions change. A stage with nothing waiting holds nothing, so at a steady rate
 //! records leave as soon as they are made, as before.
 //!
 //! Order: a lane keeps its records in the order they were held, a key always forecasts the
@@ -53,6 +53,9 @@ use rdkafka::message::{Headers, OwnedHeaders};
 
 use crate::kafka::partitioner::Partitioner;
 use crate::kafka::stage::copy_into;
+
+/// How many holds' worth of buffers the lanes keep between fills (`Held::give_room_back`).
+const ROOM_KEPT: usize = 4;
 
 /// How long a lane may stay held through releases for fullness (module header).
 pub(super) const KEPT_AT_MOST: Duration = Duration::from_millis(250);
@@ -293,7 +296,29 @@ impl Held {
         self.waits.total += waited;
         self.waits.longest = self.waits.longest.max(waited);
         self.waits.last = waited;
+        self.give_room_back();
         outcome
+    }
+
+    /// Lanes keep their buffers for the next fill, unless together they keep more than
+    /// [`ROOM_KEPT`] holds' worth (the busy partitions changed): then the empty lanes give
+    /// theirs back. Shrinking every lane to what it last held instead cost the consumer
+    /// buffers regrown after each small release.
+    fn give_room_back(&mut self) {
+        let lanes = || self.output.lanes.iter().chain(&self.dead_letter.lanes);
+        if lanes().map(Lane::room).sum::<usize>() <= ROOM_KEPT * self.capacity_bytes {
+            return;
+        }
+        for lane in self
+            .output
+            .lanes
+            .iter_mut()
+            .chain(&mut self.dead_letter.lanes)
+        {
+            if lane.records.is_empty() {
+                *lane = Lane::default();
+            }
+        }
     }
 
     /// The lane holding the most bytes, of either topic, if any holds any.
@@ -375,7 +400,6 @@ impl Lane {
         destination: Destination,
         send: &mut impl FnMut(Released<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
-        let held = self.records.len();
         let bytes = &self.bytes;
         let slice = |range: Option<Range<usize>>| range.map(|r| &bytes[r]);
         let outcome = self.records.drain(..).try_for_each(|r| {
@@ -387,24 +411,20 @@ impl Lane {
                 r.token,
             ))
         });
-        self.empty(held);
+        self.clear();
         outcome
     }
 
     fn clear(&mut self) {
-        self.empty(self.records.len());
-    }
-
-    /// Empties the lane, which held `records` records.
-    fn empty(&mut self, records: usize) {
-        // Room for about what the lane last held, not the most it ever held (module header).
-        let bytes = self.bytes.len();
         self.records.clear();
         self.bytes.clear();
-        self.records.shrink_to(2 * records);
-        self.bytes.shrink_to(2 * bytes);
         self.used_bytes = 0;
         self.since = None;
+    }
+
+    /// What the lane's buffers take, held or not.
+    fn room(&self) -> usize {
+        self.bytes.capacity() + self.records.capacity() * std::mem::size_of::<HeldRecord>()
     }
 }
 
@@ -834,17 +854,35 @@ mod tests {
     }
 
     #[test]
-    fn a_lane_keeps_room_for_about_what_it_last_held() {
-        let mut held = hold(1 << 20);
-        for token in 0..1_000 {
-            held.push(Output, Some(b"a"), Some(&[b'x'; 100]), None, token);
+    fn the_lanes_keep_at_most_a_few_holds_of_room_between_fills() {
+        let capacity = 64 * 1024;
+        let mut held = Held::new(crc32(64), crc32(2), capacity, KEPT);
+        let room = |held: &Held| {
+            held.output
+                .lanes
+                .iter()
+                .chain(&held.dead_letter.lanes)
+                .map(Lane::room)
+                .sum::<usize>()
+        };
+        // The busy partition changes: each key in turn fills most of the hold on its own.
+        for (round, key) in key_per_partition(64).iter().enumerate() {
+            for token in 0..400 {
+                send_one(
+                    &mut held,
+                    Output,
+                    key.as_bytes(),
+                    &[b'x'; 100],
+                    round * 400 + token,
+                );
+            }
+            released_for(&mut held, Release::CaughtUp);
+            assert!(
+                room(&held) <= (ROOM_KEPT + 1) * capacity,
+                "{} bytes of room after {round} busy partitions",
+                room(&held)
+            );
         }
-        released_for(&mut held, Release::CaughtUp);
-        held.push(Output, Some(b"a"), Some(&[b'x'; 100]), None, 0);
-        released_for(&mut held, Release::CaughtUp);
-        let lane = held.output.lanes.iter().find(|l| l.bytes.capacity() > 0);
-        let room = lane.map_or(0, |l| l.bytes.capacity());
-        assert!(room <= 1_000, "room for {room} bytes after holding 101");
     }
 
     #[test]
