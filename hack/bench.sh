@@ -89,7 +89,8 @@ median_of() { python3 -c "import statistics, sys; print(f'{statistics.median(map
 # The consumer's CPU by thread and its context switches, and the broker's CPU in parts, go to
 # $state/<name>.threads.
 # drained NAME OUTPUT [ARGS...]: drain, its line kept in $state/NAME.line. A drain that fails
-# stops the bench here; inside `read < <(drain ...)` its exit would end only the substitution.
+# stops the bench here, with its message; inside `read < <(drain ...)` its exit ended only the
+# substitution, and the bench stopped later, silently, on the read that got no line.
 drained() { drain "$@" >"$state/$1.line"; }
 
 drain() {

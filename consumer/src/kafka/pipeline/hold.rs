@@ -37,8 +37,9 @@
 //! all of them released together would each carry 1/N of the hold; released one at a time,
 //! the fullest, they stagger, and each leaves with about 2/(N+1) of it, nearly twice the batch
 //! for the same memory. The lanes keep their buffers between fills, up to a few holds' worth
-//! together, so their memory stays bounded when the busy partitions change. A stage with nothing waiting holds nothing, so at a steady rate
-//! records leave as soon as they are made, as before.
+//! together, so their memory stays bounded when the busy partitions change. A stage with
+//! nothing waiting holds nothing past the end of its batch, so at a steady rate records leave
+//! as soon as their batch is done, as before.
 //!
 //! Order: a lane keeps its records in the order they were held, a key always forecasts the
 //! same partition, and a lane's records all go when it goes, so one key's records (one
