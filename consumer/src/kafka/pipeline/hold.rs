@@ -5,9 +5,9 @@
 //! `--backlog-hold-bytes`, each counted with its key, value, headers and bookkeeping, in a
 //! lane per topic and per the partition librdkafka will give each (`kafka::partitioner`).
 //! Once nothing more waits, or a transaction is due, they all go to the producer, a lane at a
-//! time. Whenever the hold is full (checked at every record), the lane holding the most goes,
-//! with every lane whose oldest record has waited [`KEPT_AT_MOST`] or more, until the hold is
-//! no longer full. Each record's delivery report still acknowledges its input offset, held or
+//! time. Whenever the hold is full (checked at every record), the lanes holding the most go
+//! until a quarter of the hold is free, with every lane whose oldest record has waited
+//! [`KEPT_AT_MOST`] or more. Each record's delivery report still acknowledges its input offset, held or
 //! not, so an offset is committed only after its record was delivered. A revocation or a
 //! shutdown waits for the stage to finish what it was handed, and its last batch has nothing
 //! behind it, so the hold is empty by the flush that follows (unless that wait times out, or
@@ -33,10 +33,11 @@
 //! in batches of what one partition gathers in a linger (a few hundred records), and a produce
 //! request costs the broker about the same whatever it carries (docs/benchmarks.md §8).
 //! Handed over a lane at a time, a partition's held records reach librdkafka well within its
-//! linger and leave in one batch. Why the fullest lane alone: with N partitions filling alike,
-//! all of them released together would each carry 1/N of the hold; released one at a time,
-//! the fullest, they stagger, and each leaves with about 2/(N+1) of it, nearly twice the batch
-//! for the same memory. The lanes keep their buffers between fills, up to a few holds' worth
+//! linger and leave in one batch. Why the fullest lanes only: with N partitions filling alike,
+//! all of them released together would each carry 1/N of the hold; released the fullest
+//! first, they stagger, and with a few partitions the fullest alone frees a quarter and leaves
+//! with about 2/(N+1) of the hold, nearly twice the batch for the same memory. With thousands
+//! of partitions, freeing a quarter keeps releases (and their work over the held lanes) few. The lanes keep their buffers between fills, up to a few holds' worth
 //! together, so their memory stays bounded when the busy partitions change. A stage with
 //! nothing waiting holds nothing past the end of its batch, so at a steady rate records leave
 //! as soon as their batch is done, as before.
@@ -73,11 +74,16 @@ pub(super) enum Destination {
 pub(super) struct Held {
     output: Topic,
     dead_letter: Topic,
+    /// The lanes that hold records, in no order: what a release looks at, however many
+    /// partitions the topics have.
+    active: Vec<(Destination, usize)>,
     capacity_bytes: usize,
     /// What the held records take, over every lane.
     used_bytes: usize,
     /// How many records are held, over every lane.
     len: usize,
+    /// What every lane's buffers take, held or not.
+    room: usize,
     /// How long a lane may stay through releases for fullness.
     kept_at_most: Duration,
     waits: HoldWaits,
@@ -133,8 +139,8 @@ pub(super) struct Ahead {
 /// Why held records go to the producer now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Release {
-    /// The hold is full, mid-batch: the lane holding the most goes, with every lane that has
-    /// waited [`KEPT_AT_MOST`] (module header).
+    /// The hold is full, mid-batch: the lanes holding the most go until a quarter of it is
+    /// free, with every lane that has waited [`KEPT_AT_MOST`] (module header).
     Full,
     /// A transaction is due to commit, and commits only what was produced.
     Commit,
@@ -175,9 +181,11 @@ impl Held {
         Held {
             output: Topic::new(output),
             dead_letter: Topic::new(dead_letter),
+            active: Vec::new(),
             capacity_bytes,
             used_bytes: 0,
             len: 0,
+            room: 0,
             kept_at_most,
             waits: HoldWaits::default(),
         }
@@ -206,8 +214,18 @@ impl Held {
             Destination::Output => &mut self.output,
             Destination::DeadLetter => &mut self.dead_letter,
         };
-        self.used_bytes += topic.push(key, value, headers, token);
+        let partition = key.map_or(0, |k| topic.partitioner.partition(k)) as usize;
+        if topic.lanes.len() <= partition {
+            topic.lanes.resize_with(partition + 1, Lane::default);
+        }
+        let lane = &mut topic.lanes[partition];
+        let (was_empty, room) = (lane.records.is_empty(), lane.room());
+        self.used_bytes += lane.push(key, value, headers, token);
+        self.room = self.room + lane.room() - room;
         self.len += 1;
+        if was_empty {
+            self.active.push((destination, partition));
+        }
     }
 
     /// How many records are held.
@@ -243,45 +261,33 @@ impl Held {
 
     /// Hands the held records that go for `why` to `send`, a topic and a forecast partition
     /// at a time, each partition's in the order they were held: all of them, but for a
-    /// release for fullness only the lane holding the most and every lane that has waited
-    /// `kept_at_most`. Stops at the first error; what was to go is gone either way (records
-    /// never sent are never acknowledged, so their offsets are not committed).
+    /// release for fullness only the lanes holding the most, until a quarter of the hold is
+    /// free, and every lane that has waited `kept_at_most`. Stops at the first error; what was
+    /// to go is gone either way (records never sent are never acknowledged, so their offsets
+    /// are not committed).
     pub(super) fn release<E>(
         &mut self,
         why: Release,
         mut send: impl FnMut(Released<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
-        let fullest = if why == Release::Full {
-            self.fullest()
+        let now = Instant::now();
+        let mut going = if why == Release::Full {
+            self.going_for_fullness(now)
         } else {
-            None
+            std::mem::take(&mut self.active)
         };
-        let (now, kept_at_most) = (Instant::now(), self.kept_at_most);
-        let goes = |at: (Destination, usize), lane: &Lane| {
-            why != Release::Full
-                || fullest == Some(at)
-                || lane
-                    .since
-                    .is_some_and(|t| now.saturating_duration_since(t) >= kept_at_most)
-        };
-        let mut going: Vec<(Destination, &mut Lane)> = Vec::new();
-        for (destination, topic) in [
-            (Destination::Output, &mut self.output),
-            (Destination::DeadLetter, &mut self.dead_letter),
-        ] {
-            for (i, lane) in topic.lanes.iter_mut().enumerate() {
-                if !lane.records.is_empty() && goes((destination, i), lane) {
-                    going.push((destination, lane));
-                }
-            }
-        }
-        let Some(oldest) = going.iter().filter_map(|(_, lane)| lane.since).min() else {
+        going.sort_unstable();
+        let Some(oldest) = going.iter().filter_map(|&at| self.lane(at).since).min() else {
             return Ok(());
         };
         let waited = now.saturating_duration_since(oldest);
         let mut outcome = Ok(());
         let (mut records, mut bytes) = (0, 0);
-        for (destination, lane) in going {
+        for &(destination, i) in &going {
+            let lane = match destination {
+                Destination::Output => &mut self.output.lanes[i],
+                Destination::DeadLetter => &mut self.dead_letter.lanes[i],
+            };
             records += lane.records.len();
             bytes += lane.used_bytes;
             if outcome.is_ok() {
@@ -290,6 +296,14 @@ impl Held {
                 lane.clear();
             }
         }
+        let (output, dead_letter) = (&self.output, &self.dead_letter);
+        self.active.retain(|&(destination, i)| {
+            let topic = match destination {
+                Destination::Output => output,
+                Destination::DeadLetter => dead_letter,
+            };
+            !topic.lanes[i].records.is_empty()
+        });
         self.len -= records;
         self.used_bytes -= bytes;
         self.waits.releases += 1;
@@ -301,13 +315,40 @@ impl Held {
         outcome
     }
 
+    /// For a release for fullness: the lanes holding the most until a quarter of the hold is
+    /// free (with a few partitions, the fullest alone; with thousands, enough of them that
+    /// releases stay few), and every lane that has waited `kept_at_most`.
+    fn going_for_fullness(&self, now: Instant) -> Vec<(Destination, usize)> {
+        let mut by_size = self.active.clone();
+        by_size.sort_unstable_by_key(|&at| std::cmp::Reverse(self.lane(at).used_bytes));
+        let mut freed = 0;
+        by_size.retain(|&at| {
+            let lane = self.lane(at);
+            let goes = freed < self.capacity_bytes / 4
+                || lane
+                    .since
+                    .is_some_and(|t| now.saturating_duration_since(t) >= self.kept_at_most);
+            if goes {
+                freed += lane.used_bytes;
+            }
+            goes
+        });
+        by_size
+    }
+
+    fn lane(&self, (destination, i): (Destination, usize)) -> &Lane {
+        match destination {
+            Destination::Output => &self.output.lanes[i],
+            Destination::DeadLetter => &self.dead_letter.lanes[i],
+        }
+    }
+
     /// Lanes keep their buffers for the next fill, unless together they keep more than
     /// [`ROOM_KEPT`] holds' worth (the busy partitions changed): then the empty lanes give
     /// theirs back. Shrinking every lane to what it last held instead cost the consumer
     /// buffers regrown after each small release.
     fn give_room_back(&mut self) {
-        let lanes = || self.output.lanes.iter().chain(&self.dead_letter.lanes);
-        if lanes().map(Lane::room).sum::<usize>() <= ROOM_KEPT * self.capacity_bytes {
+        if self.room <= ROOM_KEPT * self.capacity_bytes {
             return;
         }
         for lane in self
@@ -317,28 +358,10 @@ impl Held {
             .chain(&mut self.dead_letter.lanes)
         {
             if lane.records.is_empty() {
+                self.room -= lane.room();
                 *lane = Lane::default();
             }
         }
-    }
-
-    /// The lane holding the most bytes, of either topic, if any holds any.
-    fn fullest(&self) -> Option<(Destination, usize)> {
-        [
-            (Destination::Output, &self.output),
-            (Destination::DeadLetter, &self.dead_letter),
-        ]
-        .into_iter()
-        .flat_map(|(destination, topic)| {
-            topic
-                .lanes
-                .iter()
-                .enumerate()
-                .map(move |(i, lane)| (destination, i, lane.used_bytes))
-        })
-        .filter(|&(.., used)| used > 0)
-        .max_by_key(|&(.., used)| used)
-        .map(|(destination, i, _)| (destination, i))
     }
 }
 
@@ -348,21 +371,6 @@ impl Topic {
             partitioner,
             lanes: Vec::new(),
         }
-    }
-
-    /// Holds one record in its forecast partition's lane; returns the bytes it takes.
-    fn push(
-        &mut self,
-        key: Option<&[u8]>,
-        value: Option<&[u8]>,
-        headers: Option<OwnedHeaders>,
-        token: usize,
-    ) -> usize {
-        let partition = key.map_or(0, |k| self.partitioner.partition(k)) as usize;
-        if self.lanes.len() <= partition {
-            self.lanes.resize_with(partition + 1, Lane::default);
-        }
-        self.lanes[partition].push(key, value, headers, token)
     }
 }
 
@@ -476,7 +484,11 @@ mod tests {
         Partitioner::of(None, partitions)
     }
 
-    /// Dead letters kept through releases for fullness for longer than any test runs.
+    /// A hold a quarter of which is one record's bookkeeping: the fullest lane of any
+    /// release for fullness frees that much.
+    const SMALL: usize = 4 * std::mem::size_of::<HeldRecord>();
+
+    /// Lanes kept through releases for fullness for longer than any test runs.
     const KEPT: Duration = Duration::from_secs(3600);
 
     fn hold(capacity_bytes: usize) -> Held {
@@ -626,7 +638,7 @@ mod tests {
     #[test]
     fn a_failed_send_in_a_release_for_fullness_leaves_the_lanes_it_did_not_take() {
         let keys = key_per_partition(4);
-        let mut held = Held::new(crc32(4), crc32(2), 1 << 20, KEPT);
+        let mut held = Held::new(crc32(4), crc32(2), SMALL, KEPT);
         for token in 0..3 {
             held.push(Output, Some(keys[0].as_bytes()), Some(b"v"), None, token);
         }
@@ -674,7 +686,7 @@ mod tests {
 
     #[test]
     fn a_release_for_fullness_keeps_young_lanes_but_the_fullest_and_caught_up_takes_all() {
-        let mut held = hold(1 << 20);
+        let mut held = hold(SMALL);
         held.push(Output, Some(b"a"), Some(b"v"), None, 0);
         held.push(DeadLetter, Some(b"a"), Some(b"{"), None, 1);
         held.push(Output, Some(b"a"), Some(b"v"), None, 2);
@@ -711,7 +723,7 @@ mod tests {
     #[test]
     fn a_release_for_fullness_also_takes_every_lane_that_has_waited_long_enough() {
         let keys = key_per_partition(4);
-        let mut held = Held::new(crc32(4), crc32(2), 1 << 20, Duration::from_millis(20));
+        let mut held = Held::new(crc32(4), crc32(2), SMALL, Duration::from_millis(20));
         held.push(DeadLetter, Some(b"a"), Some(b"{"), None, 0);
         held.push(Output, Some(keys[3].as_bytes()), Some(b"quiet"), None, 1);
         std::thread::sleep(Duration::from_millis(25));
@@ -735,7 +747,7 @@ mod tests {
 
     #[test]
     fn a_lane_keeps_its_clock_until_it_goes() {
-        let mut held = hold(1 << 20);
+        let mut held = hold(SMALL);
         held.push(DeadLetter, Some(b"a"), Some(b"{"), None, 0);
         std::thread::sleep(Duration::from_millis(5));
         held.push(Output, Some(b"a"), Some(b"v"), None, 1);
@@ -777,7 +789,7 @@ mod tests {
     #[test]
     fn a_release_for_fullness_takes_the_lane_holding_the_most() {
         let keys = key_per_partition(4);
-        let mut held = hold(1 << 20);
+        let mut held = hold(SMALL);
         held.push(Output, Some(keys[1].as_bytes()), Some(b"v"), None, 0);
         for token in 1..4 {
             held.push(Output, Some(keys[2].as_bytes()), Some(b"v"), None, token);
@@ -825,6 +837,35 @@ mod tests {
             sent += released_for(held, Release::Full).len();
         }
         sent
+    }
+
+    #[test]
+    fn with_many_partitions_a_release_for_fullness_frees_a_quarter_of_the_hold() {
+        let record = std::mem::size_of::<HeldRecord>() + 20;
+        let capacity = 1_000 * record;
+        let mut held = Held::new(crc32(1_000), crc32(2), capacity, KEPT);
+        let (mut pushed, mut releases) = (0, 0);
+        for token in 0..50_000usize {
+            let key = format!("user-{:06}", token % 7_919);
+            held.push(Output, Some(key.as_bytes()), Some(&[b'x'; 9]), None, token);
+            pushed += 1;
+            while held.full() {
+                let before = held.used_bytes;
+                released_for(&mut held, Release::Full);
+                assert!(
+                    before - held.used_bytes >= capacity / 4,
+                    "freed {}",
+                    before - held.used_bytes
+                );
+                releases += 1;
+                let holding = held.output.lanes.iter().filter(|l| !l.records.is_empty());
+                assert_eq!(held.active.len(), holding.count(), "the held lanes, listed");
+            }
+        }
+        assert!(
+            releases <= pushed / 250 + 1,
+            "{releases} releases of {pushed} records"
+        );
     }
 
     #[test]
@@ -878,6 +919,11 @@ mod tests {
                 );
             }
             released_for(&mut held, Release::CaughtUp);
+            assert_eq!(
+                held.room,
+                room(&held),
+                "the running total is the lanes' room"
+            );
             assert!(
                 room(&held) <= (ROOM_KEPT + 1) * capacity,
                 "{} bytes of room after {round} busy partitions",
