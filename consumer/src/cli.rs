@@ -121,9 +121,10 @@ pub struct RunArgs {
     pub batch_size: usize,
     /// While more input waits (a backlog): bytes of records (output and dead letters) held,
     /// then produced a partition at a time, so that each produce request carries a fuller
-    /// batch; 0 turns holding off. A full hold hands over the partition holding the most,
-    /// and every partition's records that have waited 250 ms. Nothing is held once the
-    /// consumer has caught up, and exactly once, nothing past a transaction's commit.
+    /// batch; 0 turns holding off. A full hold hands over the partitions holding the most
+    /// until a quarter of it is free, and every partition's records that have waited 250 ms.
+    /// Nothing is held once the consumer has caught up, and exactly once, nothing past a
+    /// transaction's commit.
     #[arg(long, env = "FETCH_BACKLOG_HOLD_BYTES", default_value_t = 3 * 1024 * 1024,
           value_parser = clap::value_parser!(u64).range(0..=256 * 1024 * 1024).map(|v| v as usize))]
     pub backlog_hold_bytes: usize,
