@@ -210,10 +210,7 @@ impl Held {
         headers: Option<OwnedHeaders>,
         token: usize,
     ) {
-        let topic = match destination {
-            Destination::Output => &mut self.output,
-            Destination::DeadLetter => &mut self.dead_letter,
-        };
+        let topic = pick(destination, &mut self.output, &mut self.dead_letter);
         let partition = key.map_or(0, |k| topic.partitioner.partition(k)) as usize;
         if topic.lanes.len() <= partition {
             topic.lanes.resize_with(partition + 1, Lane::default);
@@ -284,10 +281,7 @@ impl Held {
         let mut outcome = Ok(());
         let (mut records, mut bytes) = (0, 0);
         for &(destination, i) in &going {
-            let lane = match destination {
-                Destination::Output => &mut self.output.lanes[i],
-                Destination::DeadLetter => &mut self.dead_letter.lanes[i],
-            };
+            let lane = &mut pick(destination, &mut self.output, &mut self.dead_letter).lanes[i];
             records += lane.records.len();
             bytes += lane.used_bytes;
             if outcome.is_ok() {
@@ -298,11 +292,9 @@ impl Held {
         }
         let (output, dead_letter) = (&self.output, &self.dead_letter);
         self.active.retain(|&(destination, i)| {
-            let topic = match destination {
-                Destination::Output => output,
-                Destination::DeadLetter => dead_letter,
-            };
-            !topic.lanes[i].records.is_empty()
+            !pick(destination, output, dead_letter).lanes[i]
+                .records
+                .is_empty()
         });
         self.len -= records;
         self.used_bytes -= bytes;
@@ -337,10 +329,7 @@ impl Held {
     }
 
     fn lane(&self, (destination, i): (Destination, usize)) -> &Lane {
-        match destination {
-            Destination::Output => &self.output.lanes[i],
-            Destination::DeadLetter => &self.dead_letter.lanes[i],
-        }
+        &pick(destination, &self.output, &self.dead_letter).lanes[i]
     }
 
     /// Lanes keep their buffers for the next fill, unless together they keep more than
@@ -434,6 +423,14 @@ impl Lane {
     /// What the lane's buffers take, held or not.
     fn room(&self) -> usize {
         self.bytes.capacity() + self.records.capacity() * std::mem::size_of::<HeldRecord>()
+    }
+}
+
+/// What of `output` and `dead_letter` belongs to `destination`.
+fn pick<T>(destination: Destination, output: T, dead_letter: T) -> T {
+    match destination {
+        Destination::Output => output,
+        Destination::DeadLetter => dead_letter,
     }
 }
 
