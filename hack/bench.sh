@@ -13,24 +13,24 @@
 #    by thread with its context switches (hack/thread-cpu.py), and of the broker, split into
 #    its request threads, its JVM's own (JIT, GC) and the rest; and the requests each client
 #    sent. The pipeline also runs with insights publishing off (`--insights-topic ''`):
-#    publishing must cost at most 3%: the line `insights on/off` prints the ratio round by
-#    round, with its median. And exactly once (`--guarantee exactly-once`, transactions every
-#    100 ms by default) against at least once: the goal is >= 0.8x; one more drain per
-#    interval of BENCH_EOS_INTERVALS ("50ms 1s", no records limit) draws the curve. One more
-#    pipeline drain per set of client settings in BENCH_TUNINGS (space-separated sets of
-#    comma-separated librdkafka properties; by default a longer producer linger, fetches that
-#    wait to fill, and both), with its latency (below).
+#    publishing must cost at most 3%: the line `insights on/off` prints the ratio round by round,
+#    with its median. And exactly once (`--guarantee exactly-once`, transactions every 100 ms by
+#    default) against at least once: the goal is >= 0.8x, round by round and their median, as for
+#    the insights; one more drain per interval of BENCH_EOS_INTERVALS ("50ms 1s", no records
+#    limit) draws the curve. One more pipeline drain per set of client settings in BENCH_TUNINGS
+#    (space-separated sets of comma-separated librdkafka properties; by default a longer producer
+#    linger, fetches that wait to fill, and both), with its latency (below).
 #    The `goals` lines hold the efficiency goals, each marked met or missed, and a last one
-#    counts them: the broker's request threads per event at most 1.2x the pass-through's and
-#    end to end at least 0.75x, both as the median of the rounds' own ratios (each round's
-#    drains share the machine's moment; the best of each kind can pair a quiet drain with a
-#    busy one, and is printed beside them); the consumer's CPU per event at most the
-#    pass-through's plus 1.5x the core's (`process` over the same events, no Kafka), from
-#    each kind's best drain; the p99 at the fixed rate (2. below) no worse than the
-#    pass-through's; the pipeline drains' peak RSS under 100 MB. BENCH_PIN=1 pins the broker
-#    to core 0 and the consumers to core 1: production's shape, where the broker has machines
-#    of its own. BENCH_PROFILE=1 adds a drain of each kind under a system-wide `perf record`
-#    and prints where the samples fell.
+#    counts them: the broker's request threads per event at most 1.2x the pass-through's and end
+#    to end at least 0.75x, both as the median of the rounds' own ratios (each round's drains
+#    share the machine's moment; the best of each kind can pair a quiet drain with a busy one,
+#    and is printed beside them), decided unrounded (printed to 3 decimals); the consumer's CPU
+#    per event at most the pass-through's plus 1.5x the core's (`process` over the same events,
+#    no Kafka), from each kind's best drain; the p99 at the fixed rate (2. below) no worse than
+#    the pass-through's; the pipeline drains' peak RSS under 100 MB. BENCH_PIN=1 pins the broker
+#    to core 0 and the consumers to core 1: production's shape, where the broker has machines of
+#    its own. BENCH_PROFILE=1 adds a drain of each kind under a system-wide `perf record` and
+#    prints where the samples fell.
 # 2. Latency: at BENCH_LATENCY_RATE (20,000) events/s for BENCH_LATENCY_SECONDS (15), p50/p99
 #    from the input's produce time to the output's append time (after a 2 s warm-up, so
 #    BENCH_LATENCY_SECONDS must be more than 2; the all-events p99 is printed too), and the
@@ -48,7 +48,7 @@
 #    distinct users and IPs, against 10,000 events.
 #
 # The last line is machine-readable:
-#   pipeline_vs_passthrough=<best-of ratio> pipeline_vs_passthrough_median=<median of the rounds' ratios> pipeline_eps=<n> passthrough_eps=<n> rss_mb=<n> goals_missed=<none, or the missed goals' names, comma-separated>
+#   pipeline_vs_passthrough=<best-of ratio> pipeline_vs_passthrough_median=<median of the rounds' ratios> pipeline_eps=<n> passthrough_eps=<n> rss_mb=<n> goals_missed=<none, or the missed goals' names, comma-separated: broker, consumer, end-to-end, latency, memory>
 source "$(dirname "$0")/lib.sh"
 source "$HACK_DIR/bench-lib.sh"
 
@@ -58,6 +58,7 @@ rounds="${BENCH_ROUNDS:-2}"
 latency_rate="${BENCH_LATENCY_RATE:-20000}"
 latency_seconds="${BENCH_LATENCY_SECONDS:-15}"
 latency_rounds="${BENCH_LATENCY_ROUNDS:-5}"
+[[ "$rounds" =~ ^[0-9]+$ ]] && [ "$rounds" -ge 1 ] || die "BENCH_ROUNDS=$rounds: give a whole number of rounds, at least 1"
 [[ "$latency_seconds" =~ ^[0-9]+$ ]] && [ "$latency_seconds" -gt 2 ] ||
   die "BENCH_LATENCY_SECONDS=$latency_seconds: give whole seconds, more than the latency tool's 2 s warm-up"
 memory_events="${BENCH_MEMORY_EVENTS:-10000000}"
@@ -80,10 +81,25 @@ bench_load "$bin" "$events" "$partitions"
 pin_if_asked
 # ratio A B [DIGITS]: A / B, rounded.
 ratio() { python3 -c "print(f'{$1 / max($2, 1e-9):.${3:-2}f}')"; }
-# verdict EXPR: "met" if the Python expression EXPR holds, else "missed".
-verdict() { python3 -c "print('met' if $1 else 'missed')"; }
-# median_of X...: the median of the numbers, rounded.
-median_of() { python3 -c "import statistics, sys; print(f'{statistics.median(map(float, sys.argv[1:])):.2f}')" "$@"; }
+# verdict TEST X...: "met" if the Python expression TEST holds of x, the numbers X... as they
+# are (not as printed, so that rounding decides nothing), with median() at hand; "missed" if
+# it does not, or a number is missing or is not one.
+verdict() {
+  python3 - "$@" <<'PY'
+import statistics, sys
+test, *args = sys.argv[1:]
+try:
+    x = [float(a) for a in args]
+    met = bool(x) and eval(test, {"median": statistics.median, "x": x})
+except (ValueError, IndexError):
+    met = False
+print("met" if met else "missed")
+PY
+}
+# median_of X...: the median of the numbers, to 3 decimals.
+median_of() { python3 -c "import statistics, sys; print(f'{statistics.median(map(float, sys.argv[1:])):.3f}')" "$@"; }
+# shown X...: the numbers to 3 decimals, as the goals lines print a round's ratio.
+shown() { python3 -c "import sys; print(' '.join(f'{float(v):.3f}' for v in sys.argv[1:]))" "$@"; }
 
 # Runs the consumer until it has drained the input; prints
 # "<events/s> <peak RSS KiB> <consumer CPU us/event> <broker CPU us/event> <broker request
@@ -166,10 +182,10 @@ done
 # the ratio cannot beat pass-through CPU / pipeline CPU once both keep the cores busy.
 # A single drain varies by ~20% with the machine, in either kind (and the broker's request
 # threads per event by up to 2x with the cores shared, stop 38): the best of each kind can come
-# from different moments, so each round's own ratios, end to end and the broker's, are printed
-# too, with their medians.
+# from different moments, so each round's own ratios (end to end, the broker's, the insights'
+# and exactly once's) are kept unrounded, and their medians decide the goals.
 best_pass=0 best_pipe=0 best_quiet=0 best_eos=0 pipe_rss=0 pass_cpu="" pipe_cpu="" pass_wait="" pipe_wait="" eos_cpu=""
-round_ratios=() broker_ratios=() insights_ratios=()
+round_ratios=() broker_ratios=() insights_ratios=() eos_ratios=()
 for round in $(seq "$rounds"); do
   drained "pass-$round" bench-pass --passthrough
   read -r eps _ cpu broker requests_cpu queue_wait requests <"$state/pass-$round.line"
@@ -180,19 +196,20 @@ for round in $(seq "$rounds"); do
   read -r eps rss cpu broker requests_cpu queue_wait requests <"$state/pipe-$round.line"
   report "round $round: pipeline     $eps events/s (CPU per event: consumer $cpu us, broker $broker us; peak RSS $((rss / 1024)) MB; requests $requests)" "pipe-$round"
   [ "$eps" -gt "$best_pipe" ] && best_pipe="$eps" pipe_cpu="$cpu" pipe_broker="$broker" pipe_requests="$requests_cpu" pipe_wait="$queue_wait"
-  round_ratios+=("$(ratio "$eps" "$round_pass")")
+  round_ratios+=("$(ratio "$eps" "$round_pass" 6)")
   round_pipe="$eps"
-  broker_ratios+=("$(ratio "$requests_cpu" "$round_pass_requests")")
+  broker_ratios+=("$(ratio "$requests_cpu" "$round_pass_requests" 6)")
   [ "$rss" -gt "$pipe_rss" ] && pipe_rss="$rss"
   drained "quiet-$round" bench-out --insights-topic ''
   read -r eps _ cpu broker _ _ _ <"$state/quiet-$round.line"
   report "round $round: pipeline, insights not published $eps events/s (CPU per event: consumer $cpu us, broker $broker us)" "quiet-$round"
   [ "$eps" -gt "$best_quiet" ] && best_quiet="$eps"
-  insights_ratios+=("$(ratio "$round_pipe" "$eps")")
+  insights_ratios+=("$(ratio "$round_pipe" "$eps" 6)")
   drained "eos-$round" bench-out --guarantee exactly-once
   read -r eps _ cpu broker _ _ requests <"$state/eos-$round.line"
   report "round $round: pipeline, exactly once (100ms) $eps events/s (CPU per event: consumer $cpu us, broker $broker us; requests $requests)" "eos-$round"
   [ "$eps" -gt "$best_eos" ] && best_eos="$eps" eos_cpu="consumer $cpu us + broker $broker us"
+  eos_ratios+=("$(ratio "$eps" "$round_pipe" 6)")
 done
 eos_curve=""
 for interval in $eos_intervals; do
@@ -376,16 +393,17 @@ users_line="$(grep -E '^users ' "$state/mem-$memory_events.report")"
 top_line="$(grep -E '^most active IPs' "$state/mem-$memory_events.report")"
 
 insights_median="$(median_of "${insights_ratios[@]}")"
+eos_median="$(median_of "${eos_ratios[@]}")"
 consumer_budget="$(python3 -c "print(f'{$pass_cpu + 1.5 * $core_cpu:.2f}')")"
 broker_median="$(median_of "${broker_ratios[@]}")"
 median_ratio="$(median_of "${round_ratios[@]}")"
 pipe_p99="$(field latency_p99_ms "$latency")" pass_p99="$(field latency_p99_ms "$pass_latency")"
 rss_mb=$((pipe_rss / 1024))
-broker_goal="$(verdict "$broker_median <= 1.2")"
-consumer_goal="$(verdict "$pipe_cpu <= $consumer_budget")"
-end_to_end_goal="$(verdict "$median_ratio >= 0.75")"
-latency_goal="$(verdict "$pipe_p99 <= $pass_p99")"
-memory_goal="$(verdict "$rss_mb < 100")"
+broker_goal="$(verdict 'median(x) <= 1.2' "${broker_ratios[@]}")"
+consumer_goal="$(verdict 'x[0] <= x[1] + 1.5 * x[2]' "$pipe_cpu" "$pass_cpu" "$core_cpu")"
+end_to_end_goal="$(verdict 'median(x) >= 0.75' "${round_ratios[@]}")"
+latency_goal="$(verdict 'x[0] <= x[1]' "$pipe_p99" "$pass_p99")"
+memory_goal="$(verdict 'x[0] / 1024 < 100' "$pipe_rss")"
 missed=()
 [ "$broker_goal" = met ] || missed+=(broker)
 [ "$consumer_goal" = met ] || missed+=(consumer)
@@ -396,18 +414,18 @@ goals_missed="$(IFS=,; echo "${missed[*]:-none}")"
 echo
 echo "throughput  pipeline $best_pipe events/s, pass-through $best_pass events/s (best of $rounds, $events events, $partitions partitions$([ -n "${BENCH_PIN:-}" ] && echo ", broker pinned to core 0 and consumers to core 1"))"
 echo "cpu/event   pipeline consumer $pipe_cpu us + broker $pipe_broker us; pass-through consumer $pass_cpu us + broker $pass_broker us ($(nproc) cores in all)"
-echo "goals       broker: request threads per event, pipeline / pass-through round by round ${broker_ratios[*]}, median ${broker_median}x (goal <= 1.2x: $broker_goal); best of each $pipe_requests us against $pass_requests, $(ratio "$pipe_requests" "$pass_requests")x;"
+echo "goals       broker: request threads per event, pipeline / pass-through round by round $(shown "${broker_ratios[@]}"), median ${broker_median}x (goal <= 1.2x: $broker_goal); best of each $pipe_requests us against $pass_requests, $(ratio "$pipe_requests" "$pass_requests")x;"
 echo "            records waited ${pipe_wait} ms in the pipeline's producer queue, ${pass_wait} ms in the pass-through's (batches grow with the wait)"
 echo "            at $latency_rate events/s, $(at_rate "$latency") us/event, $(ratio "$(at_rate "$latency")" "$(at_rate "$pass_latency")")x pass-through's $(at_rate "$pass_latency")"
 echo "            latency at $latency_rate events/s: p99 $pipe_p99 ms, pass-through's $pass_p99 (median of $latency_rounds rounds; goal: no worse: $latency_goal);"
 echo "            all rounds' events together, p99 $(field pooled_p99_ms "$alo_pooled") ms vs $(field pooled_p99_ms "$pass_pooled"); the broker's GC paused $(field broker_gc_pauses "$alo_pooled") times in the pipeline's rounds (the longest $(field broker_gc_pause_max_ms "$alo_pooled") ms), $(field broker_gc_pauses "$pass_pooled") in the pass-through's ($(field broker_gc_pause_max_ms "$pass_pooled") ms):"
 echo "            after each, the last event it held back was appended $(figure stall_catch_up_ms "$alo_pooled") ms later vs $(figure stall_catch_up_ms "$pass_pooled") (median); away from the pauses, p99 $(figure quiet_p99_ms "$alo_pooled") ms vs $(figure quiet_p99_ms "$pass_pooled")"
 echo "            consumer: $pipe_cpu us/event against pass-through's $pass_cpu + 1.5 x the core's $core_cpu = $consumer_budget (goal: at most that: $consumer_goal)"
-echo "            end to end: pipeline / pass-through round by round ${round_ratios[*]}, median ${median_ratio}x (goal >= 0.75x: $end_to_end_goal); best of each $(ratio "$best_pipe" "$best_pass")x"
+echo "            end to end: pipeline / pass-through round by round $(shown "${round_ratios[@]}"), median ${median_ratio}x (goal >= 0.75x: $end_to_end_goal); best of each $(ratio "$best_pipe" "$best_pass")x"
 echo "            peak RSS of the pipeline's drains $rss_mb MB (goal < 100 MB: $memory_goal)"
 echo "            $((5 - ${#missed[@]})) of 5 goals met$([ ${#missed[@]} -eq 0 ] || echo "; missed: $goals_missed")"
-echo "insights    on/off round by round ${insights_ratios[*]}, median $insights_median (publishing costs at most 3%: $(verdict "$insights_median >= 0.97")); best of each: publishing $best_pipe events/s, not publishing $best_quiet events/s"
-echo "exactly once  $best_eos events/s, $(ratio "$best_eos" "$best_pipe")x at least once (goal >= 0.8x: $(verdict "$best_eos >= 0.8 * $best_pipe"); transactions every 100ms; cpu/event $eos_cpu); other intervals:$eos_curve"
+echo "insights    on/off round by round $(shown "${insights_ratios[@]}"), median $insights_median (publishing costs at most 3%: $(verdict 'median(x) >= 0.97' "${insights_ratios[@]}")); best of each: publishing $best_pipe events/s, not publishing $best_quiet events/s"
+echo "exactly once  against at least once round by round $(shown "${eos_ratios[@]}"), median ${eos_median}x (goal >= 0.8x: $(verdict 'median(x) >= 0.8' "${eos_ratios[@]}"); transactions every 100ms); best $best_eos events/s (cpu/event $eos_cpu); other intervals:$eos_curve"
 echo "$latency (at least once, the default settings: linger.ms=5, fetch.wait.max.ms=500, fetch.min.bytes=1)"
 echo "$pass_latency (pass-through)"
 echo "$eos_latency (exactly once, append time; read_committed readers see it at the transaction's commit)"
