@@ -7,9 +7,13 @@
 # 1. Throughput: BENCH_EVENTS (2,000,000) generated events in an input topic with
 #    BENCH_PARTITIONS (6) partitions; the consumer drains them until every output is
 #    acknowledged (`run --max-records`), once as the pipeline and once as a pass-through
-#    (same clients and settings, same keys, bytes copied unchanged where the pipeline
-#    cleans); best of BENCH_ROUNDS (2) each, after unmeasured drains that warm the broker's
-#    JIT up (at most BENCH_WARMUP, 5, pairs). Per drain: the CPU per event of the consumer,
+#    (same clients and settings, each record's own key, bytes copied unchanged where the
+#    pipeline cleans); best of BENCH_ROUNDS (2) each, after unmeasured drains that warm the
+#    broker's JIT up (at most BENCH_WARMUP, 5, pairs). Each round also drains a pass-through
+#    re-keyed by user_id (`--passthrough-key user-id`), as the pipeline keys its output: a
+#    copy under its input's key lands in its input's partition number, the pipeline's records
+#    spread over every partition, which batches worse the more partitions there are; the goals
+#    are against the first, and a line prints the pipeline against the re-keyed one. Per drain: the CPU per event of the consumer,
 #    by thread with its context switches (hack/thread-cpu.py), and of the broker, split into
 #    its request threads, its JVM's own (JIT, GC) and the rest; and the requests each client
 #    sent. The pipeline also runs with insights publishing off (`--insights-topic ''`):
@@ -185,13 +189,17 @@ done
 # from different moments, so each round's own ratios (end to end, the broker's, the insights'
 # and exactly once's) are kept unrounded, and their medians decide the goals.
 best_pass=0 best_pipe=0 best_quiet=0 best_eos=0 pipe_rss=0 pass_cpu="" pipe_cpu="" pass_wait="" pipe_wait="" eos_cpu=""
-round_ratios=() broker_ratios=() insights_ratios=() eos_ratios=()
+round_ratios=() broker_ratios=() insights_ratios=() eos_ratios=() rekeyed_ratios=() rekeyed_broker_ratios=()
 for round in $(seq "$rounds"); do
   drained "pass-$round" bench-pass --passthrough
   read -r eps _ cpu broker requests_cpu queue_wait requests <"$state/pass-$round.line"
   round_pass="$eps" round_pass_requests="$requests_cpu"
   report "round $round: pass-through $eps events/s (CPU per event: consumer $cpu us, broker $broker us; requests $requests)" "pass-$round"
   [ "$eps" -gt "$best_pass" ] && best_pass="$eps" pass_cpu="$cpu" pass_broker="$broker" pass_requests="$requests_cpu" pass_wait="$queue_wait"
+  drained "rekeyed-$round" bench-pass --passthrough --passthrough-key user-id
+  read -r eps _ cpu broker requests_cpu _ requests <"$state/rekeyed-$round.line"
+  round_rekeyed="$eps" round_rekeyed_requests="$requests_cpu"
+  report "round $round: pass-through re-keyed by user_id $eps events/s (CPU per event: consumer $cpu us, broker $broker us; requests $requests)" "rekeyed-$round"
   drained "pipe-$round" bench-out
   read -r eps rss cpu broker requests_cpu queue_wait requests <"$state/pipe-$round.line"
   report "round $round: pipeline     $eps events/s (CPU per event: consumer $cpu us, broker $broker us; peak RSS $((rss / 1024)) MB; requests $requests)" "pipe-$round"
@@ -199,6 +207,8 @@ for round in $(seq "$rounds"); do
   round_ratios+=("$(ratio "$eps" "$round_pass" 6)")
   round_pipe="$eps"
   broker_ratios+=("$(ratio "$requests_cpu" "$round_pass_requests" 6)")
+  rekeyed_ratios+=("$(ratio "$eps" "$round_rekeyed" 6)")
+  rekeyed_broker_ratios+=("$(ratio "$requests_cpu" "$round_rekeyed_requests" 6)")
   [ "$rss" -gt "$pipe_rss" ] && pipe_rss="$rss"
   drained "quiet-$round" bench-out --insights-topic ''
   read -r eps _ cpu broker _ _ _ <"$state/quiet-$round.line"
@@ -423,6 +433,7 @@ echo "            after each, the last event it held back was appended $(figure 
 echo "            consumer: $pipe_cpu us/event against pass-through's $pass_cpu + 1.5 x the core's $core_cpu = $consumer_budget (goal: at most that: $consumer_goal)"
 echo "            end to end: pipeline / pass-through round by round $(shown "${round_ratios[@]}"), median ${median_ratio}x (goal >= 0.75x: $end_to_end_goal); best of each $(ratio "$best_pipe" "$best_pass")x"
 echo "            peak RSS of the pipeline's drains $rss_mb MB (goal < 100 MB: $memory_goal)"
+echo "            against the pass-through re-keyed by user_id, as the pipeline keys its output: end to end round by round $(shown "${rekeyed_ratios[@]}"), median $(median_of "${rekeyed_ratios[@]}")x; broker request threads $(shown "${rekeyed_broker_ratios[@]}"), median $(median_of "${rekeyed_broker_ratios[@]}")x"
 echo "            $((5 - ${#missed[@]})) of 5 goals met$([ ${#missed[@]} -eq 0 ] || echo "; missed: $goals_missed")"
 echo "insights    on/off round by round $(shown "${insights_ratios[@]}"), median $insights_median (publishing costs at most 3%: $(verdict 'median(x) >= 0.97' "${insights_ratios[@]}")); best of each: publishing $best_pipe events/s, not publishing $best_quiet events/s"
 echo "exactly once  against at least once round by round $(shown "${eos_ratios[@]}"), median ${eos_median}x (goal >= 0.8x: $(verdict 'median(x) >= 0.8' "${eos_ratios[@]}"); transactions every 100ms); best $best_eos events/s (cpu/event $eos_cpu); other intervals:$eos_curve"

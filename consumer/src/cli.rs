@@ -12,6 +12,7 @@ use crate::insights::DEFAULT_TOP_CAPACITY;
 use crate::kafka::KafkaProperty;
 use crate::kafka::config::Guarantee;
 use crate::kafka::insights_topic::DEFAULT_TOPIC as DEFAULT_INSIGHTS_TOPIC;
+use crate::kafka::pipeline::PassthroughKey;
 use crate::pii::PiiMode;
 use crate::telemetry::LogFormat;
 use crate::telemetry::duration::{self, parse_within};
@@ -167,6 +168,10 @@ pub struct RunArgs {
     /// and no insights, through the same clients and settings.
     #[arg(long, hide = true)]
     pub passthrough: bool,
+    /// The key the `--passthrough` copies get: `input`, each record's own (a copy lands in its
+    /// input's partition number), or `user-id`, the event's, as the pipeline keys its output.
+    #[arg(long, hide = true, value_enum, default_value_t = PassthroughKey::Input, requires = "passthrough")]
+    pub passthrough_key: PassthroughKey,
 }
 
 /// Output format of `fetch-consumer insights`.
@@ -322,6 +327,27 @@ mod tests {
                 .expect_err(bad);
             assert!(err.to_string().contains("like 30s"), "{err}");
         }
+    }
+
+    #[test]
+    fn the_passthrough_key_is_the_inputs_unless_asked_and_only_with_passthrough() {
+        let key = |args: &[&str]| match Cli::try_parse_from(
+            ["fetch-consumer", "run"].iter().chain(args).copied(),
+        )
+        .map(|c| c.command)
+        {
+            Ok(Command::Run(run)) => Ok(run.passthrough.then_some(run.passthrough_key)),
+            Ok(other) => panic!("not run: {other:?}"),
+            Err(e) => Err(e.to_string()),
+        };
+        assert_eq!(key(&[]), Ok(None));
+        assert_eq!(key(&["--passthrough"]), Ok(Some(PassthroughKey::Input)));
+        assert_eq!(
+            key(&["--passthrough", "--passthrough-key", "user-id"]),
+            Ok(Some(PassthroughKey::UserId))
+        );
+        let err = key(&["--passthrough-key", "user-id"]).expect_err("without --passthrough");
+        assert!(err.contains("--passthrough"), "{err}");
     }
 
     #[test]

@@ -178,7 +178,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         transactional_id,
         flush_timeout: args.shutdown_timeout,
         max_records: args.max_records,
-        passthrough: args.passthrough,
+        passthrough: args.passthrough.then_some(args.passthrough_key),
         insights,
     };
     let metrics = Arc::new(Metrics::default());

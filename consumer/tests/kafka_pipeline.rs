@@ -517,6 +517,68 @@ fn the_passthrough_baseline_copies_every_record_unchanged() {
     assert_eq!(total(&end_offsets(&dlq)), 0, "nothing is dead-lettered");
 }
 
+/// The re-keyed baseline (`--passthrough-key user-id`): every record copied unchanged, keyed
+/// as the pipeline keys its output, by the event's `user_id` (a record without one keeps its
+/// own key).
+#[test]
+fn the_rekeyed_passthrough_keys_each_copy_by_its_user_id() {
+    let (input, output, dlq) = topics(2);
+    let records = records(1_000, 23);
+    produce(&input, &records);
+    let group = unique("group");
+    let n = records.len().to_string();
+    let mut consumer = ConsumerProcess::start(
+        &group,
+        &input,
+        &output,
+        &dlq,
+        &[
+            "--passthrough",
+            "--passthrough-key",
+            "user-id",
+            "--max-records",
+            &n,
+        ],
+    );
+    let status = consumer.child.wait().expect("wait");
+    assert!(status.success(), "exits 0:\n{}", consumer.log());
+    let user_id = |value: &[u8]| -> Option<Vec<u8>> {
+        let event: serde_json::Value = serde_json::from_slice(value).ok()?;
+        Some(event.get("user_id")?.as_str()?.as_bytes().to_vec())
+    };
+    let copies = read_all(&output, records.len());
+    assert_eq!(copies.len(), records.len(), "every record is copied once");
+    let mut rekeyed = 0;
+    for copy in &copies {
+        let (key, value) = (copy.key().map(<[u8]>::to_vec), copy.payload());
+        match value.and_then(user_id) {
+            Some(id) => {
+                assert_eq!(key, Some(id), "keyed by its user_id");
+                rekeyed += 1;
+            }
+            None if value.is_none() => assert_eq!(key.as_deref(), Some(&b"no-payload"[..])),
+            None => {}
+        }
+    }
+    assert!(rekeyed >= records.len() * 9 / 10, "{rekeyed} re-keyed");
+    let values = |all: Vec<Option<Vec<u8>>>| {
+        let mut all = all;
+        all.sort();
+        all
+    };
+    assert_eq!(
+        values(
+            copies
+                .iter()
+                .map(|m| m.payload().map(<[u8]>::to_vec))
+                .collect()
+        ),
+        values(records.into_iter().map(|(_, value)| value).collect()),
+        "the values are copied unchanged"
+    );
+    assert_eq!(total(&end_offsets(&dlq)), 0, "nothing is dead-lettered");
+}
+
 /// A backlog's records are held and produced a partition at a time (`--backlog-hold-bytes`),
 /// its dead letters kept through the releases for fullness: every event still arrives once,
 /// and each user's events keep their order in the output and in the dead-letter topic, as

@@ -59,6 +59,7 @@ use group::{Consumer_, close_within, leave_group};
 use guarantee::Guarantee;
 use hold::{Ahead, Held, HoldWaits};
 use produce::{Outputs, Producer_, serve_delivery_reports};
+pub use records::PassthroughKey;
 use records::{handle, pass_through};
 use shared::{Failure, Shared, take_failure};
 
@@ -88,9 +89,9 @@ pub struct PipelineConfig {
     pub flush_timeout: Duration,
     /// Stop after this many records.
     pub max_records: Option<u64>,
-    /// Copy records unchanged (the benchmarks' baseline): same clients and threads, no
-    /// processing.
-    pub passthrough: bool,
+    /// Copy records unchanged, keyed as it says (the benchmarks' baseline): same clients and
+    /// threads, no processing. None: the pipeline.
+    pub passthrough: Option<PassthroughKey>,
     /// Publish the insights to a topic (ignored with `passthrough`).
     pub insights: Option<InsightsPublishing>,
 }
@@ -115,7 +116,10 @@ pub fn run(
     let _span =
         tracing::info_span!("pipeline", group = %config.group_id, input = %config.input_topic)
             .entered();
-    let publishing = config.insights.as_ref().filter(|_| !config.passthrough);
+    let publishing = config
+        .insights
+        .as_ref()
+        .filter(|_| config.passthrough.is_none());
     let shared = Arc::new(Shared::new(
         metrics,
         health,
@@ -289,8 +293,8 @@ impl RunParts<'_> {
         let mut left = 0usize;
         for record in batch.iter() {
             let (partition, offset) = (record.partition, record.offset);
-            let handled = if config.passthrough {
-                pass_through(record, handed_at, &mut outputs, guarantee)?
+            let handled = if let Some(key) = config.passthrough {
+                pass_through(record, key, handed_at, &mut outputs, guarantee)?
             } else {
                 handle(
                     record,

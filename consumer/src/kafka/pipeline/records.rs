@@ -1,6 +1,12 @@
 //! One input record into the record made from it: cleaned to the output or dead-lettered with
 //! its original bytes (or, for the baseline, copied unchanged), its offset handed to the
 //! guarantee.
+//!
+//! The baseline's key: the pipeline keys its output by `user_id`, so each input batch of one
+//! partition spreads over every output partition. A copy under the input's own key lands in
+//! the partition its input came from (same key, same partitioner, same partition count), whole
+//! fetched runs in one partition, and batches far better with many partitions. `user-id`
+//! re-keys the copy as the pipeline keys its output, found by a scan of the bytes, not a parse.
 
 use rdkafka::message::{Header, OwnedHeaders};
 
@@ -14,11 +20,25 @@ use crate::error::Result;
 use crate::kafka::stage::InputRecord;
 use crate::processor::{Processor, Routed};
 
+/// The key the `--passthrough` baseline gives each copy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum PassthroughKey {
+    /// The input record's own key: with the same partitioner and partition count, each copy
+    /// lands in the partition number its input came from.
+    #[default]
+    Input,
+    /// The event's `user_id`, as the pipeline keys its output, so the copies spread over the
+    /// partitions as the pipeline's records do (the input's key when the value has no plain
+    /// `user_id` string).
+    UserId,
+}
+
 /// The benchmarks' baseline: copies one record to the output unchanged (through the hold, as
-/// the pipeline's records go). Returns false for a record left to its partition's next
-/// owner (`Guarantee::track`).
+/// the pipeline's records go), keyed as `key` says. Returns false for a record left to its
+/// partition's next owner (`Guarantee::track`).
 pub(super) fn pass_through(
     input: InputRecord<'_>,
+    key: PassthroughKey,
     handed_at: u64,
     outputs: &mut Outputs<'_>,
     guarantee: &dyn Guarantee,
@@ -29,9 +49,24 @@ pub(super) fn pass_through(
     if !guarantee.track(partition, offset, handed_at)? {
         return Ok(false);
     }
+    let key = match key {
+        PassthroughKey::Input => input.key,
+        PassthroughKey::UserId => input.payload.and_then(user_id_of).or(input.key),
+    };
     outputs
-        .send(Destination::Output, input.key, input.payload, None, token)
+        .send(Destination::Output, key, input.payload, None, token)
         .map(|()| true)
+}
+
+/// The `user_id` string of a raw JSON event, by a scan: the first `"user_id"`, a colon and a
+/// string with no escapes. None otherwise (a missing field, another type, an escape).
+fn user_id_of(payload: &[u8]) -> Option<&[u8]> {
+    const FIELD: &[u8] = b"\"user_id\"";
+    let at = payload.windows(FIELD.len()).position(|w| w == FIELD)? + FIELD.len();
+    let value = payload[at..].trim_ascii_start().strip_prefix(b":")?;
+    let value = value.trim_ascii_start().strip_prefix(b"\"")?;
+    let end = value.iter().position(|&b| b == b'"' || b == b'\\')?;
+    (value[end] == b'"').then(|| &value[..end])
 }
 
 /// Cleans one record and hands the result (the cleaned event or a dead letter) to the outputs. Returns false for a record left to its partition's next owner
@@ -85,4 +120,38 @@ pub(super) fn handle(
         }
     };
     sent.map(|()| true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::user_id_of;
+
+    #[test]
+    fn the_user_id_is_the_string_after_the_field_name() {
+        let event = br#"{"user_id": "63087e52-44c6", "ip": "1.2.3.4"}"#;
+        assert_eq!(user_id_of(event), Some(&b"63087e52-44c6"[..]));
+        assert_eq!(
+            user_id_of(br#"{"ip":"1","user_id" :"u1"}"#),
+            Some(&b"u1"[..])
+        );
+    }
+
+    #[test]
+    fn no_plain_string_user_id_gives_none() {
+        for event in [
+            &br#"{"ip": "1.2.3.4"}"#[..],
+            br#"{"user_id": 42}"#,
+            br#"{"user_id": "a\"b"}"#,
+            br#"{"user_id": "unterminated"#,
+            br#"{"user_id""#,
+            b"not json",
+        ] {
+            assert_eq!(
+                user_id_of(event),
+                None,
+                "{}",
+                String::from_utf8_lossy(event)
+            );
+        }
+    }
 }
