@@ -6,35 +6,36 @@
 #
 # 1. Throughput: BENCH_EVENTS (2,000,000) generated events in an input topic with
 #    BENCH_PARTITIONS (6) partitions; the consumer drains them until every output is
-#    acknowledged (`run --max-records`), once as the pipeline and once as a pass-through
-#    (same clients and settings, each record's own key, bytes copied unchanged where the
-#    pipeline cleans); best of BENCH_ROUNDS (2) each, after unmeasured drains that warm the
-#    broker's JIT up (at most BENCH_WARMUP, 5, pairs). Each round also drains a pass-through
-#    re-keyed by user_id (`--passthrough-key user-id`), as the pipeline keys its output: a
-#    copy under its input's key lands in its input's partition number, the pipeline's records
-#    spread over every partition, which batches worse the more partitions there are; the goals
-#    are against the first, and a line prints the pipeline against the re-keyed one. Per drain: the CPU per event of the consumer,
-#    by thread with its context switches (hack/thread-cpu.py), and of the broker, split into
-#    its request threads, its JVM's own (JIT, GC) and the rest; and the requests each client
-#    sent. The pipeline also runs with insights publishing off (`--insights-topic ''`):
-#    publishing must cost at most 3%: the line `insights on/off` prints the ratio round by round,
-#    with its median. And exactly once (`--guarantee exactly-once`, transactions every 100 ms by
-#    default) against at least once: the goal is >= 0.8x, round by round and their median, as for
-#    the insights; one more drain per interval of BENCH_EOS_INTERVALS ("50ms 1s", no records
-#    limit) draws the curve. One more pipeline drain per set of client settings in BENCH_TUNINGS
-#    (space-separated sets of comma-separated librdkafka properties; by default a longer producer
-#    linger, fetches that wait to fill, and both), with its latency (below).
+#    acknowledged (`run --max-records`), once as the pipeline and once as a pass-through (same
+#    clients and settings, each record's own key, bytes copied unchanged where the pipeline
+#    cleans); best of BENCH_ROUNDS (2) each, after unmeasured drains that warm the broker's JIT
+#    up (at most BENCH_WARMUP, 5, pairs). Each round also drains, after the pipeline, a
+#    pass-through re-keyed by user_id (`--passthrough-key user-id`), as the pipeline keys its
+#    output: a copy under its input's key lands in its input's partition number, the pipeline's
+#    records spread over every partition, which batches worse the more partitions there are; the
+#    goals are against the first, and a line prints the pipeline against the re-keyed one. Per
+#    drain: the CPU per event of the consumer, by thread with its context switches
+#    (hack/thread-cpu.py), and of the broker, split into its request threads, its JVM's own
+#    (JIT, GC) and the rest; and the requests each client sent. The pipeline also runs with
+#    insights publishing off (`--insights-topic ''`): publishing must cost at most 3%: the line
+#    `insights on/off` prints the ratio round by round, with its median. And exactly once
+#    (`--guarantee exactly-once`, transactions every 100 ms by default) against at least once:
+#    the goal is >= 0.8x, round by round and their median, as for the insights; one more drain
+#    per interval of BENCH_EOS_INTERVALS ("50ms 1s", no records limit) draws the curve. One more
+#    pipeline drain per set of client settings in BENCH_TUNINGS (space-separated sets of
+#    comma-separated librdkafka properties; by default a longer producer linger, fetches that
+#    wait to fill, and both), with its latency (below).
 #    The `goals` lines hold the efficiency goals, each marked met or missed, and a last one
 #    counts them: the broker's request threads per event at most 1.2x the pass-through's and end
 #    to end at least 0.75x, both as the median of the rounds' own ratios (each round's drains
 #    share the machine's moment; the best of each kind can pair a quiet drain with a busy one,
 #    and is printed beside them), decided unrounded (printed to 3 decimals); the consumer's CPU
 #    per event at most the pass-through's plus 1.5x the core's (`process` over the same events,
-#    no Kafka), from each kind's best drain; the p99 at the fixed rate (2. below) no worse than
-#    the pass-through's; the pipeline drains' peak RSS under 100 MB. BENCH_PIN=1 pins the broker
-#    to core 0 and the consumers to core 1: production's shape, where the broker has machines of
-#    its own. BENCH_PROFILE=1 adds a drain of each kind under a system-wide `perf record` and
-#    prints where the samples fell.
+#    no Kafka), from each kind's best drain, as printed; the p99 at the fixed rate (2. below)
+#    no worse than the pass-through's; the pipeline drains' peak RSS under 100 MB. BENCH_PIN=1
+#    pins the broker to core 0 and the consumers to core 1: production's shape, where the
+#    broker has machines of its own. BENCH_PROFILE=1 adds a drain of each kind under a
+#    system-wide `perf record` and prints where the samples fell.
 # 2. Latency: at BENCH_LATENCY_RATE (20,000) events/s for BENCH_LATENCY_SECONDS (15), p50/p99
 #    from the input's produce time to the output's append time (after a 2 s warm-up, so
 #    BENCH_LATENCY_SECONDS must be more than 2; the all-events p99 is printed too), and the
@@ -196,20 +197,20 @@ for round in $(seq "$rounds"); do
   round_pass="$eps" round_pass_requests="$requests_cpu"
   report "round $round: pass-through $eps events/s (CPU per event: consumer $cpu us, broker $broker us; requests $requests)" "pass-$round"
   [ "$eps" -gt "$best_pass" ] && best_pass="$eps" pass_cpu="$cpu" pass_broker="$broker" pass_requests="$requests_cpu" pass_wait="$queue_wait"
-  drained "rekeyed-$round" bench-pass --passthrough --passthrough-key user-id
-  read -r eps _ cpu broker requests_cpu _ requests <"$state/rekeyed-$round.line"
-  round_rekeyed="$eps" round_rekeyed_requests="$requests_cpu"
-  report "round $round: pass-through re-keyed by user_id $eps events/s (CPU per event: consumer $cpu us, broker $broker us; requests $requests)" "rekeyed-$round"
   drained "pipe-$round" bench-out
   read -r eps rss cpu broker requests_cpu queue_wait requests <"$state/pipe-$round.line"
   report "round $round: pipeline     $eps events/s (CPU per event: consumer $cpu us, broker $broker us; peak RSS $((rss / 1024)) MB; requests $requests)" "pipe-$round"
   [ "$eps" -gt "$best_pipe" ] && best_pipe="$eps" pipe_cpu="$cpu" pipe_broker="$broker" pipe_requests="$requests_cpu" pipe_wait="$queue_wait"
   round_ratios+=("$(ratio "$eps" "$round_pass" 6)")
-  round_pipe="$eps"
+  round_pipe="$eps" round_pipe_requests="$requests_cpu"
   broker_ratios+=("$(ratio "$requests_cpu" "$round_pass_requests" 6)")
-  rekeyed_ratios+=("$(ratio "$eps" "$round_rekeyed" 6)")
-  rekeyed_broker_ratios+=("$(ratio "$requests_cpu" "$round_rekeyed_requests" 6)")
   [ "$rss" -gt "$pipe_rss" ] && pipe_rss="$rss"
+  # After the pipeline, so that the goals' pair of drains runs back to back.
+  drained "rekeyed-$round" bench-pass --passthrough --passthrough-key user-id
+  read -r eps _ cpu broker requests_cpu _ requests <"$state/rekeyed-$round.line"
+  report "round $round: pass-through re-keyed by user_id $eps events/s (CPU per event: consumer $cpu us, broker $broker us; requests $requests)" "rekeyed-$round"
+  rekeyed_ratios+=("$(ratio "$round_pipe" "$eps" 6)")
+  rekeyed_broker_ratios+=("$(ratio "$round_pipe_requests" "$requests_cpu" 6)")
   drained "quiet-$round" bench-out --insights-topic ''
   read -r eps _ cpu broker _ _ _ <"$state/quiet-$round.line"
   report "round $round: pipeline, insights not published $eps events/s (CPU per event: consumer $cpu us, broker $broker us)" "quiet-$round"

@@ -12,8 +12,10 @@
 //! each batch, hands the results to the producer (which batches on its own; while more input
 //! waits, the stage holds them and hands them over a partition at a time, `hold`) and serves
 //! the delivery reports. Neither waits on the other per record. The `--passthrough` baseline
-//! takes the same path and copies each record unchanged where the pipeline cleans it, so the
-//! two differ only in the processing. At least once, a third thread commits on the interval: a
+//! takes the same path and copies each record unchanged where the pipeline cleans it, under
+//! the input's key or, with `--passthrough-key user-id`, under the `user_id` the pipeline keys
+//! its output by (`records`: the first keeps each input partition's records together, which
+//! batches better). At least once, a third thread commits on the interval: a
 //! commit waits for as long as the group coordinator is unknown, and the poll loop must go on
 //! serving the consumer meanwhile (`Guarantee::tick`).
 //!

@@ -58,15 +58,32 @@ pub(super) fn pass_through(
         .map(|()| true)
 }
 
-/// The `user_id` string of a raw JSON event, by a scan: the first `"user_id"`, a colon and a
-/// string with no escapes. None otherwise (a missing field, another type, an escape).
+/// The `user_id` string of a raw JSON event, by a scan: the first `"user_id"` (at any depth)
+/// followed by a colon and a non-empty string with no escapes, trimmed of ASCII whitespace (the
+/// cleaner trims Unicode's too and decodes escapes; for spreading records over partitions as
+/// the pipeline does, the difference does not matter). None when there is no such string.
 fn user_id_of(payload: &[u8]) -> Option<&[u8]> {
     const FIELD: &[u8] = b"\"user_id\"";
-    let at = payload.windows(FIELD.len()).position(|w| w == FIELD)? + FIELD.len();
-    let value = payload[at..].trim_ascii_start().strip_prefix(b":")?;
+    let mut from = 0;
+    while let Some(found) = payload[from..]
+        .windows(FIELD.len())
+        .position(|w| w == FIELD)
+    {
+        from += found + FIELD.len();
+        if let Some(id) = string_after_colon(&payload[from..]) {
+            return Some(id);
+        }
+    }
+    None
+}
+
+/// The string after `:` at the start of `rest`, trimmed, if it is non-empty and has no escapes.
+fn string_after_colon(rest: &[u8]) -> Option<&[u8]> {
+    let value = rest.trim_ascii_start().strip_prefix(b":")?;
     let value = value.trim_ascii_start().strip_prefix(b"\"")?;
     let end = value.iter().position(|&b| b == b'"' || b == b'\\')?;
-    (value[end] == b'"').then(|| &value[..end])
+    let id = value[..end].trim_ascii();
+    (value[end] == b'"' && !id.is_empty()).then_some(id)
 }
 
 /// Cleans one record and hands the result (the cleaned event or a dead letter) to the outputs. Returns false for a record left to its partition's next owner
@@ -137,10 +154,22 @@ mod tests {
     }
 
     #[test]
+    fn the_user_id_is_trimmed_as_the_cleaner_trims_it() {
+        assert_eq!(user_id_of(br#"{"user_id": " u2 "}"#), Some(&b"u2"[..]));
+    }
+
+    #[test]
+    fn a_field_name_not_followed_by_a_string_is_passed_over() {
+        let event = br#"{"note": "user_id", "other": "user_id", "user_id": "u3"}"#;
+        assert_eq!(user_id_of(event), Some(&b"u3"[..]));
+    }
+
+    #[test]
     fn no_plain_string_user_id_gives_none() {
         for event in [
             &br#"{"ip": "1.2.3.4"}"#[..],
             br#"{"user_id": 42}"#,
+            br#"{"user_id": "  "}"#,
             br#"{"user_id": "a\"b"}"#,
             br#"{"user_id": "unterminated"#,
             br#"{"user_id""#,
