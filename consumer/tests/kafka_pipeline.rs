@@ -485,25 +485,33 @@ fn a_replica_left_without_partitions_is_a_ready_standby() {
     });
 }
 
+/// Runs the benchmarks' baseline, `--passthrough` with `flags`, over 1,000 records made from
+/// `seed` until it stops by itself: the records sent, their copies, and the dead-letter topic.
+fn passthrough_run(
+    seed: u64,
+    flags: &[&str],
+) -> (Vec<Record>, Vec<rdkafka::message::OwnedMessage>, String) {
+    let (input, output, dlq) = topics(2);
+    let records = records(1_000, seed);
+    produce(&input, &records);
+    let n = records.len().to_string();
+    let args: Vec<&str> = ["--passthrough", "--max-records", &n]
+        .into_iter()
+        .chain(flags.iter().copied())
+        .collect();
+    let mut consumer = ConsumerProcess::start(&unique("group"), &input, &output, &dlq, &args);
+    let status = consumer.child.wait().expect("wait");
+    assert!(status.success(), "exits 0:\n{}", consumer.log());
+    let copies = read_all(&output, records.len());
+    (records, copies, dlq)
+}
+
 /// The benchmarks' baseline: every record copied to the output unchanged (key and bytes, the
 /// malformed ones too), through the same clients and threads, then the run stops by itself.
 #[test]
 fn the_passthrough_baseline_copies_every_record_unchanged() {
-    let (input, output, dlq) = topics(2);
-    let records = records(1_000, 19);
-    produce(&input, &records);
-    let group = unique("group");
-    let n = records.len().to_string();
-    let mut consumer = ConsumerProcess::start(
-        &group,
-        &input,
-        &output,
-        &dlq,
-        &["--passthrough", "--max-records", &n],
-    );
-    let status = consumer.child.wait().expect("wait");
-    assert!(status.success(), "exits 0:\n{}", consumer.log());
-    let copied: HashSet<(Vec<u8>, Option<Vec<u8>>)> = read_all(&output, records.len())
+    let (records, copies, dlq) = passthrough_run(19, &[]);
+    let copied: HashSet<(Vec<u8>, Option<Vec<u8>>)> = copies
         .iter()
         .map(|m| {
             (
@@ -522,26 +530,7 @@ fn the_passthrough_baseline_copies_every_record_unchanged() {
 /// own key).
 #[test]
 fn the_rekeyed_passthrough_keys_each_copy_by_its_user_id() {
-    let (input, output, dlq) = topics(2);
-    let records = records(1_000, 23);
-    produce(&input, &records);
-    let group = unique("group");
-    let n = records.len().to_string();
-    let mut consumer = ConsumerProcess::start(
-        &group,
-        &input,
-        &output,
-        &dlq,
-        &[
-            "--passthrough",
-            "--passthrough-key",
-            "user-id",
-            "--max-records",
-            &n,
-        ],
-    );
-    let status = consumer.child.wait().expect("wait");
-    assert!(status.success(), "exits 0:\n{}", consumer.log());
+    let (records, copies, dlq) = passthrough_run(23, &["--passthrough-key", "user-id"]);
     // A plain (unescaped), non-empty user_id string, trimmed: what the copy is keyed by.
     let user_id = |value: &[u8]| -> Option<Vec<u8>> {
         let event: serde_json::Value = serde_json::from_slice(value).ok()?;
@@ -556,7 +545,6 @@ fn the_rekeyed_passthrough_keys_each_copy_by_its_user_id() {
             .or_default()
             .insert(key.clone());
     }
-    let copies = read_all(&output, records.len());
     assert_eq!(copies.len(), records.len(), "every record is copied once");
     let (mut rekeyed, mut kept) = (0, 0);
     for copy in &copies {
