@@ -265,9 +265,22 @@ fn with_cooperative_rebalancing_kept_partitions_lose_nothing_either() {
 /// owner, and the first consumer tracks, so commits, none of them: such a commit would move
 /// the new owner's committed offset back (`OffsetTracker::forget`). Nothing is lost;
 /// duplicates are allowed (the revocation is counted as unsettled).
+/// Batches big enough that the stage always has more than 1 ms of work queued when the
+/// revocation comes (three of 256 records were about 1.5 ms on a fast machine: sometimes
+/// done in time), and eager rebalancing, so that the revocation takes every partition and
+/// whatever the stage still holds is a revoked partition's (with cooperative rebalancing the
+/// first consumer keeps half, and the batches queued, each from one long fetched run of a
+/// partition, could all be of kept ones: nothing was left, and the test failed in CI).
 #[test]
 fn a_revocation_that_cannot_wait_for_the_stage_leaves_its_batches_records_to_the_next_owner() {
-    let args = ["--batch-size", "256", "--shutdown-timeout", "1ms"];
+    let args = [
+        "--batch-size",
+        "4096",
+        "--shutdown-timeout",
+        "1ms",
+        "-X",
+        "partition.assignment.strategy=range,roundrobin",
+    ];
     let t = topics_on(&bootstrap(), 4, 4, &[]);
     let sent = records(300_000, 19);
     produce(&t.input, &sent);
