@@ -8,16 +8,16 @@
 //! idempotent in both, so its own retries add no duplicates.
 //!
 //! Two threads share the work, with rdkafka's polled clients: the poll loop takes records from
-//! the consumer and copies them into batches; the processing stage (`kafka::stage`) cleans
-//! each batch, hands the results to the producer (which batches on its own; while more input
-//! waits, the stage holds them and hands them over a partition at a time, `hold`) and serves
-//! the delivery reports. Neither waits on the other per record. The `--passthrough` baseline
-//! takes the same path and copies each record unchanged where the pipeline cleans it, under
-//! the input's key or, with `--passthrough-key user-id`, under the `user_id` the pipeline keys
-//! its output by (`records`: the first keeps each input partition's records together, which
-//! batches better). At least once, a third thread commits on the interval: a
-//! commit waits for as long as the group coordinator is unknown, and the poll loop must go on
-//! serving the consumer meanwhile (`Guarantee::tick`).
+//! the consumer and copies them into batches; the processing stage (`kafka::stage`) cleans each
+//! batch, hands the results to the producer (which batches on its own; while more input waits,
+//! the stage holds them and hands them over a partition at a time, `hold`) and serves the
+//! delivery reports. Neither waits on the other per record. The `--passthrough` baseline takes
+//! the same path and copies each record unchanged where the pipeline cleans it, under the
+//! input's key or, with `--passthrough-key user-id`, under the `user_id` the pipeline keys its
+//! output by (`records`: the first keeps each input partition's records together, which batches
+//! better). At least once, a third thread commits on the interval: a commit waits for as long
+//! as the group coordinator is unknown, and the poll loop must go on serving the consumer
+//! meanwhile (`Guarantee::tick`).
 //!
 //! With insights publishing on, the stage also takes checkpoints (`kafka::checkpoint`) and an
 //! offset is committed only once a published snapshot counts its event.
